@@ -1,19 +1,15 @@
 """Command line: ``python -m bnviz train ...`` (headless training) and ``python -m bnviz data``."""
 import argparse
-import csv
+import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
-import torch
-
 from . import device as devices
-from .data import DataError, batches, load_fashion_mnist, locate, num_batches
-from .models import NORMS, build_lenet
-from .training import evaluate, make_optimizer, train_step
-
-COLUMNS = ("variant", "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "images_per_s", "seconds")
+from .data import DataError, load_fashion_mnist, locate
+from .engine import Experiment, LaneSpec, Settings
+from .history import metrics_csv, save_experiment
+from .models import NORMS
 
 
 def parse_norms(text):
@@ -46,69 +42,77 @@ def progress(done, total, text, stream=sys.stderr):
 
 
 def train(args):
-    devices.set_threads(shared=False)
-    device = devices.resolve_device(args.device)
-    data = load_fashion_mnist().to(device)
-    train_x, train_y = data.train_images, data.train_labels
-    if args.train_size:
-        train_x, train_y = train_x[:args.train_size], train_y[:args.train_size]
-    models = {n: build_lenet(n, args.activation, seed=args.seed).to(device) for n in args.norm}
-    opts = {n: make_optimizer(m, args.lr) for n, m in models.items()}
-    print(f"bnviz: training {', '.join(args.norm)} on {devices.describe(device)}, {train_x.shape[0]:,} images, "
+    """Train the variants side by side through the live engine, printing a table per epoch."""
+    settings = Settings(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, seed=args.seed,
+                        device=args.device, train_size=args.train_size)
+    devices.resolve_device(args.device)  # a clear error before the data is loaded
+    specs = [LaneSpec(n, args.activation) for n in args.norm]
+    exp = Experiment(load_fashion_mnist(), settings, specs, name="cli", shared_cpu=False)
+    print(f"bnviz: training {', '.join(args.norm)} on {devices.describe(exp.device)}, {exp.data.n_train:,} images, "
           f"batch {args.batch_size}, lr {args.lr}, {args.epochs} epoch(s), seed {args.seed}", file=sys.stderr)
-    rows, step = [], 0
-    total_steps = num_batches(train_x.shape[0], args.batch_size)
-    for epoch in range(1, args.epochs + 1):
-        sums = {n: [torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device), 0.0]
-                for n in models}
-        seen = 0
-        for i, (X, y) in enumerate(batches(train_x, train_y, args.batch_size, shuffle=True, seed=args.seed,
-                                           epoch=epoch), 1):
-            for n, m in models.items():  # the variants in lockstep, on the same batch
-                t = time.perf_counter()
-                loss, correct = train_step(m, opts[n], X, y)
-                sums[n][0] += loss
-                sums[n][1] += correct
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                sums[n][2] += time.perf_counter() - t
-            seen += X.shape[0]
-            step += 1
-            if i % 20 == 0 or i == total_steps:
-                progress(i, total_steps, f"epoch {epoch}/{args.epochs}")
-        for n, m in models.items():
-            val_loss, val_acc = evaluate(m, data.test_images, data.test_labels)
-            rows.append(dict(variant=n, epoch=epoch, step=step, train_loss=sums[n][0].item() / seen,
-                             train_acc=sums[n][1].item() / seen, val_loss=val_loss, val_acc=val_acc,
-                             images_per_s=seen / sums[n][2], seconds=sums[n][2]))
-        print_table(rows[-len(models):], header=epoch == 1)
+    printed, last_step = 0, -1
+    try:
+        exp.start()
+        while True:
+            done = exp.wait(timeout=0.25)
+            snap = exp.snapshot()
+            total = snap.lanes[0].steps_per_epoch * args.epochs
+            if snap.max_step != last_step:
+                last_step = snap.max_step
+                progress(min(snap.max_step, total), total, f"epoch {max(l.epoch for l in snap.lanes)}/{args.epochs}")
+            printed = print_epochs(snap, printed)
+            if done:
+                break
+    finally:
+        exp.stop()
+    if snap.error:
+        raise RuntimeError(snap.error)
+    for lane in snap.lanes:
+        if lane.status in ("diverged", "error"):
+            print(f"bnviz: {lane.label}: {lane.status}"
+                  + (f" at step {lane.diverged_at}" if lane.diverged_at else f" ({lane.error})"), file=sys.stderr)
     if args.out:
-        write_outputs(Path(args.out), rows, args)
-    return rows
+        write_outputs(Path(args.out), exp, snap)
+    return snap
 
 
-def print_table(rows, header):
-    if header:
-        print(f"{'epoch':>5} {'variant':>8} {'train loss':>10} {'train acc':>9} {'val loss':>8} {'val acc':>7} "
-              f"{'images/s':>9}")
-    for r in rows:
-        print(f"{r['epoch']:>5} {r['variant']:>8} {r['train_loss']:>10.4f} {r['train_acc']:>9.3f} "
-              f"{r['val_loss']:>8.4f} {r['val_acc']:>7.3f} {r['images_per_s']:>9,.0f}", flush=True)
+def print_epochs(snap, printed):
+    """Print the epoch rows that every lane has finished since the last call; return how many are out."""
+    epochs = [lane.tables["epochs"] for lane in snap.lanes]
+    ready = min(len(e.get("epoch", [])) for e in epochs)
+    for i in range(printed, ready):
+        if i == 0:
+            print(f"{'epoch':>5} {'lane':>10} {'train loss':>10} {'train acc':>9} {'val loss':>8} {'val acc':>7} "
+                  f"{'images/s':>9}")
+        for lane, e in zip(snap.lanes, epochs):
+            print(f"{int(e['epoch'][i]):>5} {lane.label:>10} {e['train_loss'][i]:>10.4f} {e['train_acc'][i]:>9.3f} "
+                  f"{e['val_loss'][i]:>8.4f} {e['val_acc'][i]:>7.3f} {e['images_per_s'][i]:>9,.0f}", flush=True)
+    return max(printed, ready)
 
 
-def write_outputs(out, rows, args):
+def summary(snap):
+    """Per lane: its set-up and final numbers (val_acc on the full 10k test set)."""
+    out = []
+    for lane in snap.lanes:
+        e = lane.tables["epochs"]
+        last = {k: (float(v[-1]) if len(v) else None) for k, v in e.items()}
+        out.append(dict(lane=lane.label, norm=lane.spec.norm, activation=lane.spec.activation, status=lane.status,
+                        diverged_at=lane.diverged_at, epochs=len(e.get("epoch", [])), steps=lane.step,
+                        val_acc=last.get("val_acc"), val_loss=last.get("val_loss"),
+                        train_loss=last.get("train_loss"), train_acc=last.get("train_acc"),
+                        images_per_s=lane.images_per_s))
+    return out
+
+
+def write_outputs(out, exp, snap):
+    """experiment.npz (loadable for replay), history.csv and summary.json: the dashboard's export format."""
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "history.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    last = {r["variant"]: r for r in rows}
-    summary = {"settings": {k: getattr(args, k) for k in ("norm", "epochs", "lr", "batch_size", "seed",
-                                                          "activation", "device")},
-               "variants": [dict(norm=n, val_acc=r["val_acc"], val_loss=r["val_loss"], train_loss=r["train_loss"],
-                                 train_acc=r["train_acc"], images_per_s=r["images_per_s"]) for n, r in last.items()]}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"bnviz: wrote {out / 'history.csv'} and {out / 'summary.json'}", file=sys.stderr)
+    views = [lane.tables for lane in snap.lanes]
+    save_experiment(out / "experiment.npz", exp.header(), views)
+    (out / "history.csv").write_text(metrics_csv([l.label for l in snap.lanes], views))
+    (out / "summary.json").write_text(json.dumps({"settings": dataclasses.asdict(snap.settings),
+                                                  "device": snap.device, "variants": summary(snap)}, indent=2))
+    print(f"bnviz: wrote {out / 'experiment.npz'}, history.csv and summary.json", file=sys.stderr)
 
 
 def main(argv=None):
@@ -124,7 +128,7 @@ def main(argv=None):
     t.add_argument("--activation", choices=("sigmoid", "relu"), default="sigmoid")
     t.add_argument("--train-size", type=positive(int), default=None, help="train on the first N images only")
     t.add_argument("--device", choices=devices.DEVICES, default="auto")
-    t.add_argument("--out", default=None, help="folder for history.csv and summary.json")
+    t.add_argument("--out", default=None, help="folder for experiment.npz (replayable), history.csv and summary.json")
     sub.add_parser("data", help="find (or fetch) Fashion-MNIST and check it")
     args = p.parse_args(argv)
     try:
@@ -134,7 +138,7 @@ def main(argv=None):
             print(f"bnviz: Fashion-MNIST ready in {root} ({d.train_images.shape[0]:,} + {d.test_images.shape[0]:,} images)")
         else:
             train(args)
-    except (DataError, devices.DeviceError) as e:
+    except (DataError, devices.DeviceError, ValueError, RuntimeError) as e:
         print(f"bnviz: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,6 +11,7 @@ import gzip
 import os
 import shutil
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def _unpack_into(files, root):
                 shutil.copyfileobj(f, out)
             os.chmod(tmp, 0o644)
             os.replace(tmp, dst)  # atomic: never a half-written file under the real name
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
+        except (OSError, EOFError, zlib.error) as e:  # zlib.error: a garbled deflate stream
             Path(tmp).unlink(missing_ok=True)
             raise DataError(f"Could not read {src}: {e}. The file is truncated or corrupt; delete it and "
                             f"fetch it again. {HOW_TO_FIX}") from e
@@ -181,5 +182,6 @@ def batches(images, labels, batch_size, *, shuffle=False, seed=0, epoch=0):
 
 
 def num_batches(n, batch_size, shuffle=True):
-    full, rest = divmod(n, batch_size)
-    return full + (1 if rest >= (2 if shuffle else 1) else 0)
+    """How many batches batches() yields for n images."""
+    smallest = 2 if shuffle else 1  # with shuffle, a last batch of a single image is dropped
+    return 0 if n < smallest else (n - smallest) // batch_size + 1

@@ -1,0 +1,308 @@
+"""Plotly figures as pure functions: a snapshot (or lane) in, a figure out. No Streamlit here.
+
+Every lane keeps one colour everywhere; histograms arrive pre-binned; no trace carries more than
+``MAX_POINTS`` points (long runs are averaged into buckets), so a refresh stays cheap in the browser.
+"""
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .models import BN_LAYERS
+from .probes import ACT_RANGES, bin_edges
+
+LANE_COLORS = ("#E4572E", "#1F77B4", "#2CA02C")   # lane A, B, C: one colour each, everywhere
+MAX_POINTS = 2000
+FONT = dict(size=16)
+THRESHOLDS = (0.5, 0.7, 0.8)
+POSITION_NAMES = {"bn1": "bn1 · after conv1 (6 channels)", "bn2": "bn2 · after conv2 (16 channels)",
+                  "bn3": "bn3 · after fc1 (120 units)", "bn4": "bn4 · after fc2 (84 units)"}
+KIND_NAMES = {"in": "entering BN", "out": "leaving BN", "act": "after the activation"}
+
+
+def lane_color(lane):
+    return LANE_COLORS[lane.index % len(LANE_COLORS)]
+
+
+def downsample(x, y, max_points=MAX_POINTS):
+    """Average consecutive points into at most max_points buckets (keeps the trend, drops the noise)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) <= max_points:
+        return x, y
+    edges = np.linspace(0, len(x), max_points + 1).astype(int)
+    counts = np.diff(edges)
+    xs = np.add.reduceat(x, edges[:-1]) / counts
+    with np.errstate(invalid="ignore"):
+        ys = np.add.reduceat(np.nan_to_num(y, nan=0.0), edges[:-1]) / counts
+    return xs, ys
+
+
+def window(cols, last_n, key="step"):
+    """Rows of a table whose step is within the last ``last_n`` steps of it (all rows if last_n is None)."""
+    steps = cols.get(key)
+    if last_n is None or steps is None or not len(steps):
+        return cols
+    keep = steps > steps[-1] - last_n
+    return {k: v[keep] for k, v in cols.items()}
+
+
+def smooth(y, n=20):
+    """Trailing moving average, for the noisy per-step accuracy."""
+    y = np.asarray(y, dtype=float)
+    if len(y) < 2:
+        return y
+    c = np.cumsum(np.insert(np.nan_to_num(y), 0, 0.0))
+    idx = np.arange(1, len(y) + 1)
+    lo = np.maximum(0, idx - n)
+    return (c[idx] - c[lo]) / (idx - lo)
+
+
+def _layout(fig, title, height=380, **kw):
+    fig.update_layout(title=dict(text=title, font=dict(size=19)), font=FONT, height=height,
+                      margin=dict(l=60, r=20, t=60, b=50), legend=dict(orientation="h", y=-0.2),
+                      template="plotly_white", **kw)
+    return fig
+
+
+def _empty(fig, text="No data yet: press Start"):
+    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font=dict(size=18))
+    return fig
+
+
+def _divergence_marks(fig, snap, **where):
+    for lane in snap.lanes:
+        if lane.diverged_at:
+            fig.add_vline(x=lane.diverged_at, line=dict(color=lane_color(lane), dash="dot"),
+                          annotation_text=f"{lane.label} diverged", **where)
+
+
+# --------------------------------------------------------------------------------------- training
+def loss_figure(snap, last_n=None, log_y=True):
+    fig = go.Figure()
+    for lane in snap.lanes:
+        t = window(lane.tables["steps"], last_n)
+        if len(t.get("step", [])):
+            x, y = downsample(t["step"], t["train_loss"])
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{lane.label}", line=dict(color=lane_color(lane))))
+    _divergence_marks(fig, snap)
+    if not fig.data:
+        _empty(fig)
+    return _layout(fig, "Training loss per step", xaxis_title="step", yaxis_title="cross-entropy",
+                   yaxis_type="log" if log_y else "linear")
+
+
+def accuracy_figure(snap, last_n=None):
+    fig = go.Figure()
+    for lane in snap.lanes:
+        c = lane_color(lane)
+        t = window(lane.tables["steps"], last_n)
+        if len(t.get("step", [])):
+            x, y = downsample(t["step"], smooth(t["train_acc"]))
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{lane.label} · train",
+                                     line=dict(color=c, width=1.5), opacity=0.6))
+        v = window(lane.tables["val"], last_n)
+        if len(v.get("step", [])):
+            x, y = downsample(v["step"], v["val_acc"])
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{lane.label} · validation",
+                                     line=dict(color=c, width=3)))
+        e = window(lane.tables["epochs"], last_n)
+        if len(e.get("step", [])):
+            fig.add_trace(go.Scatter(x=e["step"], y=e["val_acc"], mode="markers", name=f"{lane.label} · test (epoch)",
+                                     marker=dict(color=c, size=13, symbol="diamond", line=dict(color="black", width=1))))
+    if not fig.data:
+        _empty(fig)
+    return _layout(fig, "Accuracy", xaxis_title="step", yaxis_title="accuracy", yaxis_range=[0, 1])
+
+
+def scoreboard(snap, thresholds=THRESHOLDS):
+    """Rows {lane, 50%: 'step 120 (epoch 1)' | 'not yet', ...}: when validation accuracy first crossed each mark."""
+    rows = []
+    for lane in snap.lanes:
+        row = {"lane": lane.label}
+        v, steps = lane.tables["val"], lane.tables["steps"]
+        for th in thresholds:
+            label = f"{int(th * 100)}%"
+            hit = np.flatnonzero(v.get("val_acc", np.array([])) >= th)
+            if len(hit):
+                s = int(v["step"][hit[0]])
+                row[label] = f"step {s:,} · epoch {s / max(lane.steps_per_epoch, 1):.1f}"
+            else:
+                row[label] = "not yet"
+        last = v.get("val_acc", np.array([]))
+        row["now"] = f"{last[-1]:.1%}" if len(last) else "-"
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------------------- inside BN
+def _latest(lane, key):
+    d = lane.tables["dists"]
+    return (d[key][-1], int(d["step"][-1])) if key in d and len(d[key]) else (None, None)
+
+
+def histogram_figure(snap, position, activation="sigmoid"):
+    """Before BN | after BN | after the activation, latest probe, lanes overlaid on shared bins."""
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[KIND_NAMES[k] for k in ("in", "out", "act")],
+                        horizontal_spacing=0.06)
+    step = None
+    for col, kind in enumerate(("in", "out", "act"), 1):
+        for lane in snap.lanes:
+            h, step = _latest(lane, f"{position}.{kind}.hist")
+            if h is None:
+                continue
+            edges = bin_edges(kind, lane.spec.activation)
+            centers = (edges[:-1] + edges[1:]) / 2
+            fig.add_trace(go.Bar(x=centers, y=h, width=np.diff(edges), name=lane.label, legendgroup=lane.label,
+                                 showlegend=col == 1, marker=dict(color=lane_color(lane)), opacity=0.55),
+                          row=1, col=col)
+    fig.update_layout(barmode="overlay", bargap=0)
+    fig.update_yaxes(title_text="fraction of values", row=1, col=1)
+    if not fig.data:
+        _empty(fig)
+    where = f" (step {step:,})" if step else ""
+    return _layout(fig, f"{POSITION_NAMES[position]}: distributions now{where}", height=400)
+
+
+def percentile_figure(snap, position, kind="out", last_n=None):
+    """15/50/85th percentiles over training (Ioffe & Szegedy 2015, Fig. 1): a band and a median per lane."""
+    fig = go.Figure()
+    for lane in snap.lanes:
+        p = window(lane.tables["probes"], last_n)
+        key = f"{position}.{kind}"
+        if f"{key}.p50" not in p or not len(p["step"]):
+            continue
+        c = lane_color(lane)
+        x, lo = downsample(p["step"], p[f"{key}.p15"])
+        _, mid = downsample(p["step"], p[f"{key}.p50"])
+        _, hi = downsample(p["step"], p[f"{key}.p85"])
+        fig.add_trace(go.Scatter(x=x, y=hi, mode="lines", line=dict(width=0, color=c), showlegend=False,
+                                 legendgroup=lane.label, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=x, y=lo, mode="lines", line=dict(width=0, color=c), fill="tonexty",
+                                 opacity=0.25, name=f"{lane.label} · 15–85%", legendgroup=lane.label))
+        fig.add_trace(go.Scatter(x=x, y=mid, mode="lines", line=dict(color=c, width=3),
+                                 name=f"{lane.label} · median", legendgroup=lane.label))
+    if not fig.data:
+        _empty(fig)
+    return _layout(fig, f"{position}: percentiles of the input to the activation over training",
+                   xaxis_title="step", yaxis_title="value")
+
+
+def heatmap_figure(lane, position, kind="in"):
+    """The histogram over time: one column per kept probe, colour = fraction of values in the bin."""
+    d = lane.tables["dists"]
+    key = f"{position}.{kind}.hist"
+    fig = go.Figure()
+    if key in d and len(d[key]):
+        edges = bin_edges(kind, lane.spec.activation)
+        fig.add_trace(go.Heatmap(x=d["step"], y=(edges[:-1] + edges[1:]) / 2, z=np.asarray(d[key]).T,
+                                 colorscale="Viridis", colorbar=dict(title="fraction")))
+    else:
+        _empty(fig)
+    return _layout(fig, f"{lane.label}: {position} {KIND_NAMES[kind]}, over time", xaxis_title="step",
+                   yaxis_title="value", height=340)
+
+
+# --------------------------------------------------------------------------------------- BN state
+MAX_CHANNEL_LINES = 8
+
+
+def running_stats_figure(lane, position):
+    """Running mean and variance of the first channels over training."""
+    d = lane.tables["dists"]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("running mean", "running variance"))
+    if f"{position}.running_mean" not in d or not len(d["step"]):
+        return _layout(_empty(fig, "No BN in this lane" if len(d.get("step", [])) else "No data yet"),
+                       f"{lane.label}: {position} running statistics")
+    for col, key in enumerate(("running_mean", "running_var"), 1):
+        values = np.asarray(d[f"{position}.{key}"])
+        for ch in range(min(values.shape[1], MAX_CHANNEL_LINES)):
+            fig.add_trace(go.Scatter(x=d["step"], y=values[:, ch], mode="lines", name=f"channel {ch}",
+                                     legendgroup=str(ch), showlegend=col == 1), row=1, col=col)
+    more = values.shape[1] - MAX_CHANNEL_LINES
+    return _layout(fig, f"{lane.label}: {position} running statistics"
+                   + (f" (first {MAX_CHANNEL_LINES} of {values.shape[1]} channels)" if more > 0 else ""))
+
+
+def batch_vs_running_figure(lane, position):
+    """Latest probe: this batch's mean/variance per channel against the running ones."""
+    d = lane.tables["dists"]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("mean per channel", "variance per channel"))
+    if f"{position}.running_mean" not in d or not len(d["step"]):
+        return _layout(_empty(fig, "No BN in this lane" if len(d.get("step", [])) else "No data yet"),
+                       f"{lane.label}: {position} batch vs running statistics")
+    for col, stat in enumerate(("mean", "var"), 1):
+        batch, running = d[f"{position}.batch_{stat}"][-1], d[f"{position}.running_{stat}"][-1]
+        ch = np.arange(len(batch))
+        fig.add_trace(go.Bar(x=ch, y=batch, name="this batch", marker_color="#9E9E9E", showlegend=col == 1),
+                      row=1, col=col)
+        fig.add_trace(go.Scatter(x=ch, y=running, mode="markers", name="running", showlegend=col == 1,
+                                 marker=dict(color=lane_color(lane), size=9)), row=1, col=col)
+    fig.update_xaxes(title_text="channel")
+    return _layout(fig, f"{lane.label}: {position} batch vs running statistics (step {int(d['step'][-1]):,})")
+
+
+def gamma_beta_figure(lane, position):
+    """gamma and beta per channel now (bars) and their spread over training (lines: min, mean, max)."""
+    d = lane.tables["dists"]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("now, per channel", "over training (mean, min–max)"))
+    if f"{position}.gamma" not in d or not len(d["step"]):
+        return _layout(_empty(fig, "No BN in this lane" if len(d.get("step", [])) else "No data yet"),
+                       f"{lane.label}: {position} gamma and beta")
+    gamma, beta = np.asarray(d[f"{position}.gamma"]), np.asarray(d[f"{position}.beta"])
+    ch = np.arange(gamma.shape[1])
+    fig.add_trace(go.Bar(x=ch, y=gamma[-1], name="gamma (scale)", marker_color="#1F77B4"), row=1, col=1)
+    fig.add_trace(go.Bar(x=ch, y=beta[-1], name="beta (shift)", marker_color="#FF7F0E"), row=1, col=1)
+    for values, name, color in ((gamma, "gamma", "#1F77B4"), (beta, "beta", "#FF7F0E")):
+        fig.add_trace(go.Scatter(x=d["step"], y=values.max(1), mode="lines", line=dict(width=0, color=color),
+                                 showlegend=False, hoverinfo="skip"), row=1, col=2)
+        fig.add_trace(go.Scatter(x=d["step"], y=values.min(1), mode="lines", line=dict(width=0, color=color),
+                                 fill="tonexty", opacity=0.3, showlegend=False, hoverinfo="skip"), row=1, col=2)
+        fig.add_trace(go.Scatter(x=d["step"], y=values.mean(1), mode="lines", name=f"{name} mean",
+                                 line=dict(color=color, width=3)), row=1, col=2)
+    fig.add_hline(y=1, line=dict(color="#1F77B4", dash="dot"), row=1, col=2)
+    fig.add_hline(y=0, line=dict(color="#FF7F0E", dash="dot"), row=1, col=2)
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(title_text="channel", row=1, col=1)
+    fig.update_xaxes(title_text="step", row=1, col=2)
+    return _layout(fig, f"{lane.label}: {position} gamma and beta (start at 1 and 0)")
+
+
+# --------------------------------------------------------------------------------------- gradients
+def gradient_figure(snap, metric="grad_norm", last_n=None, layers=("conv1", "conv2", "fc1", "fc2", "fc3")):
+    """Per layer, per lane, over training (log scale): gradient norm or update-to-weight ratio."""
+    fig = go.Figure()
+    dashes = ("solid", "dash", "dot", "dashdot", "longdash")
+    for lane in snap.lanes:
+        p = window(lane.tables["probes"], last_n)
+        for layer, dash in zip(layers, dashes):
+            key = f"{layer}.{metric}"
+            if key in p and len(p[key]):
+                x, y = downsample(p["step"], p[key])
+                fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{lane.label} · {layer}",
+                                         line=dict(color=lane_color(lane), dash=dash)))
+    if not fig.data:
+        _empty(fig)
+    title = "Gradient norm per layer" if metric == "grad_norm" else "Update-to-weight ratio per layer (lr·|g|/|w|)"
+    return _layout(fig, title, xaxis_title="step", yaxis_type="log", height=420)
+
+
+def saturation_figure(snap, last_n=None):
+    """Fraction of saturated sigmoid units (or inactive ReLUs) per BN position, per lane."""
+    fig = go.Figure()
+    dashes = ("solid", "dash", "dot", "dashdot")
+    for lane in snap.lanes:
+        p = window(lane.tables["probes"], last_n)
+        for pos, dash in zip(BN_LAYERS, dashes):
+            key = f"{pos}.saturated"
+            if key in p and len(p[key]):
+                x, y = downsample(p["step"], p[key])
+                fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{lane.label} · {pos}",
+                                         line=dict(color=lane_color(lane), dash=dash)))
+    if not fig.data:
+        _empty(fig)
+    return _layout(fig, "Saturated units (sigmoid < 0.05 or > 0.95; ReLU = 0)", xaxis_title="step",
+                   yaxis_title="fraction", yaxis_range=[0, 1])
+
+
+PNG_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2},
+              "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
+ACT_RANGES = ACT_RANGES  # re-exported for the dashboard's captions

@@ -1,0 +1,164 @@
+"""Look inside a training step: hooks that catch the tensors around each BN position, and the numbers
+the dashboard draws from them.
+
+Hooks in the style of fastai's ``callback/hook.py``: ``Hook`` keeps what a module's forward pass
+produced; ``Hooks`` is a list of them; both are context managers that remove themselves on exit, so a
+model is never left with a stale hook.
+
+At every BN position (bn1..bn4) a probe records, from the very forward pass that trained the model:
+- the tensor entering BN (the conv/linear output; for a lane without BN, the tensor that *would* enter
+  it), leaving BN, and after the activation: histograms over fixed bins shared by every lane, so
+  before/after and BN on/off compare bar for bar; the 15th, 50th and 85th percentiles (Ioffe & Szegedy
+  2015, Figure 1); mean and std; the fraction of saturated units (sigmoid < 0.05 or > 0.95, or ReLU = 0);
+- per channel: the batch mean and variance, the running mean and variance, gamma and beta (BN lanes);
+- per weight layer: the gradient norm and the update-to-weight ratio ``lr * |grad| / |w|`` (plain SGD).
+All of it is gathered as tensors and moved to the CPU in one transfer.
+"""
+from functools import partial
+
+import numpy as np
+import torch
+from torch import nn
+
+from .batchnorm import BatchNorm
+from .models import BN_ACTIVATIONS, BN_INPUTS, BN_LAYERS
+
+HIST_RANGE = (-6.0, 6.0)          # bins for the tensors entering and leaving BN
+HIST_BINS = 60
+ACT_RANGES = {"sigmoid": (0.0, 1.0), "relu": (0.0, 6.0)}  # bins for the activation's output
+ACT_BINS = 40
+PERCENTILES = (0.15, 0.50, 0.85)
+WEIGHT_LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")
+MAX_QUANTILE_SAMPLE = 16_384       # percentiles from an even subsample: exact enough, and cheap
+SATURATION = (0.05, 0.95)
+
+
+def bin_edges(kind, activation="sigmoid"):
+    lo, hi = HIST_RANGE if kind != "act" else ACT_RANGES[activation]
+    return np.linspace(lo, hi, (HIST_BINS if kind != "act" else ACT_BINS) + 1)
+
+
+class Hook:
+    """Keep the output of ``module``'s forward pass in ``self.stored`` until removed."""
+
+    def __init__(self, module, fn=None):
+        self.stored = None
+        self.handle = module.register_forward_hook(partial(fn or _keep_output, self))
+
+    def remove(self):
+        self.handle.remove()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def _keep_output(hook, module, inputs, output):
+    hook.stored = output.detach()
+
+
+class Hooks(list):
+    """A Hook on each module; removed together."""
+
+    def __init__(self, modules, fn=None):
+        super().__init__(Hook(m, fn) for m in modules)
+
+    def remove(self):
+        for h in self:
+            h.remove()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def bn_state(layer):
+    """(running_mean, running_var, gamma, beta) as flat tensors, for our layer or torch's; None without BN."""
+    if isinstance(layer, BatchNorm):
+        return layer.moving_mean, layer.moving_var, layer.gamma, layer.beta
+    if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+        return layer.running_mean, layer.running_var, layer.weight, layer.bias
+    return None
+
+
+def _histogram(x, lo, hi, bins):
+    """Counts over fixed bins, values outside clamped into the end bins, as fractions of the total."""
+    counts = torch.histc(x.float().clamp(lo, hi), bins=bins, min=lo, max=hi)
+    return counts / x.numel()
+
+
+def _sample(flat):
+    step = max(1, flat.numel() // MAX_QUANTILE_SAMPLE)
+    return flat[::step].float()
+
+
+class Probe:
+    """Attach with ``with Probe(model) as probe:``, run one training step, then ``probe.read(model, lr)``."""
+
+    def __init__(self, model, activation="sigmoid"):
+        self.model, self.activation = model, activation
+        self.modules = {kind: [getattr(model, n) for n in names]
+                        for kind, names in (("in", BN_INPUTS), ("out", BN_LAYERS), ("act", BN_ACTIVATIONS))}
+
+    def __enter__(self):
+        self.hooks = {kind: Hooks(mods) for kind, mods in self.modules.items()}
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.hooks.values():
+            h.remove()
+
+    @torch.no_grad()
+    def read(self, lr):
+        """(scalars, vectors): numbers for the probe table and arrays for the distribution store."""
+        named = []  # (name, tensor), moved to the CPU together at the end
+        act_lo, act_hi = ACT_RANGES[self.activation]
+        q = torch.tensor(PERCENTILES)
+        for i, pos in enumerate(BN_LAYERS):
+            for kind in ("in", "out", "act"):
+                x = self.hooks[kind][i].stored
+                flat = x.reshape(-1)
+                lo, hi, bins = (act_lo, act_hi, ACT_BINS) if kind == "act" else (*HIST_RANGE, HIST_BINS)
+                named.append((f"{pos}.{kind}.hist", _histogram(flat, lo, hi, bins)))
+                named.append((f"{pos}.{kind}.pct", torch.quantile(_sample(flat), q.to(flat.device))))
+                named.append((f"{pos}.{kind}.mean_std", torch.stack([flat.float().mean(), flat.float().std()])))
+            a = self.hooks["act"][i].stored
+            saturated = (a <= 0) if self.activation == "relu" else ((a < SATURATION[0]) | (a > SATURATION[1]))
+            named.append((f"{pos}.saturated", saturated.float().mean().reshape(1)))
+            x = self.hooks["in"][i].stored
+            dims = (0, 2, 3) if x.dim() == 4 else (0,)
+            var, mean = torch.var_mean(x.float(), dim=dims, correction=0)
+            named += [(f"{pos}.batch_mean", mean), (f"{pos}.batch_var", var)]
+            state = bn_state(getattr(self.model, pos))
+            if state is not None:
+                for name, t in zip(("running_mean", "running_var", "gamma", "beta"), state):
+                    named.append((f"{pos}.{name}", t.detach().reshape(-1).float()))
+        for name in WEIGHT_LAYERS:
+            w = getattr(self.model, name).weight
+            g = w.grad if w.grad is not None else torch.zeros_like(w)
+            gn, wn = g.norm(), w.norm()
+            named.append((f"{name}.grad", torch.stack([gn, lr * gn / (wn + 1e-12)])))
+
+        sizes = [t.numel() for _, t in named]
+        flat = torch.cat([t.reshape(-1).float() for _, t in named]).cpu().numpy()  # one transfer
+        parts = dict(zip((n for n, _ in named), np.split(flat, np.cumsum(sizes)[:-1])))
+
+        scalars, vectors = {}, {}
+        for name, a in parts.items():
+            if name.endswith(".pct"):
+                base = name[:-4]
+                for p, v in zip(PERCENTILES, a):
+                    scalars[f"{base}.p{round(p * 100)}"] = float(v)
+            elif name.endswith(".mean_std"):
+                scalars[f"{name[:-9]}.mean"], scalars[f"{name[:-9]}.std"] = float(a[0]), float(a[1])
+            elif name.endswith(".saturated"):
+                scalars[name] = float(a[0])
+            elif name.endswith(".grad"):
+                scalars[f"{name[:-5]}.grad_norm"], scalars[f"{name[:-5]}.update_ratio"] = float(a[0]), float(a[1])
+            else:
+                vectors[name] = a
+        return scalars, vectors
