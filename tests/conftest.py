@@ -1,0 +1,120 @@
+"""Shared fixtures: IDX files written by hand, isolated data search paths, and the real Fashion-MNIST."""
+import gzip
+import struct
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import bnviz.data
+from bnviz.data import FILES
+
+REPO_DATA = Path(__file__).resolve().parents[1] / "data"
+REAL_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # bnviz.data.DEBIAN_DIR, before any monkeypatch
+
+
+def idx_bytes(array):
+    """The IDX encoding of a uint8 array: images (N, 28, 28) get magic 0x803, labels (N,) get 0x801."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    magic = 0x00000800 | array.ndim
+    return struct.pack(">i", magic) + struct.pack(f">{array.ndim}i", *array.shape) + array.tobytes()
+
+
+def write_file(path, data, gz=False):
+    """Write bytes to path (path + '.gz', gzipped, with gz); return the path written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(data, compresslevel=1))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def make_arrays(n_train, n_test, seed=0):
+    """Images and labels, n / 10 of each class; pixel (0, 0) holds the label so pairs can be checked."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in (n_train, n_test):
+        labels = rng.permutation(np.arange(n) % 10).astype(np.uint8)
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        images[:, 0, 0] = labels
+        out += [images, labels]
+    return out
+
+
+def write_dataset(folder, arrays, gz=False, layout="flat"):
+    """The four files for (train_images, train_labels, test_images, test_labels) in folder.
+
+    layout 'flat' puts them directly in folder, 'torchvision' in folder/FashionMNIST/raw.
+    Returns {name: path written}.
+    """
+    folder = Path(folder)
+    d = folder if layout == "flat" else folder / "FashionMNIST" / "raw"
+    return {name: write_file(d / name, idx_bytes(a), gz=gz) for name, a in zip(FILES, arrays)}
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tests on tiny tensors (restored afterwards).
+
+    Two threads on LeNet-sized work crawl, 10-30x slower, whenever anything else uses the cores.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def idx():
+    """The IDX helpers, for tests: idx.bytes, idx.write_file, idx.make_arrays, idx.write_dataset."""
+    return SimpleNamespace(bytes=idx_bytes, write_file=write_file, make_arrays=make_arrays,
+                           write_dataset=write_dataset)
+
+
+@pytest.fixture
+def places(tmp_path, monkeypatch):
+    """Nothing anywhere: no $BNVIZ_DATA, an empty working directory, and a Debian dir that does not exist.
+
+    Returns the paths: env (for $BNVIZ_DATA), cwd (the working directory, so ./data is cwd/data), debian.
+    """
+    p = SimpleNamespace(env=tmp_path / "env", cwd=tmp_path / "cwd", debian=tmp_path / "debian")
+    p.cwd.mkdir()
+    monkeypatch.delenv("BNVIZ_DATA", raising=False)
+    monkeypatch.chdir(p.cwd)
+    monkeypatch.setattr(bnviz.data, "DEBIAN_DIR", p.debian)
+    return p
+
+
+@pytest.fixture(scope="session")
+def full_synthetic(tmp_path_factory):
+    """A folder with the four gz files at Fashion-MNIST's full size (60,000 + 10,000, balanced classes)."""
+    folder = tmp_path_factory.mktemp("full_synthetic")
+    arrays = make_arrays(60_000, 10_000, seed=1)
+    for a in (arrays[0], arrays[2]):  # mostly zeros: quick to compress, pixel (0, 0) keeps the label
+        a[:, 1:, :] = 0
+    write_dataset(folder, arrays, gz=True)
+    return SimpleNamespace(folder=folder, arrays=arrays)
+
+
+@pytest.fixture(scope="session")
+def real_data_root(tmp_path_factory):
+    """A torchvision root holding the real Fashion-MNIST, unpacked; skip when it is not on this machine."""
+    for folder in (REPO_DATA, REAL_DEBIAN_DIR):
+        files = bnviz.data._find_files(folder)
+        if files:
+            raw = folder / "FashionMNIST" / "raw"
+            if all(files[n] == raw / n for n in FILES):
+                return folder
+            return bnviz.data._unpack_into(files, tmp_path_factory.mktemp("fashion_mnist"))
+    pytest.skip(f"the real Fashion-MNIST is in neither {REPO_DATA} nor {REAL_DEBIAN_DIR}")
+
+
+@pytest.fixture(scope="session")
+def real_data(real_data_root):
+    """The real dataset in memory (loaded once per session)."""
+    return bnviz.data.load_fashion_mnist(real_data_root, download=False)

@@ -1,0 +1,157 @@
+"""LeNet variants: shapes, what norm='none' leaves out, shared initialisation, and our BN against torch's."""
+import pytest
+import torch
+from torch import nn
+
+from bnviz.batchnorm import BatchNorm
+from bnviz.models import (BN_LAYERS, NORMS, BNLeNet, BNLeNetScratch, ChapterLeNet, PlainLeNet, build_lenet)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+WEIGHT_LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")
+
+
+def images(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 28, 28, generator=g)
+
+
+def weights(model):
+    """The conv/linear entries of the state dict."""
+    return {k: v for k, v in model.state_dict().items() if k.split(".")[0] in WEIGHT_LAYERS}
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
+@pytest.mark.parametrize("norm", NORMS)
+def test_logits_shape(norm, activation):
+    model = build_lenet(norm, activation, seed=3)
+    for mode in (model.train, model.eval):
+        mode()
+        out = model(images(5))
+        assert out.shape == (5, 10)
+        assert out.dtype == torch.float32
+        assert torch.isfinite(out).all()
+    act = nn.Sigmoid if activation == "sigmoid" else nn.ReLU
+    assert all(isinstance(getattr(model, f"act{i}"), act) for i in range(1, 5))
+
+
+def test_none_has_no_bn():
+    model = build_lenet("none", seed=0)
+    for name in BN_LAYERS:
+        assert type(getattr(model, name)) is nn.Identity
+    assert not any(name.startswith("bn") for name, _ in model.named_parameters())
+    assert not any(name.startswith("bn") for name, _ in model.named_buffers())
+    assert list(model.buffers()) == []
+    assert not any(isinstance(m, (BatchNorm, nn.modules.batchnorm._BatchNorm)) for m in model.modules())
+    # Exactly the conv/linear parameters: 5 weights and 5 biases.
+    assert sorted(n for n, _ in model.named_parameters()) == sorted(
+        f"{layer}.{p}" for layer in WEIGHT_LAYERS for p in ("weight", "bias"))
+
+
+@pytest.mark.parametrize("norm, cls", [("scratch", BatchNorm), ("torch", nn.modules.batchnorm._BatchNorm)])
+def test_bn_variants_hold_bn(norm, cls):
+    model = build_lenet(norm, seed=0)
+    layers = model.bn_layers()
+    assert list(layers) == list(BN_LAYERS)
+    assert all(isinstance(layer, cls) for layer in layers.values())
+    assert all(layers[n] is getattr(model, n) for n in BN_LAYERS)
+    # Channels: 6 and 16 after the convolutions, 120 and 84 after the linear layers.
+    assert [layer.num_features for layer in layers.values()] == [6, 16, 120, 84]
+
+
+def test_bn_layers_empty_without_bn():
+    assert build_lenet("none").bn_layers() == {}
+    assert ChapterLeNet().bn_layers() == {}
+
+
+def test_same_seed_same_weights_across_variants():
+    models = [build_lenet(norm, seed=7) for norm in NORMS]
+    ref = weights(models[0])
+    assert sorted({k.split(".")[0] for k in ref}) == sorted(WEIGHT_LAYERS)
+    for m in models[1:]:
+        w = weights(m)
+        assert w.keys() == ref.keys()
+        for k in ref:
+            assert torch.equal(w[k], ref[k]), k
+
+
+def test_seed_changes_weights_and_biases_are_zero():
+    a, b, a2 = build_lenet("scratch", seed=0), build_lenet("scratch", seed=1), build_lenet("scratch", seed=0)
+    for layer in WEIGHT_LAYERS:
+        wa, wb = getattr(a, layer).weight, getattr(b, layer).weight
+        assert not torch.equal(wa, wb), layer
+        assert torch.equal(wa, getattr(a2, layer).weight), layer
+        assert torch.count_nonzero(getattr(a, layer).bias) == 0
+
+
+def test_named_constructors():
+    assert PlainLeNet().bn_layers() == {} and PlainLeNet().conv1.padding == (0, 0)
+    assert all(isinstance(m, BatchNorm) for m in BNLeNetScratch().bn_layers().values())
+    assert all(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in BNLeNet().bn_layers().values())
+    assert torch.equal(PlainLeNet(seed=4).conv1.weight, BNLeNet(seed=4).conv1.weight)
+
+
+def test_chapter_lenet_layout():
+    model = ChapterLeNet(seed=0)
+    assert model.conv1.padding == (2, 2)
+    assert model.fc1.in_features == 400
+    assert PlainLeNet().fc1.in_features == 256
+    assert model(images(3)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("kwargs, word", [(dict(norm="batch"), "batch"), (dict(norm="None"), "None"),
+                                          (dict(activation="tanh"), "tanh")])
+def test_bad_choices_raise(kwargs, word):
+    with pytest.raises(ValueError, match=repr(word)):
+        build_lenet(**kwargs)
+
+
+def copy_bn_params(scratch, ref):
+    """Give torch's BN layers the same gamma/beta as ours (both start at 1/0; this keeps the check honest)."""
+    g = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for name in BN_LAYERS:
+            ours, theirs = getattr(scratch, name), getattr(ref, name)
+            gamma = torch.rand(ours.num_features, generator=g) + 0.5
+            beta = torch.randn(ours.num_features, generator=g) * 0.1
+            ours.gamma.copy_(gamma.view_as(ours.gamma))
+            ours.beta.copy_(beta.view_as(ours.beta))
+            theirs.weight.copy_(gamma)
+            theirs.bias.copy_(beta)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
+def test_scratch_matches_torch_inside_lenet(activation):
+    scratch, ref = build_lenet("scratch", activation, seed=5), build_lenet("torch", activation, seed=5)
+    copy_bn_params(scratch, ref)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (scratch, ref)]
+    g = torch.Generator().manual_seed(6)
+    for step in range(4):
+        X = torch.rand(32, 1, 28, 28, generator=g)
+        y = torch.randint(0, 10, (32,), generator=g)
+        outs = []
+        for m, opt in zip((scratch, ref), opts):
+            m.train()
+            out = m(X)
+            loss = nn.functional.cross_entropy(out, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            outs.append(out.detach())
+        torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5, msg=f"train step {step}")
+    # The weights moved, and moved the same way.
+    assert not torch.equal(scratch.conv1.weight, build_lenet("scratch", activation, seed=5).conv1.weight)
+    for k, v in weights(scratch).items():
+        torch.testing.assert_close(v, weights(ref)[k], atol=1e-5, rtol=1e-5)
+    for name in BN_LAYERS:
+        ours, theirs = getattr(scratch, name), getattr(ref, name)
+        torch.testing.assert_close(ours.gamma.flatten(), theirs.weight, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ours.moving_mean.flatten(), theirs.running_mean, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ours.moving_var.flatten(), theirs.running_var, atol=1e-5, rtol=1e-5)
+    # Eval mode uses the running statistics gathered above.
+    scratch.eval()
+    ref.eval()
+    X = images(8, seed=9)
+    torch.testing.assert_close(scratch(X), ref(X), atol=1e-5, rtol=1e-5)
+    scratch.train()
+    assert not torch.allclose(scratch(X), ref.eval()(X), atol=1e-3)  # train vs eval really differ

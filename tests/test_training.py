@@ -1,0 +1,100 @@
+"""The training step and evaluation."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from bnviz.models import build_lenet
+from bnviz.training import evaluate, make_optimizer, train_step
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny_batch(n=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+@pytest.mark.parametrize("norm", ["none", "scratch", "torch"])
+def test_train_step_lowers_the_loss_on_a_fixed_batch(norm):
+    torch.manual_seed(0)
+    model = build_lenet(norm, "relu", seed=0)
+    opt = make_optimizer(model, lr=0.1)
+    X, y = tiny_batch()
+    losses = [train_step(model, opt, X, y)[0].item() / X.shape[0] for _ in range(30)]
+    assert losses[-1] < 0.95 * losses[0], losses
+    assert max(losses[-5:]) < min(losses[:5]), losses
+    if norm != "none":  # BN trains this batch much faster than the plain network
+        assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_train_step_returns_the_loss_before_the_step_and_the_correct_count():
+    model = build_lenet("scratch", "sigmoid", seed=1)
+    opt = make_optimizer(model, lr=0.5)
+    X, y = tiny_batch(16, seed=2)
+    before = copy.deepcopy(model).train()
+    with torch.no_grad():
+        logits = before(X)
+    loss, correct = train_step(model, opt, X, y)
+    assert loss.shape == () and correct.shape == ()
+    torch.testing.assert_close(loss, nn.functional.cross_entropy(logits, y, reduction="sum"))
+    assert correct.item() == (logits.argmax(1) == y).sum().item()
+    assert 0 <= correct.item() <= 16
+    assert not loss.requires_grad
+    assert model.training
+    # The step moved the weights by -lr * grad of the mean loss.
+    before.zero_grad()
+    nn.functional.cross_entropy(before(X), y).backward()
+    torch.testing.assert_close(model.fc3.weight, before.fc3.weight - 0.5 * before.fc3.weight.grad)
+
+
+def test_make_optimizer_is_plain_sgd():
+    model = build_lenet("scratch")
+    opt = make_optimizer(model, 0.05)
+    assert type(opt) is torch.optim.SGD
+    assert opt.param_groups[0]["lr"] == 0.05 and opt.param_groups[0]["momentum"] == 0
+    assert opt.param_groups[0]["weight_decay"] == 0
+    assert len(opt.param_groups[0]["params"]) == len(list(model.parameters()))
+
+
+def images_and_labels(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8), torch.randint(0, 10, (n,), generator=g)
+
+
+@pytest.mark.parametrize("train_mode", [True, False])
+def test_evaluate_matches_a_direct_computation_and_restores_the_mode(train_mode):
+    model = build_lenet("scratch", "sigmoid", seed=0)
+    opt = make_optimizer(model, 0.1)
+    for s in range(3):  # move the running statistics and weights away from their start
+        train_step(model, opt, *tiny_batch(32, seed=s))
+    images, labels = images_and_labels(23)
+    model.train(train_mode)
+    state = copy.deepcopy(model.state_dict())
+    loss, acc = evaluate(model, images, labels, batch_size=5)  # 5 does not divide 23: a last batch of 3
+    assert model.training is train_mode
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # BN statistics untouched
+    assert isinstance(loss, float) and isinstance(acc, float)
+    assert 0.0 <= acc <= 1.0 and loss > 0
+    ref = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        logits = ref(images.unsqueeze(1).float() / 255)
+    assert loss == pytest.approx(nn.functional.cross_entropy(logits, labels).item(), rel=1e-5)
+    assert acc == (logits.argmax(1) == labels).sum().item() / 23
+
+
+def test_evaluate_accuracy_reaches_one_on_a_memorised_batch():
+    model = build_lenet("scratch", "relu", seed=0)
+    opt = make_optimizer(model, 0.1)
+    images, labels = images_and_labels(20, seed=4)
+    X = images.unsqueeze(1).float() / 255
+    for _ in range(150):
+        train_step(model, opt, X, labels)
+    model.train()
+    loss, acc = evaluate(model, images, labels)
+    assert acc == 1.0
+    assert model.training
+    _, acc_wrong = evaluate(model, images, (labels + 1) % 10)
+    assert acc_wrong == 0.0
