@@ -6,6 +6,7 @@ import atexit
 import contextlib
 import inspect
 import os
+from pathlib import Path
 
 import streamlit as st
 
@@ -15,6 +16,8 @@ from bnviz.data import DataError, load_fashion_mnist
 from bnviz.device import DeviceError, resolve_device
 from bnviz.engine import Experiment, LaneSpec, MAX_LANES, Settings, describe_error
 from bnviz.history import RecordingError, experiment_bytes, metrics_csv
+from bnviz.jobs import Job
+from bnviz.studies import batch_statistics, lr_race
 from bnviz.models import BN_LAYERS
 from bnviz.registry import CapacityError, Janitor, Registry
 from bnviz.replay import Recording
@@ -30,7 +33,10 @@ PRESETS = {
 LR_CHOICES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 TRAIN_SIZES = {"all 60,000": None, "12,800 (fast)": 12_800, "6,400": 6_400, "25,600": 25_600}
 WINDOWS = {"all steps": None, "last 200 steps": 200, "last 500 steps": 500, "last 2,000 steps": 2000}
-VIEWS = ("Training", "Inside BN", "BN state", "Gradients", "Lesson")
+VIEWS = ("Training", "Inside BN", "BN state", "Gradients", "Experiments", "Lesson")
+STUDIES = ("Learning-rate race", "Batch vs running statistics", "Flip BN on a trained network", "Smoother landscape")
+SHIPPED_RUN = Path(__file__).parent / "assets" / "chapter-run" / "experiment.npz"
+SPEEDS = {"1×": 1, "5×": 5, "20×": 20, "100×": 100}
 NORM_NAMES = {"scratch": "from scratch", "torch": "torch (nn.BatchNorm)"}
 
 st.set_page_config(page_title="bnviz · Batch Normalization, live", page_icon="🧪", layout="wide")
@@ -212,6 +218,10 @@ def sidebar(exp, registry, data):
     sb.toggle("Log scale for loss", key="log_loss")
     sb.toggle("Freeze charts", key="freeze", help="Stop refreshing to look closely; training goes on")
     export(sb, exp)
+    if SHIPPED_RUN.exists() and sb.button("Replay the recorded 10-epoch run", width="stretch",
+                                          help="Nothing to wait for: a run recorded with `python -m bnviz train`"):
+        open_shipped_run()
+        st.rerun()
     return exp
 
 
@@ -260,7 +270,7 @@ def status_bar(snap):
                      f"{ips:,.0f} images/s · {snap.status}")
     for lane in snap.lanes:
         if lane.status == "diverged":
-            st.warning(f"{lane.label} diverged at step {lane.diverged_at:,} (its loss became NaN or infinite) and "
+            st.warning(f"{lane.label} diverged at step {lane.diverged_at:,} (its loss became NaN, infinite or larger than 20; chance level is 2.3) and "
                        "stopped; the other lanes go on. Try a smaller learning rate, or turn BN on.")
         elif lane.status == "error":
             st.error(f"{lane.label} stopped: {lane.error}")
@@ -331,6 +341,90 @@ def view_gradients(snap, last_n):
     chart(figures.saturation_figure(snap, last_n), "sat")
 
 
+def job_status(name, run, label):
+    """A button that starts a background study, its progress while it runs; returns the finished result."""
+    jobs = st.session_state.setdefault("jobs", {})
+    job = jobs.get(name)
+    if job is not None and not job.done:
+        st.progress(job.progress, text=f"{label}: running…")
+        if st.button("Stop", key=f"stop-{name}"):
+            job.stop(timeout=0)
+        return None
+    if st.button(label, key=f"run-{name}", type="primary"):
+        jobs[name] = run()
+        st.rerun()
+    if job is not None and job.error:
+        st.error(f"The study stopped: {job.error}")
+        return None
+    return job.result if job is not None else None
+
+
+@st.fragment(run_every=1.0)
+def poll_jobs():
+    """Refresh while a study runs; one full redraw when it ends."""
+    jobs = st.session_state.get("jobs", {})
+    running = {k for k, j in jobs.items() if not j.done}
+    if st.session_state.get("jobs_running", set()) - running:
+        st.session_state["jobs_running"] = running
+        st.rerun()
+    st.session_state["jobs_running"] = running
+
+
+def view_experiments(exp, snap, data, last_n):
+    study = st.radio("Study", STUDIES, horizontal=True, key="study")
+    if study == STUDIES[0]:
+        st.caption("The same LeNet with and without BN, 200 steps at each learning rate from 0.1 to 100, on the "
+                   "same batches. Without BN the sigmoid network stalls at chance for every rate and blows up at the "
+                   "largest; with BN it learns across a wide range. The chapter's exercise: how large can the "
+                   "learning rate be before optimisation fails?")
+        results = job_status("race", lambda: Job(lr_race, data, steps=200, train_size=25_600,
+                                                 activation=st.session_state["activation"], name="race"),
+                             "Run the race (about a minute on a laptop CPU)")
+        if results:
+            chart(figures.race_figure(results), "race")
+            st.dataframe(figures.race_table(results), hide_index=True, width="stretch")
+    elif study == STUDIES[1]:
+        st.caption("Take the trained BN lane and test it with BN using each test batch's own statistics (train "
+                   "mode) against the running averages (eval mode). With small batches the batch statistics are "
+                   "noisy and accuracy falls; the running averages do not depend on the batch at all.")
+        bn = [l for l in snap.lanes if l.spec.norm != "none"]
+        if not bn or bn[0].step < 50:
+            st.info("Train a lane with BN for at least 50 steps first (press Start), then run this study.")
+        else:
+            lane = bn[0]
+            result = job_status("batchstats", lambda: Job(
+                batch_statistics, exp.clone_model(lane.index), data.test_images, data.test_labels, name="batchstats"),
+                f"Test {lane.label} at step {lane.step:,} over batch sizes 2 to 1,024")
+            if result:
+                chart(figures.batch_stats_figure(result), "batchstats")
+    elif study == STUDIES[2]:
+        st.caption("Switch BN off in a trained lane: its layers become the identity, every weight stays. Accuracy "
+                   "and the activation histograms collapse, because the weights were learned for normalised "
+                   "inputs: BN is part of the function, not a training trick. Switch it back on and it recovers.")
+        bn = [l for l in snap.lanes if l.spec.norm != "none"]
+        if not bn:
+            st.info("Turn BN on in a lane first.")
+        for lane in bn:
+            label = f"Switch BN back on in {lane.spec.label}" if lane.bn_bypassed else f"Switch BN off in {lane.spec.label}"
+            if st.button(label, key=f"flip{lane.index}"):
+                say(exp.set_bn_bypass, lane.index, not lane.bn_bypassed)
+                st.rerun()
+        chart(figures.accuracy_figure(snap, last_n), "flip-acc")
+        chart(figures.histogram_figure(snap, "bn3"), "flip-hist")
+    else:
+        st.caption("Santurkar et al. (2018): every few steps, on a fixed batch, step along the gradient by "
+                   "several sizes and record how much the loss and the gradient change. Smaller numbers mean a "
+                   "smoother landscape, where a large step is safe. Early on, the network without BN sits on a flat "
+                   "plateau (nothing changes because nothing is learned); compare the lanes once both learn, or "
+                   "with ReLU.")
+        on = snap.settings.landscape_every > 0
+        if st.button("Switch the landscape probe off" if on else "Switch the landscape probe on (restarts)"):
+            settings = settings_from_widgets()
+            say(exp.reset, Settings(**{**settings.__dict__, "landscape_every": 0 if on else 25}))
+            st.rerun()
+        chart(figures.landscape_figure(snap, last_n), "landscape")
+
+
 def view_lesson():
     st.markdown("### Batch Normalization, in one line")
     st.latex(r"\mathrm{BN}(\mathbf{x}) = \boldsymbol{\gamma} \odot "
@@ -350,8 +444,13 @@ def view_lesson():
                 "4. **Gradients**: without BN the first layers get tiny gradients.")
 
 
-def render(snap, view, last_n):
-    if view == "Training":
+def render(snap, view, last_n, exp=None, data=None):
+    if view == "Experiments":
+        if exp is None:
+            st.info("The studies run live; switch to live training to use them.")
+        else:
+            view_experiments(exp, snap, data, last_n)
+    elif view == "Training":
         view_training(snap, last_n)
     elif view == "Inside BN":
         view_inside(snap, last_n)
@@ -363,7 +462,7 @@ def render(snap, view, last_n):
         view_lesson()
 
 
-def live_panel(exp, registry, key):
+def live_panel(exp, registry, key, data):
     running = exp.status == "running" and not st.session_state["freeze"]
 
     @st.fragment(run_every=REFRESH_S if running else None)
@@ -372,7 +471,7 @@ def live_panel(exp, registry, key):
         snap = exp.snapshot()
         with guard():
             status_bar(snap)
-            render(snap, st.session_state["view"] or VIEWS[0], WINDOWS[st.session_state["window"]])
+            render(snap, st.session_state["view"] or VIEWS[0], WINDOWS[st.session_state["window"]], exp, data)
         if running and snap.status != "running":
             st.rerun()  # training ended: redraw the page once, and stop refreshing
 
@@ -385,15 +484,49 @@ def heartbeat(registry, key):
 
 
 def replay_panel(rec):
-    st.info(f"Viewing a recorded run: **{rec.name}** ({rec.last_step:,} steps). Every chart works as live.")
-    if st.button("Back to live training"):
-        st.session_state.pop("recording", None)
-        st.session_state.pop("loaded_name", None)
+    """A recorded run on a timeline: play it at a chosen speed, or drag to any step."""
+    ss = st.session_state
+    c = st.columns([4, 1])
+    c[0].info(f"Replay of **{rec.name}**: {rec.last_step:,} steps, {len(rec.specs)} lanes, recorded on "
+              f"{rec.header.get('device', '?')}. Every chart works as live; nothing trains.")
+    if c[1].button("Back to live training", width="stretch"):
+        for k in ("recording", "loaded_name", "replay_step", "playing"):
+            ss.pop(k, None)
         st.rerun()
-    at = st.slider("Step", 0, max(rec.last_step, 1), rec.last_step, key="replay_step")
-    snap = rec.snapshot(at)
-    status_bar(snap)
-    render(snap, st.session_state["view"] or VIEWS[0], WINDOWS[st.session_state["window"]])
+    ss.setdefault("replay_step", rec.last_step)
+    ss.setdefault("playing", False)
+    c = st.columns([1, 1, 6])
+    c[2].caption("Play runs the recording forward; drag the slider to any step.")
+    if c[0].button("⏸ Pause" if ss["playing"] else "▶ Play", width="stretch", key="play"):
+        if not ss["playing"] and ss["replay_step"] >= rec.last_step:
+            ss["replay_step"] = 0
+        ss["playing"] = not ss["playing"]
+        st.rerun()
+    c[1].selectbox("Speed", list(SPEEDS), index=1, key="speed", label_visibility="collapsed")
+
+    @st.fragment(run_every=0.5 if ss["playing"] else None)
+    def frame():
+        if ss["playing"]:  # advance before the slider is drawn, so it shows the new step
+            per_tick = SPEEDS[ss.get("speed", "5×")] * max(1, rec.last_step // 600)
+            ss["replay_step"] = min(rec.last_step, ss["replay_step"] + per_tick)
+            if ss["replay_step"] >= rec.last_step:
+                ss["playing"] = False
+                st.rerun()
+        st.slider("Step", 0, max(rec.last_step, 1), key="replay_step", label_visibility="collapsed")
+        snap = rec.snapshot(ss["replay_step"])
+        with guard():
+            status_bar(snap)
+            render(snap, ss["view"] or VIEWS[0], WINDOWS[ss["window"]])
+
+    frame()
+
+
+def open_shipped_run():
+    try:
+        st.session_state["recording"] = Recording.load(SHIPPED_RUN, name="the chapter's 10 epochs (shipped)")
+        st.session_state.pop("replay_step", None)
+    except (RecordingError, FileNotFoundError) as e:
+        st.session_state["flash"] = ("error", f"The recorded run could not be opened: {e}")
 
 
 def main():
@@ -414,13 +547,19 @@ def main():
     if flash:
         getattr(st, flash[0])(flash[1])
     st.segmented_control("View", VIEWS, key="view", label_visibility="collapsed")
+    if st.query_params.get("replay") == "chapter" and "recording" not in st.session_state \
+            and not st.session_state.get("replay_opened"):
+        st.session_state["replay_opened"] = True
+        open_shipped_run()
     rec = st.session_state.get("recording")
     if rec is not None:
         replay_panel(rec)
         return
     controls(exp, registry, key)
     heartbeat(registry, key)
-    live_panel(exp, registry, key)
+    if st.session_state.get("jobs"):
+        poll_jobs()
+    live_panel(exp, registry, key, data)
 
 
 try:

@@ -8,6 +8,7 @@ Commands (start, pause, resume, step, stop, reset, set_lane, set_lr) may come fr
 queued and carried out by the worker between steps, so the models are only ever touched by one thread.
 ``snapshot()`` copies what a viewer needs under a lock that the worker takes only to append a row.
 """
+import copy
 import dataclasses
 import math
 import threading
@@ -19,9 +20,10 @@ import numpy as np
 import torch
 
 from . import device as devices
+from . import landscape
 from .data import batches, num_batches
 from .history import LaneHistory
-from .models import ACTIVATIONS, NORMS, build_lenet
+from .models import ACTIVATIONS, NORMS, build_lenet, set_bn_bypass
 from .probes import Probe
 from .training import evaluate, make_optimizer, train_step
 
@@ -44,14 +46,20 @@ class Settings:
     val_every: int = 100            # steps between checks on the validation subset
     val_size: int = 1000            # images in that subset (the first of the test set)
     dist_capacity: int = 200        # distribution snapshots kept per lane
+    landscape_every: int = 0        # steps between loss-landscape measurements (0: off)
+    diverge_loss: float = 20.0      # a lane whose loss is NaN, infinite or above this has diverged (chance: 2.3)
 
     def __post_init__(self):
         problems = []
         if not (self.lr > 0 and math.isfinite(self.lr)):
             problems.append(f"learning rate must be a positive number (got {self.lr})")
+        if self.landscape_every < 0:
+            problems.append(f"landscape every must be 0 (off) or more (got {self.landscape_every})")
         for name in ("batch_size", "epochs", "probe_every", "val_every", "val_size", "dist_capacity"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name.replace('_', ' ')} must be at least 1 (got {getattr(self, name)})")
+        if self.dist_capacity == 1:
+            problems.append("dist capacity must be at least 2 (got 1): the first and the latest snapshot")
         if self.batch_size < 2:
             problems.append("batch size must be at least 2: BN needs two values per channel")
         if not 0 <= self.bn_momentum <= 1:
@@ -99,10 +107,11 @@ class LaneView:
     images_per_s: float
     diverged_at: int | None
     tables: dict               # {table: {column: read-only array}}, see history.LaneHistory
+    bn_bypassed: bool = False  # BN switched off mid-training (the layers act as identity)
 
     @property
     def label(self):
-        return self.spec.label
+        return self.spec.label + (" (BN switched off)" if self.bn_bypassed else "")
 
 
 @dataclass(frozen=True)
@@ -133,7 +142,7 @@ class Lane:
                                  bn_momentum=s.bn_momentum).to(self.device)
         self.optimizer = make_optimizer(self.model, s.lr)
         self.history = LaneHistory(s.dist_capacity)
-        self.status, self.error, self.diverged_at = "ready", None, None
+        self.status, self.error, self.diverged_at, self.bn_bypassed = "ready", None, None, False
         self.step, self.epoch, self._batches = 0, 1, None
         self.epoch_loss = self.epoch_correct = self.epoch_images = 0
         self.compute_s, self.images = 0.0, 0
@@ -177,15 +186,26 @@ class Lane:
             if probing:
                 self.history.probes.append(dict(step=self.step, **scalars))
                 self.history.dists.offer(dict(step=self.step, **vectors))
-        if not math.isfinite(loss):
+        if not math.isfinite(loss) or loss / n > s.diverge_loss:
             self.status, self.diverged_at = "diverged", self.step
             return
+        if s.landscape_every and self.step % s.landscape_every == 0:
+            numbers = landscape.measure(self.model, self.data.train_x[:s.batch_size].unsqueeze(1).float() / 255,
+                                        self.data.train_y[:s.batch_size], s.lr)
+            with lock:
+                self.history.landscape.append(dict(step=self.step, **numbers))
         if self.step % s.val_every == 0:
             val_loss, val_acc = evaluate(self.model, self.data.val_x, self.data.val_y)
             with lock:
                 self.history.val.append(dict(step=self.step, val_loss=val_loss, val_acc=val_acc))
         if self.step % self.steps_per_epoch == 0:
             self.end_epoch(lock)
+
+    def set_bn_bypass(self, bypass, lock):
+        if set_bn_bypass(self.model, bypass) and bypass != self.bn_bypassed:
+            self.bn_bypassed = bypass
+            with lock:
+                self.history.events.append(dict(step=self.step, bn_on=0.0 if bypass else 1.0))
 
     def end_epoch(self, lock):
         val_loss, val_acc = evaluate(self.model, self.data.test_x, self.data.test_y)
@@ -205,7 +225,7 @@ class Lane:
         with lock:
             tables = self.history.view()
         return LaneView(self.index, self.spec, self.status, self.error, self.step, self.epoch,
-                        self.steps_per_epoch, self.images_per_s, self.diverged_at, tables)
+                        self.steps_per_epoch, self.images_per_s, self.diverged_at, tables, self.bn_bypassed)
 
 
 @dataclass(frozen=True)
@@ -260,7 +280,7 @@ class Experiment:
         self._lock = threading.Lock()        # guards the histories (held only to append or copy)
         self._cv = threading.Condition()     # guards the command queue and the state below
         self._commands, self._status, self._error = [], "idle", None
-        self._step_budget, self._stopping = 0, False
+        self._step_budget, self._stopping, self._closed = 0, False, False
         self._build(settings, lanes)
         self._started_at, self._wall = None, 0.0
         self._thread = threading.Thread(target=self._work, name=f"bnviz-{name}", daemon=True)
@@ -274,10 +294,10 @@ class Experiment:
     # ------------------------------------------------------------------ commands (any thread)
     def _call(self, fn, wait=True, timeout=30.0):
         """Run fn on the worker between steps; wait for it and re-raise what it raised."""
-        if not self._thread.is_alive():
-            raise RuntimeError(f"the experiment is {self._status}: its worker has stopped")
         done, box = threading.Event(), {}
         with self._cv:
+            if self._closed or not self._thread.is_alive():  # _closed: the worker has stopped taking commands
+                raise RuntimeError(f"the experiment is {self._status}: its worker has stopped")
             self._commands.append((fn, done, box))
             self._cv.notify_all()
         if wait:
@@ -326,6 +346,19 @@ class Experiment:
             with self._lock:
                 lane.restart()
         return self._call(apply)
+
+    def set_bn_bypass(self, index, bypass):
+        """Switch BN off (identity) or back on in a trained lane, keeping its weights: no restart."""
+        def apply():
+            lane = self.lanes[index]
+            if lane.spec.norm == "none":
+                raise ValueError(f"{lane.spec.label} has no BN layers to switch")
+            lane.set_bn_bypass(bypass, self._lock)
+        return self._call(apply)
+
+    def clone_model(self, index):
+        """A copy of lane ``index``'s network as it is now (taken between steps), for side studies."""
+        return self._call(lambda: copy.deepcopy(self.lanes[index].model))
 
     def add_lane(self, spec):
         """A new lane that starts from step 0 with the same seed; the others go on."""
@@ -438,6 +471,9 @@ class Experiment:
                     done.set()
                 if self._training():
                     self._round()
+                elif self._status == "running" or self._step_budget > 0:  # started with no lane left to train
+                    self._step_budget = 0
+                    self._set_status("finished")
         except BaseException as e:
             self._error = f"{type(e).__name__}: {e}"
             self._status = "error"
@@ -447,6 +483,7 @@ class Experiment:
                 self._set_status("stopped")
             _ThreadBudget.update(self, False)
             with self._cv:  # nobody waits forever on a command the worker will never run
+                self._closed = True
                 for _, done, box in self._commands:
                     box["error"] = RuntimeError("the experiment has stopped")
                     done.set()

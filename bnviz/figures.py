@@ -69,10 +69,15 @@ def _empty(fig, text="No data yet: press Start"):
 
 
 def _divergence_marks(fig, snap, **where):
+    """Dotted lines where a lane diverged, dashed ones where BN was switched off or back on."""
     for lane in snap.lanes:
         if lane.diverged_at:
             fig.add_vline(x=lane.diverged_at, line=dict(color=lane_color(lane), dash="dot"),
                           annotation_text=f"{lane.label} diverged", **where)
+        ev = lane.tables.get("events", {})
+        for step, on in zip(ev.get("step", []), ev.get("bn_on", [])):
+            fig.add_vline(x=float(step), line=dict(color=lane_color(lane), dash="dash"),
+                          annotation_text="BN back on" if on else "BN switched off", **where)
 
 
 # --------------------------------------------------------------------------------------- training
@@ -108,6 +113,7 @@ def accuracy_figure(snap, last_n=None):
         if len(e.get("step", [])):
             fig.add_trace(go.Scatter(x=e["step"], y=e["val_acc"], mode="markers", name=f"{lane.label} · test (epoch)",
                                      marker=dict(color=c, size=13, symbol="diamond", line=dict(color="black", width=1))))
+    _divergence_marks(fig, snap)
     if not fig.data:
         _empty(fig)
     return _layout(fig, "Accuracy", xaxis_title="step", yaxis_title="accuracy", yaxis_range=[0, 1])
@@ -301,6 +307,77 @@ def saturation_figure(snap, last_n=None):
         _empty(fig)
     return _layout(fig, "Saturated units (sigmoid < 0.05 or > 0.95; ReLU = 0)", xaxis_title="step",
                    yaxis_title="fraction", yaxis_range=[0, 1])
+
+
+# --------------------------------------------------------------------------------------- studies
+def landscape_figure(snap, last_n=None):
+    """Santurkar et al. (2018), light: loss spread and gradient change along the gradient, per lane."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss spread along the gradient (max − min)",
+                                                        "effective smoothness: max |Δ gradient| / |step|"))
+    for lane in snap.lanes:
+        t = window(lane.tables.get("landscape", {}), last_n)
+        if not len(t.get("step", [])):
+            continue
+        for col, key in enumerate(("loss_spread", "smoothness"), 1):
+            fig.add_trace(go.Scatter(x=t["step"], y=t[key], mode="lines+markers", name=lane.label,
+                                     legendgroup=lane.label, showlegend=col == 1,
+                                     line=dict(color=lane_color(lane), width=3)), row=1, col=col)
+    fig.update_yaxes(type="log")
+    fig.update_xaxes(title_text="step")
+    if not fig.data:
+        _empty(fig, "No measurements yet: switch the landscape probe on and train")
+    return _layout(fig, "How smooth is the loss around the weights?", height=420)
+
+
+def race_figure(results):
+    """Loss curves of the learning-rate race: one panel per lane, one line per learning rate."""
+    lanes = list(dict.fromkeys(r.lane for r in results))
+    lrs = sorted({r.lr for r in results})
+    fig = make_subplots(rows=1, cols=max(1, len(lanes)), subplot_titles=lanes or [""], shared_yaxes=True)
+    palette = ("#440154", "#3B528B", "#21908C", "#5DC863", "#B8DE29", "#FDE725", "#F98E09", "#D62728")
+    for r in results:
+        col = lanes.index(r.lane) + 1
+        color = palette[lrs.index(r.lr) % len(palette)]
+        x, y = downsample(r.steps, np.clip(r.loss, 1e-3, 1e3))
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"lr {r.lr:g}", legendgroup=f"{r.lr:g}",
+                                 showlegend=col == 1, line=dict(color=color, width=2.5)), row=1, col=col)
+        if r.diverged_at:
+            fig.add_trace(go.Scatter(x=[r.diverged_at], y=[min(float(y[-1]) if len(y) else 20.0, 1e3)],
+                                     mode="markers", marker=dict(symbol="x", size=16, color=color),
+                                     showlegend=False, hovertext=f"lr {r.lr:g} diverged at step {r.diverged_at}"),
+                          row=1, col=col)
+    fig.update_yaxes(type="log", title_text="training loss", col=1)
+    fig.update_xaxes(title_text="step")
+    if not fig.data:
+        _empty(fig, "Press Run to race the learning rates")
+    return _layout(fig, "Learning-rate race: which learn, which stall, which diverge (×)", height=440)
+
+
+def race_table(results):
+    return [{"learning rate": f"{r.lr:g}", "lane": r.lane, "result": r.verdict,
+             "final loss": "-" if r.diverged_at else f"{r.final_loss:.3f}",
+             "validation accuracy": "-" if r.diverged_at else f"{r.val_acc:.1%}"} for r in results]
+
+
+def batch_stats_figure(result):
+    """Train-mode vs eval-mode accuracy over batch sizes, and how far batch statistics stray."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        "test accuracy", f"{result.position}: spread of the batch statistics around the running ones"))
+    bs = list(result.batch_sizes)
+    fig.add_trace(go.Scatter(x=bs, y=result.train_mode_acc, mode="lines+markers", name="batch statistics (train mode)",
+                             line=dict(color="#E4572E", width=3)), row=1, col=1)
+    fig.add_trace(go.Scatter(x=bs, y=[result.eval_mode_acc] * len(bs), mode="lines",
+                             name="running statistics (eval mode)", line=dict(color="#1F77B4", width=3, dash="dash")),
+                  row=1, col=1)
+    fig.add_trace(go.Scatter(x=bs, y=result.mean_spread, mode="lines+markers", name="mean: std of (batch − running)",
+                             line=dict(color="#2CA02C", width=3)), row=1, col=2)
+    fig.add_trace(go.Scatter(x=bs, y=result.var_spread, mode="lines+markers",
+                             name="variance: std of (batch − running) / running", line=dict(color="#9467BD", width=3)),
+                  row=1, col=2)
+    fig.update_xaxes(type="log", title_text="batch size")
+    fig.update_yaxes(title_text="accuracy", row=1, col=1)
+    fig.update_yaxes(type="log", row=1, col=2)
+    return _layout(fig, "Batch statistics against running statistics", height=440)
 
 
 PNG_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2},

@@ -16,13 +16,14 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 FORMAT = "bnviz-experiment"
 FORMAT_VERSION = 1
-TABLES = ("steps", "val", "epochs", "probes", "dists")
+TABLES = ("steps", "val", "epochs", "probes", "dists", "landscape", "events")
 
 
 class RecordingError(ValueError):
@@ -90,7 +91,7 @@ class ThinnedTable(Table):
         """Keep this row if it falls on the current stride; thin when full."""
         if self.offered % self.stride == 0:
             self.append(row)
-            if len(self) >= self.capacity:
+            if len(self) > self.capacity:  # thin only past capacity: capacity 2 keeps 2 rows, not just the first
                 self._keep_every_other()
                 self.stride *= 2
         self.offered += 1
@@ -105,6 +106,8 @@ class LaneHistory:
         self.epochs = Table()    # epoch, step, train_loss, train_acc, val_loss, val_acc, images_per_s
         self.probes = Table()    # step and scalar probe results (percentiles, mean, std, grad norms...)
         self.dists = ThinnedTable(dist_capacity)  # step, histograms and per-channel vectors: bounded
+        self.landscape = Table()  # step, loss_spread, grad_change, smoothness (when switched on)
+        self.events = Table()     # step, bn_on: BN switched off (0) or back on (1) mid-training
 
     def view(self):
         return {name: getattr(self, name).view() for name in TABLES}
@@ -150,9 +153,12 @@ def load_experiment(source):
     what = "the file" if isinstance(source, (bytes, bytearray)) else str(source)
     try:
         f = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
-        with np.load(f, allow_pickle=False) as npz:
+        npz = np.load(f, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):  # a single .npy array
+            raise RecordingError(f"{what} is not a bnviz experiment (it holds one NumPy array).")
+        with npz:
             header = json.loads(str(npz["header"]))
-            if header.get("format") != FORMAT:
+            if not isinstance(header, dict) or header.get("format") != FORMAT:
                 raise RecordingError(f"{what} is not a bnviz experiment.")
             if header.get("version", 0) > FORMAT_VERSION:
                 raise RecordingError(f"{what} was written by a newer bnviz (format {header['version']}); update bnviz.")
@@ -166,7 +172,8 @@ def load_experiment(source):
                 lanes[int(lane[4:])][table][col] = a
     except RecordingError:
         raise
-    except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+    except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile, json.JSONDecodeError,
+            zlib.error, NotImplementedError, RuntimeError) as e:  # RuntimeError: zipfile's "encrypted"
         raise RecordingError(f"{what} is not a bnviz experiment or is damaged ({type(e).__name__}: {e}). "
                              "Load a file saved by bnviz (Export → experiment, or `python -m bnviz train --out`).") from e
     return header, lanes

@@ -123,3 +123,21 @@ def BNLeNet(seed=0):
 def ChapterLeNet(seed=0):
     """The chapter's plain LeNet: padding 2 in the first conv (a confound in its BN comparison)."""
     return build_lenet("none", first_padding=2, seed=seed)
+
+
+def set_bn_bypass(model, bypass):
+    """Switch the BN layers of a trained network off (identity) or back on, keeping everything learned.
+
+    The BN modules are set aside, not deleted, so switching back restores them with their gamma, beta and
+    running statistics. Returns True if the model has BN layers to switch.
+    """
+    stash = model.__dict__.setdefault("_bypassed_bn", {})
+    if bypass:
+        for name, layer in model.bn_layers().items():
+            stash[name] = layer
+            setattr(model, name, nn.Identity())
+    else:
+        for name, layer in stash.items():
+            setattr(model, name, layer)
+        stash.clear()
+    return bool(stash) or bool(model.bn_layers())

@@ -39,7 +39,8 @@ class Recording:
             step = int(steps[-1]) if len(steps) else 0
             lane_end = int(tables["steps"]["step"][-1]) if len(tables["steps"].get("step", [])) else 0
             losses = cut["steps"].get("train_loss", [])
-            diverged = next((int(s) for s, l in zip(steps, losses) if not l == l or abs(l) == float("inf")), None)
+            limit = self.settings.diverge_loss
+            diverged = next((int(s) for s, l in zip(steps, losses) if not l <= limit), None)  # NaN, inf, too big
             epochs = cut["epochs"].get("epoch", [])
             status = "diverged" if diverged else ("finished" if step >= lane_end else "training")
             per_epoch = _steps_per_epoch(tables, self.settings)
