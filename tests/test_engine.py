@@ -1,0 +1,518 @@
+"""The live engine: lanes in lockstep, commands from other threads, snapshots, divergence, failures, stop."""
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bnviz.data import FashionMNISTData
+from bnviz.engine import DEFAULT_LANES, MAX_LANES, Experiment, LaneSpec, Settings, describe_error
+from bnviz.history import TABLES
+from bnviz.training import evaluate
+
+N_TRAIN, N_TEST, BATCH = 256, 200, 32
+STEPS_PER_EPOCH = N_TRAIN // BATCH  # 8
+
+
+def tiny_data(n_train=N_TRAIN, n_test=N_TEST, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return FashionMNISTData(
+        torch.randint(0, 256, (n_train, 28, 28), dtype=torch.uint8, generator=g),
+        torch.randint(0, 10, (n_train,), generator=g),
+        torch.randint(0, 256, (n_test, 28, 28), dtype=torch.uint8, generator=g),
+        torch.randint(0, 10, (n_test,), generator=g))
+
+
+def settings(**kw):
+    base = dict(lr=0.1, batch_size=BATCH, epochs=1, probe_every=4, val_every=4, val_size=50, device="cpu")
+    return Settings(**{**base, **kw})
+
+
+def until(condition, timeout=30.0):
+    """Poll until condition() is true; False if the deadline passed first."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.005)
+    return condition()
+
+
+def bnviz_threads(name):
+    return [t for t in threading.enumerate() if t.name == f"bnviz-{name}"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return tiny_data()
+
+
+@pytest.fixture
+def make(data):
+    """make(settings, lanes) -> a new Experiment; every one is stopped (and checked gone) at teardown."""
+    made = []
+
+    def make_one(s=None, lanes=DEFAULT_LANES, dataset=None):
+        e = Experiment(dataset or data, s or settings(), lanes, name=f"test-{uuid.uuid4().hex[:10]}")
+        made.append(e)
+        return e
+
+    yield make_one
+    for e in made:
+        assert e.stop(timeout=10)
+        assert not bnviz_threads(e.name)
+
+
+def run(e, timeout=60):
+    e.start()
+    assert e.wait(timeout=timeout)
+    return e.snapshot()
+
+
+def table(snap, lane, name, col):
+    return snap.lanes[lane].tables[name].get(col, np.array([]))
+
+
+# --------------------------------------------------------------------------------------------- set-up
+
+def test_default_lanes_are_bn_off_and_bn_scratch(make):
+    e = make()
+    assert [l.spec for l in e.lanes] == [LaneSpec("none", "sigmoid"), LaneSpec("scratch", "sigmoid")]
+    snap = e.snapshot()
+    assert snap.status == "idle" and snap.error is None
+    assert [l.label for l in snap.lanes] == ["BN off", "BN scratch"]
+    assert [(l.status, l.step, l.epoch) for l in snap.lanes] == [("ready", 0, 1)] * 2
+    assert snap.lanes[0].steps_per_epoch == STEPS_PER_EPOCH
+    assert set(snap.lanes[0].tables) == set(TABLES)
+    assert LaneSpec("torch", "relu").label == "BN torch · relu"
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(lr=0), "learning rate"),
+    (dict(lr=-0.5), "learning rate"),
+    (dict(lr=float("nan")), "learning rate"),
+    (dict(lr=float("inf")), "learning rate"),
+    (dict(batch_size=1), "batch size must be at least 2"),
+    (dict(batch_size=0), "batch size"),
+    (dict(device="gpu"), "device must be one of"),
+    (dict(epochs=0), "epochs"),
+    (dict(bn_momentum=1.5), "momentum"),
+    (dict(bn_eps=0), "eps"),
+    (dict(train_size=1), "training-set size"),
+    (dict(val_every=0), "val every"),
+    (dict(dist_capacity=1), "dist capacity"),
+])
+def test_settings_validation(kw, words):
+    with pytest.raises(ValueError, match=words):
+        Settings(**kw)
+
+
+def test_settings_report_every_problem_at_once():
+    with pytest.raises(ValueError) as info:
+        Settings(lr=0, batch_size=1, device="tpu")
+    msg = str(info.value)
+    assert "learning rate" in msg and "batch size" in msg and "device" in msg and "'tpu'" in msg
+
+
+def test_lane_spec_and_lane_count_validation(data):
+    with pytest.raises(ValueError, match="BN implementation"):
+        LaneSpec("batch")
+    with pytest.raises(ValueError, match="activation"):
+        LaneSpec("torch", "tanh")
+    for lanes in ((), (LaneSpec(),) * (MAX_LANES + 1)):
+        with pytest.raises(ValueError, match="1 to 3 lanes"):
+            Experiment(data, settings(), lanes, name="never-started")
+    assert not bnviz_threads("never-started")
+
+
+# --------------------------------------------------------------------------------------------- lockstep, determinism
+
+def test_same_seed_same_history(make):
+    s = settings(epochs=2, probe_every=3, val_every=5)
+    snaps = [run(make(s)) for _ in range(2)]
+    for a, b in zip(snaps[0].lanes, snaps[1].lanes):
+        assert a.status == b.status == "finished" and a.step == b.step == 2 * STEPS_PER_EPOCH
+        for name in TABLES:
+            assert set(a.tables[name]) == set(b.tables[name])
+            for col in a.tables[name]:
+                if col == "images_per_s":  # a timing, not a result
+                    continue
+                assert np.array_equal(a.tables[name][col], b.tables[name][col], equal_nan=True), (name, col)
+    # and the seed matters: another seed trains on other batches from another initialisation
+    other = run(make(settings(epochs=2, probe_every=3, val_every=5, seed=1)))
+    assert not np.array_equal(table(other, 0, "steps", "train_loss"), table(snaps[0], 0, "steps", "train_loss"))
+
+
+def test_lanes_see_the_same_batches(make):
+    # our BN and torch's compute the same function: with the same batches and initialisation, the same losses
+    snap = run(make(settings(epochs=2), lanes=(LaneSpec("scratch"), LaneSpec("torch"), LaneSpec("none"))))
+    scratch, torch_bn, off = (table(snap, i, "steps", "train_loss") for i in range(3))
+    assert len(scratch) == len(torch_bn) == 2 * STEPS_PER_EPOCH
+    np.testing.assert_allclose(scratch, torch_bn, atol=1e-4, rtol=0)
+    assert not np.allclose(scratch[1:], off[1:], atol=1e-3)  # and BN does change training
+    np.testing.assert_array_equal(table(snap, 0, "steps", "epoch"), table(snap, 2, "steps", "epoch"))
+
+
+def test_epochs_val_and_finish(make):
+    s = settings(epochs=2, val_every=3, probe_every=5)
+    e = make(s, lanes=(LaneSpec("scratch"), LaneSpec("none", "relu")))
+    snap = run(e)
+    assert snap.status == "finished"
+    total = 2 * STEPS_PER_EPOCH
+    for i, lane in enumerate(snap.lanes):
+        assert (lane.status, lane.step, lane.epoch) == ("finished", total, 2)
+        steps, val, epochs = lane.tables["steps"], lane.tables["val"], lane.tables["epochs"]
+        np.testing.assert_array_equal(steps["step"], np.arange(1, total + 1))
+        np.testing.assert_array_equal(steps["epoch"], np.repeat([1, 2], STEPS_PER_EPOCH))
+        np.testing.assert_array_equal(val["step"], np.arange(3, total + 1, 3))
+        assert ((val["val_acc"] >= 0) & (val["val_acc"] <= 1)).all()
+        assert np.allclose(val["val_acc"] * s.val_size, np.round(val["val_acc"] * s.val_size))  # of 50 images
+        np.testing.assert_array_equal(epochs["epoch"], [1, 2])
+        np.testing.assert_array_equal(epochs["step"], [STEPS_PER_EPOCH, total])
+        # an epoch's training loss is the mean over its batches (all of one size here)
+        np.testing.assert_allclose(epochs["train_loss"], steps["train_loss"].reshape(2, -1).mean(axis=1), rtol=1e-6)
+        np.testing.assert_allclose(epochs["train_acc"], steps["train_acc"].reshape(2, -1).mean(axis=1), rtol=1e-6)
+        # the last epoch's validation is on the whole test set, with the final model
+        model, d = e.lanes[i].model, e.lanes[i].data
+        assert d.test_x.shape[0] == N_TEST and d.val_x.shape[0] == s.val_size
+        full_loss, full_acc = evaluate(model, d.test_x, d.test_y)
+        assert epochs["val_acc"][-1] == full_acc and epochs["val_loss"][-1] == pytest.approx(full_loss, rel=1e-6)
+        np.testing.assert_array_equal(lane.tables["probes"]["step"], np.arange(1, total + 1, 5))
+        assert snap.lanes[i].images_per_s > 0
+
+
+def test_train_size_limits_the_epoch(make):
+    e = make(settings(train_size=100))  # 3 batches of 32 and one of 4
+    assert e.lanes[0].steps_per_epoch == 4
+    snap = run(e)
+    assert [l.step for l in snap.lanes] == [4, 4]
+    assert snap.status == "finished"
+
+
+# --------------------------------------------------------------------------------------------- commands
+
+def test_commands_from_another_thread(make):
+    e = make(settings(epochs=200, probe_every=10, val_every=50))
+    starter = threading.Thread(target=e.start)
+    starter.start()
+    starter.join(10)
+    assert not starter.is_alive()
+    assert until(lambda: e.snapshot().max_step >= 3)
+    assert e.status == "running"
+
+    e.pause()
+    assert e.status == "paused"
+    paused = [l.step for l in e.snapshot().lanes]
+    assert paused[0] == paused[1]          # commands land between rounds: the lanes stay in lockstep
+    time.sleep(0.1)
+    assert [l.step for l in e.snapshot().lanes] == paused
+
+    e.step(5)
+    assert e.wait(timeout=30)
+    snap = e.snapshot()
+    assert snap.status == "paused"
+    assert [l.step for l in snap.lanes] == [p + 5 for p in paused]
+    for lane in snap.lanes:
+        np.testing.assert_array_equal(lane.tables["steps"]["step"], np.arange(1, paused[0] + 6))
+
+    e.resume()
+    assert e.status == "running"
+    assert until(lambda: e.snapshot().max_step > paused[0] + 8)
+    e.pause()
+    assert e.status == "paused"
+
+
+def test_step_from_idle_then_pauses(make):
+    e = make()
+    e.step(3)
+    assert e.wait(timeout=30)
+    snap = e.snapshot()
+    assert snap.status == "paused" and [l.step for l in snap.lanes] == [3, 3]
+    assert [l.status for l in snap.lanes] == ["training", "training"]
+    e.step()
+    assert e.wait(timeout=30)
+    assert [l.step for l in e.snapshot().lanes] == [4, 4]
+
+
+def test_set_lr_changes_every_lane_without_reset(make):
+    e = make(settings(lr=0.1))
+    e.step(3)
+    assert e.wait(timeout=30)
+    e.set_lr(0.01)
+    e.step(2)
+    assert e.wait(timeout=30)
+    snap = e.snapshot()
+    assert snap.settings.lr == 0.01 and e.settings.lr == 0.01
+    for lane, view in zip(e.lanes, snap.lanes):
+        assert [g["lr"] for g in lane.optimizer.param_groups] == [0.01]
+        assert view.step == 5
+        np.testing.assert_array_equal(view.tables["steps"]["step"], [1, 2, 3, 4, 5])
+        np.testing.assert_array_equal(view.tables["steps"]["lr"], [0.1, 0.1, 0.1, 0.01, 0.01])
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(ValueError, match="learning rate"):
+            e.set_lr(bad)
+    assert e.settings.lr == 0.01
+
+
+def test_set_lane_restarts_only_that_lane(make):
+    e = make(settings(epochs=2), lanes=(LaneSpec("scratch"), LaneSpec("scratch")))
+    e.step(6)
+    assert e.wait(timeout=30)
+    e.set_lane(1, LaneSpec("torch"))
+    snap = e.snapshot()
+    assert snap.lanes[1].spec == LaneSpec("torch") and snap.lanes[1].step == 0
+    assert snap.lanes[1].status == "ready" and snap.lanes[1].tables["steps"] == {}
+    assert snap.lanes[0].step == 6 and len(snap.lanes[0].tables["steps"]["step"]) == 6
+    e.step(3)
+    assert e.wait(timeout=30)
+    snap = e.snapshot()
+    assert [l.step for l in snap.lanes] == [9, 3]
+    # restarted from the seed: its first steps are lane 0's first steps (same batches, same weights)
+    np.testing.assert_allclose(table(snap, 1, "steps", "train_loss"), table(snap, 0, "steps", "train_loss")[:3],
+                               atol=1e-4, rtol=0)
+    with pytest.raises(IndexError):
+        e.set_lane(5, LaneSpec())
+
+
+def test_set_lane_while_running(make):
+    e = make(settings(epochs=200, probe_every=10, val_every=50))
+    e.start()
+    assert until(lambda: e.snapshot().max_step >= 6)
+    e.set_lane(0, LaneSpec("none", "relu"))
+    snap = e.snapshot()
+    seen_after = snap.lanes[1].step  # at least the step lane 1 was at when lane 0 restarted
+    assert snap.lanes[0].step < seen_after and snap.lanes[0].label == "BN off · relu"
+    assert until(lambda: e.snapshot().lanes[1].step > seen_after + 3)
+    e.pause()
+    snap = e.snapshot()
+    assert 0 < snap.lanes[0].step < snap.lanes[1].step
+    # both went on in lockstep from the restart: the gap is the step lane 1 had reached then
+    assert 6 <= snap.lanes[1].step - snap.lanes[0].step <= seen_after
+    np.testing.assert_array_equal(table(snap, 0, "steps", "step"), np.arange(1, snap.lanes[0].step + 1))
+
+
+def test_reset_clears_history_and_reruns_identically(make):
+    e = make(settings(epochs=1))
+    first = run(e)
+    assert first.status == "finished"
+    e.reset()
+    snap = e.snapshot()
+    assert snap.status == "idle" and snap.wall_s == 0.0
+    for lane in snap.lanes:
+        assert (lane.status, lane.step, lane.epoch) == ("ready", 0, 1)
+        assert all(lane.tables[t] == {} for t in TABLES)
+    again = run(e)
+    for a, b in zip(first.lanes, again.lanes):
+        np.testing.assert_array_equal(a.tables["steps"]["train_loss"], b.tables["steps"]["train_loss"])
+
+
+def test_reset_with_new_settings_and_lanes(make):
+    e = make(settings(epochs=1))
+    e.step(2)
+    assert e.wait(timeout=30)
+    new = settings(lr=0.05, batch_size=16, epochs=1, val_every=8)
+    e.reset(new, lanes=(LaneSpec("torch", "relu"),))
+    snap = e.snapshot()
+    assert snap.status == "idle" and snap.settings == new
+    assert len(snap.lanes) == 1 and snap.lanes[0].spec == LaneSpec("torch", "relu")
+    assert snap.lanes[0].steps_per_epoch == N_TRAIN // 16 and snap.lanes[0].step == 0
+    snap = run(e)
+    assert snap.status == "finished" and snap.lanes[0].step == N_TRAIN // 16
+    np.testing.assert_array_equal(table(snap, 0, "steps", "lr"), np.full(N_TRAIN // 16, 0.05))
+    np.testing.assert_array_equal(table(snap, 0, "val", "step"), [8, 16])
+    for lanes in ((), (LaneSpec(),) * 4):
+        with pytest.raises(ValueError, match="lanes"):
+            e.reset(lanes=lanes)
+    assert len(e.snapshot().lanes) == 1
+
+
+def test_start_or_step_after_finished_stays_finished(make):
+    e = make(settings(epochs=1))
+    assert run(e).status == "finished"
+    e.start()
+    assert e.wait(timeout=10)                  # nothing to train: it must not sit in "running"
+    assert e.status == "finished"
+    e.step(3)
+    assert e.wait(timeout=10)
+    snap = e.snapshot()
+    assert snap.status == "finished" and [l.step for l in snap.lanes] == [STEPS_PER_EPOCH] * 2
+
+
+# --------------------------------------------------------------------------------------------- snapshots
+
+def check_snapshot(snap, s):
+    for lane in snap.lanes:
+        for name, cols in lane.tables.items():
+            lengths = {len(a) for a in cols.values()}
+            assert len(lengths) <= 1, (name, {c: len(a) for c, a in cols.items()})
+            for col, a in cols.items():
+                assert not a.flags.writeable
+                if len(a):
+                    with pytest.raises(ValueError):
+                        a[0] = 0
+        steps = lane.tables["steps"].get("step", np.array([]))
+        np.testing.assert_array_equal(steps, np.arange(1, len(steps) + 1))
+        assert lane.step >= len(steps)
+        probes = lane.tables["probes"].get("step", np.array([]))
+        assert set(probes.tolist()) <= set(steps.tolist())
+        np.testing.assert_array_equal(probes, np.arange(1, len(probes) * s.probe_every, s.probe_every))
+        val = lane.tables["val"].get("step", np.array([]))
+        assert (val % s.val_every == 0).all() and set(val.tolist()) <= set(steps.tolist())
+
+
+def test_snapshots_from_another_thread_are_consistent(make):
+    s = settings(epochs=3, probe_every=2, val_every=3, dist_capacity=4)
+    e = make(s, lanes=(LaneSpec("none"), LaneSpec("scratch"), LaneSpec("torch", "relu")))
+    seen, failures = [], []
+
+    def reader():
+        try:
+            while True:
+                snap = e.snapshot()
+                check_snapshot(snap, s)
+                seen.append(tuple(l.step for l in snap.lanes))
+                if snap.status == "finished":
+                    return
+                time.sleep(0.001)  # let the worker have the GIL now and then
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    e.start()
+    t.join(60)
+    assert not t.is_alive()
+    if failures:
+        raise failures[0]
+    assert len(set(seen)) > 3          # it really read while the lanes were training
+    assert seen[-1] == (3 * STEPS_PER_EPOCH,) * 3
+
+
+# --------------------------------------------------------------------------------------------- failures
+
+def test_divergence_stops_only_that_lane(make):
+    # lr 1e4: ReLU without BN overflows to inf/NaN within a few steps; sigmoid with BN stays finite and
+    # trains on. (On random images its loss gets large, so the loss limit is lifted: this is the overflow path.)
+    e = make(settings(lr=1e4, epochs=2, probe_every=1, val_every=1, diverge_loss=1e30),
+             lanes=(LaneSpec("none", "relu"), LaneSpec("scratch", "sigmoid")))
+    snap = run(e)
+    off, bn = snap.lanes
+    assert off.status == "diverged" and off.error is None
+    assert off.diverged_at is not None and off.diverged_at == off.step < 2 * STEPS_PER_EPOCH
+    losses = off.tables["steps"]["train_loss"]
+    limit = e.settings.diverge_loss
+    assert len(losses) == off.diverged_at                     # it stopped there
+    assert not np.isfinite(losses[-1]) or losses[-1] > limit  # NaN, infinite or above the limit...
+    assert (losses[:-1] <= limit).all()                       # ...and not before
+    assert off.tables["val"]["step"].max(initial=0) < off.diverged_at
+    assert bn.status == "finished" and bn.step == 2 * STEPS_PER_EPOCH > off.diverged_at
+    assert bn.diverged_at is None and np.isfinite(bn.tables["steps"]["train_loss"]).all()
+    assert snap.status == "finished" and snap.error is None
+
+
+def test_diverge_loss_threshold(make):
+    # the same run, judged by two limits: a loss above the limit counts as divergence, one below does not
+    strict = run(make(settings(epochs=1, diverge_loss=0.5), lanes=(LaneSpec("scratch"),)))
+    lenient = run(make(settings(epochs=1), lanes=(LaneSpec("scratch"),)))
+    first_loss = table(lenient, 0, "steps", "train_loss")[0]
+    assert first_loss > 0.5                                   # about log(10) at the start
+    assert lenient.lanes[0].status == "finished" and lenient.lanes[0].diverged_at is None
+    assert (strict.lanes[0].status, strict.lanes[0].diverged_at, strict.lanes[0].step) == ("diverged", 1, 1)
+    assert strict.status == "finished"                        # no lane left to train
+
+
+def _fail_on_call(lane, n, exc):
+    original, calls = lane.train_one_step, [0]
+
+    def train_one_step(lock):
+        calls[0] += 1
+        if calls[0] == n:
+            raise exc
+        return original(lock)
+    return train_one_step
+
+
+def test_exception_in_a_lane_marks_only_that_lane(make, monkeypatch):
+    e = make(lanes=(LaneSpec("scratch"), LaneSpec("none"), LaneSpec("torch")))
+    monkeypatch.setattr(e.lanes[0], "train_one_step", _fail_on_call(e.lanes[0], 4, RuntimeError("simulated")))
+    e.lanes[2].model.fc2 = nn.Linear(7, 84)  # a broken model: its forward pass raises
+    snap = run(e)
+    assert snap.status == "finished" and snap.error is None
+    a, b, c = snap.lanes
+    assert (a.status, a.step, a.error) == ("error", 3, "RuntimeError: simulated")
+    assert (b.status, b.step, b.error) == ("finished", STEPS_PER_EPOCH, None)
+    assert c.status == "error" and c.step == 0 and c.error.startswith("RuntimeError") and "shape" in c.error
+    assert len(a.tables["steps"]["step"]) == 3
+
+
+def test_describe_error_out_of_memory():
+    assert describe_error(RuntimeError("CUDA out of memory. Tried to allocate")).startswith("Out of memory")
+    assert describe_error(ValueError("bad")) == "ValueError: bad"
+
+
+def test_exception_in_the_worker_is_reported(make, monkeypatch, capsys):
+    e = make()
+
+    def broken_round():
+        raise RuntimeError("worker broke")
+    monkeypatch.setattr(e, "_round", broken_round)
+    e.start()
+    assert until(lambda: not e.alive, timeout=10)
+    snap = e.snapshot()
+    assert snap.status == "error" and e.status == "error"
+    assert snap.error == "RuntimeError: worker broke"
+    assert "worker broke" in capsys.readouterr().err      # the traceback is printed, not swallowed
+    assert e.wait(timeout=1)
+    with pytest.raises(RuntimeError, match="error"):
+        e.pause()
+    assert e.stop()
+
+
+def test_commands_refused_once_the_worker_has_closed(make):
+    # The worker's last act is to fail the commands still queued. A command queued just after that, while
+    # the thread is still finishing, must be refused at once rather than wait for its timeout.
+    e = make()
+    assert e.stop()
+
+    class StillFinishing:  # the thread, seen in the instant before it ends
+        name = e._thread.name
+
+        @staticmethod
+        def is_alive():
+            return True
+
+        @staticmethod
+        def join(timeout=None):
+            pass
+
+    real, e._thread = e._thread, StillFinishing()
+    try:
+        with pytest.raises(RuntimeError, match="stopped"):
+            e._call(lambda: None, timeout=3)
+    finally:
+        e._thread = real
+
+
+def test_stop_ends_the_thread(make):
+    e = make(settings(epochs=200, probe_every=10, val_every=50))
+    assert len(bnviz_threads(e.name)) == 1
+    e.start()
+    assert until(lambda: e.snapshot().max_step >= 2)
+    assert e.stop() is True
+    assert not e.alive and not bnviz_threads(e.name)
+    assert e.status == "stopped"
+    steps = e.snapshot().max_step
+    assert steps >= 2
+    with pytest.raises(RuntimeError, match="stopped"):
+        e.start()
+    assert e.stop() is True                   # twice is fine
+    assert e.snapshot().max_step == steps
+
+
+def test_stop_while_idle(make):
+    e = make()
+    assert e.stop() is True
+    assert not bnviz_threads(e.name) and e.status == "stopped"
