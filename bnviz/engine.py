@@ -53,6 +53,8 @@ class Settings:
         problems = []
         if not (self.lr > 0 and math.isfinite(self.lr)):
             problems.append(f"learning rate must be a positive number (got {self.lr})")
+        if not self.diverge_loss > 0:
+            problems.append(f"the divergence limit must be a positive loss (got {self.diverge_loss})")
         if self.landscape_every < 0:
             problems.append(f"landscape every must be 0 (off) or more (got {self.landscape_every})")
         for name in ("batch_size", "epochs", "probe_every", "val_every", "val_size", "dist_capacity"):
@@ -375,6 +377,8 @@ class Experiment:
         def apply():
             if len(self.lanes) <= 1:
                 raise ValueError("an experiment keeps at least one lane")
+            if not 0 <= index < len(self.lanes):
+                raise ValueError(f"there is no lane {index}")
             with self._lock:
                 lanes = [l for i, l in enumerate(self.lanes) if i != index]
                 for i, lane in enumerate(lanes):

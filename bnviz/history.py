@@ -160,7 +160,9 @@ def load_experiment(source):
             header = json.loads(str(npz["header"]))
             if not isinstance(header, dict) or header.get("format") != FORMAT:
                 raise RecordingError(f"{what} is not a bnviz experiment.")
-            if header.get("version", 0) > FORMAT_VERSION:
+            if not isinstance(header.get("version"), int):
+                raise RecordingError(f"{what} is not a bnviz experiment (its header has no format version).")
+            if header["version"] > FORMAT_VERSION:
                 raise RecordingError(f"{what} was written by a newer bnviz (format {header['version']}); update bnviz.")
             lanes = [{t: {} for t in TABLES} for _ in header.get("lanes", [])]
             for key in npz.files:
