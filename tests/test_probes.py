@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from bnviz.models import BN_ACTIVATIONS, BN_INPUTS, BN_LAYERS, NORMS, build_lenet
-from bnviz.probes import (ACT_BINS, ACT_RANGES, HIST_BINS, HIST_RANGE, PERCENTILES, SATURATION, WEIGHT_LAYERS,
-                          Hook, Hooks, Probe, _histogram, bin_edges)
+from bnviz.probes import (ACT_BINS, ACT_RANGES, HIST_BINS, HIST_RANGE, HIST_SAMPLE, PERCENTILES, SATURATION,
+                          WEIGHT_LAYERS, Hook, Hooks, Probe, _histogram, _sample, bin_edges)
 from bnviz.training import make_optimizer, train_step
 
 LR = 0.1
@@ -39,6 +39,11 @@ def forward_tensors(model, X):
         if pos in ("bn1", "bn2"):
             x = getattr(model, f"pool{i + 1}")(x)
     return {k: v.detach() for k, v in out.items()}
+
+
+def sampled(x):
+    """The values a probe reads from x: all of them, or its fixed random subset of HIST_SAMPLE."""
+    return _sample(x.reshape(-1), HIST_SAMPLE).double()
 
 
 class Read:
@@ -157,9 +162,14 @@ def test_histograms_are_fractions_matching_numpy(read):
             assert h.sum() == pytest.approx(1.0, abs=1e-5)
             assert (h >= 0).all()
             edges = bin_edges(kind, activation)
-            x = read.tensors[pos, kind].double().numpy().ravel()
-            expected = np.histogram(np.clip(x, edges[0], edges[-1]), bins=edges)[0] / x.size
-            assert np.abs(h - expected).sum() < 2e-3, (pos, kind)  # a few values may sit on a bin edge
+
+            def hist(x):
+                x = x.numpy().ravel()
+                return np.histogram(np.clip(x, edges[0], edges[-1]), bins=edges)[0] / x.size
+            # exactly the histogram of the values it sampled (a few may sit on a bin edge) ...
+            assert np.abs(h - hist(sampled(read.tensors[pos, kind]))).sum() < 2e-3, (pos, kind)
+            # ... and close to the whole tensor's
+            assert np.abs(h - hist(read.tensors[pos, kind].double())).sum() < 0.05, (pos, kind)
 
 
 def test_percentiles_ordered_and_close_to_full_quantiles(read):
@@ -167,13 +177,18 @@ def test_percentiles_ordered_and_close_to_full_quantiles(read):
         for kind in ("in", "out", "act"):
             p = [read.scalars[f"{pos}.{kind}.p{round(q * 100)}"] for q in PERCENTILES]
             assert p[0] <= p[1] <= p[2], (pos, kind, p)
-            full = torch.quantile(read.tensors[pos, kind].double().ravel(),
-                                  torch.tensor(PERCENTILES, dtype=torch.float64)).numpy()
-            spread = full[2] - full[0]
-            np.testing.assert_allclose(p, full, atol=0.05 * spread + 1e-4, err_msg=f"{pos}.{kind}")
-            x = read.tensors[pos, kind].double()
+            # each reported percentile sits at the right rank of the whole tensor, within 3 points
+            # (the probe reads 4,096 random values: the rank's standard error is under 0.6 points)
+            full = read.tensors[pos, kind].double().ravel()
+            for q, v in zip(PERCENTILES, p):
+                below, at_or_below = (full < v).double().mean().item(), (full <= v).double().mean().item()
+                assert below - 0.03 <= q <= at_or_below + 0.03, (pos, kind, q, v, below, at_or_below)
+            x = sampled(read.tensors[pos, kind])
             assert read.scalars[f"{pos}.{kind}.mean"] == pytest.approx(x.mean().item(), rel=1e-4, abs=1e-5)
             assert read.scalars[f"{pos}.{kind}.std"] == pytest.approx(x.std().item(), rel=1e-4, abs=1e-5)
+            full = read.tensors[pos, kind].double()
+            assert read.scalars[f"{pos}.{kind}.mean"] == pytest.approx(full.mean().item(), abs=0.02 * full.std().item() + 1e-6)
+            assert read.scalars[f"{pos}.{kind}.std"] == pytest.approx(full.std().item(), rel=0.02, abs=1e-6)
 
 
 # --------------------------------------------------------------------------------------------- BN statistics
@@ -182,8 +197,8 @@ def test_percentiles_ordered_and_close_to_full_quantiles(read):
 def test_after_bn_is_standardised(norm):
     r = Read(norm, "sigmoid")
     for pos in BN_LAYERS:  # gamma = 1, beta = 0 in the forward pass that was probed
-        assert r.scalars[f"{pos}.out.mean"] == pytest.approx(0.0, abs=1e-4)
-        assert r.scalars[f"{pos}.out.std"] == pytest.approx(1.0, abs=1e-2)
+        assert r.scalars[f"{pos}.out.mean"] == pytest.approx(0.0, abs=0.02)  # from a 65,536-value sample
+        assert r.scalars[f"{pos}.out.std"] == pytest.approx(1.0, abs=0.02)
         out = r.probe.hooks["out"][BN_LAYERS.index(pos)].stored
         dims = (0, 2, 3) if out.dim() == 4 else (0,)
         var, mean = torch.var_mean(out, dim=dims, correction=0)
@@ -262,13 +277,15 @@ def test_saturation(read):
     for pos in BN_LAYERS:
         s = read.scalars[f"{pos}.saturated"]
         assert 0.0 <= s <= 1.0
+        def saturated(a):
+            if read.probe.activation == "relu":
+                return (a == 0).double().mean().item()
+            return ((a < SATURATION[0]) | (a > SATURATION[1])).double().mean().item()
         a = read.tensors[pos, "act"]
         if read.probe.activation == "relu":
-            expected = (a == 0).double().mean().item()
-            assert 0.0 < expected < 1.0    # a real check: some units are off, some on
-        else:
-            expected = ((a < SATURATION[0]) | (a > SATURATION[1])).double().mean().item()
-        assert s == pytest.approx(expected, abs=1e-6)
+            assert 0.0 < saturated(a) < 1.0    # a real check: some units are off, some on
+        assert s == pytest.approx(saturated(sampled(a)), abs=1e-6)
+        assert s == pytest.approx(saturated(a), abs=0.01)
 
 
 def test_sigmoid_saturation_of_large_inputs():
