@@ -7,7 +7,7 @@ model is never left with a stale hook.
 
 At every BN position (bn1..bn4) a probe records, from the very forward pass that trained the model:
 - the tensor entering BN (the conv/linear output; for a lane without BN, the tensor that *would* enter
-  it), leaving BN, and after the activation (from a fixed random subset of at most 65,536 values, which
+  it), leaving BN, and after the activation (from a fixed random subset of at most 32,768 values, which
   keeps a probe cheap): histograms over fixed bins shared by every lane, so
   before/after and BN on/off compare bar for bar; the 15th, 50th and 85th percentiles (Ioffe & Szegedy
   2015, Figure 1); mean and std; the fraction of saturated units (sigmoid < 0.05 or > 0.95, or ReLU = 0);
@@ -30,7 +30,7 @@ ACT_RANGES = {"sigmoid": (0.0, 1.0), "relu": (0.0, 6.0)}  # bins for the activat
 ACT_BINS = 40
 PERCENTILES = (0.15, 0.50, 0.85)
 WEIGHT_LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")
-HIST_SAMPLE = 65_536               # histograms, mean, std and saturation from a random subset this big
+HIST_SAMPLE = 32_768               # histograms, mean, std and saturation from a random subset this big
 QUANTILE_SAMPLE = 4_096            # percentiles from 4,096 of those (standard error < 1 percentile point)
 SATURATION = (0.05, 0.95)
 
@@ -146,7 +146,9 @@ class Probe:
             named.append((f"{pos}.saturated", saturated.float().mean().reshape(1)))
             x = self.hooks["in"][i].stored
             dims = (0, 2, 3) if x.dim() == 4 else (0,)
-            var, mean = torch.var_mean(x.float(), dim=dims, correction=0)
+            n = x.numel() // x.shape[1]
+            mean = x.float().sum(dim=dims) / n   # sums, not var_mean: 10x cheaper over (0, 2, 3)
+            var = ((x.float() * x.float()).sum(dim=dims) / n - mean * mean).clamp_min(0)
             named += [(f"{pos}.batch_mean", mean), (f"{pos}.batch_var", var)]
             state = bn_state(getattr(self.model, pos))
             if state is not None:

@@ -1,0 +1,106 @@
+"""The live engine's speed and the cost of probing, as ratios measured in one run.
+
+    python bench/engine_bench.py [--device auto|cpu|cuda] [--steps 300] [--json PATH]
+
+For the default pair (BN off, BN scratch), trained in lockstep through bnviz.engine.Experiment:
+- images/s with probes at the default frequency (every 20 steps) against probes switched off;
+- images/s of the engine against the bare training loop (train_step on the same batches, no engine);
+- the cost of one probe, in training steps.
+"""
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bnviz import device as devices  # noqa: E402
+from bnviz.data import batches, load_fashion_mnist  # noqa: E402
+from bnviz.engine import Experiment, LaneSpec, Settings  # noqa: E402
+from bnviz.models import build_lenet  # noqa: E402
+from bnviz.training import make_optimizer, train_step  # noqa: E402
+
+
+def engine_rate(data, device, steps, probe_every, warmup=20):
+    """Images/s (all lanes together) over ``steps`` lockstep steps after a warm-up."""
+    settings = Settings(device=device, probe_every=probe_every, val_every=10 ** 9, epochs=100)
+    exp = Experiment(data, settings, [LaneSpec("none"), LaneSpec("scratch")], shared_cpu=False)
+    try:
+        exp.step(warmup)
+        exp.wait()
+        if exp.device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        exp.step(steps)
+        exp.wait()
+        if exp.device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - t
+    finally:
+        exp.stop()
+    return 2 * steps * settings.batch_size / elapsed
+
+
+def bare_rate(data, device, steps, warmup=20):
+    dev = devices.resolve_device(device)
+    x, y = data.train_images.to(dev), data.train_labels.to(dev)
+    models = [build_lenet(n).to(dev) for n in ("none", "scratch")]
+    opts = [make_optimizer(m, 0.1) for m in models]
+    it = batches(x, y, 128, shuffle=True, seed=0, epoch=1)
+    for i, (X, Y) in enumerate(it):
+        if i == warmup:
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+        if i == warmup + steps:
+            break
+        for m, o in zip(models, opts):
+            loss, correct = train_step(m, o, X, Y)
+            loss.item(), correct.item()  # as the engine does: one sync per step
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * steps * 128 / (time.perf_counter() - t)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--repeats", type=int, default=3, help="alternate the measurements this many times; keep the best")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    devices.set_threads(shared=False)
+    data = load_fashion_mnist()
+    best = {"bare": 0.0, "engine_no_probes": 0.0, "engine_probes": 0.0}
+    for _ in range(args.repeats):  # interleaved, so a busy moment hurts every variant alike
+        best["bare"] = max(best["bare"], bare_rate(data, args.device, args.steps))
+        best["engine_no_probes"] = max(best["engine_no_probes"], engine_rate(data, args.device, args.steps, 10 ** 9))
+        best["engine_probes"] = max(best["engine_probes"], engine_rate(data, args.device, args.steps, 20))
+    dev = devices.resolve_device(args.device)
+    result = {
+        "device": devices.describe(dev), "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "steps": args.steps,
+        "images_per_s": best,
+        "probe_overhead": 1 - best["engine_probes"] / best["engine_no_probes"],
+        "engine_vs_bare": best["engine_no_probes"] / best["bare"],
+    }
+    # the cost of one probe, in steps: (1/r_probe - 1/r_plain) per image * images per 20 steps
+    per_step_plain = 2 * 128 / best["engine_no_probes"]
+    per_step_probe = 2 * 128 / best["engine_probes"]
+    result["probe_cost_in_steps"] = (per_step_probe - per_step_plain) * 20 / per_step_plain
+    print(f"device: {result['device']} · torch {result['torch']} · {result['threads']} threads")
+    for k, v in best.items():
+        print(f"  {k:>18}: {v:9,.0f} images/s (both lanes together)")
+    print(f"  probing every 20 steps costs {result['probe_overhead']:.1%} of training "
+          f"(one probe = {result['probe_cost_in_steps']:.2f} steps); engine/bare = {result['engine_vs_bare']:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
