@@ -1,0 +1,214 @@
+"""The dashboard in a real browser: `streamlit run` in a subprocess, Debian's chromium driven by Playwright.
+
+Skipped where /usr/bin/chromium or the playwright package is missing (never `playwright install`).
+Trains on the real Fashion-MNIST when this machine has it (./data, $BNVIZ_DATA or Debian's package), else
+on the full-size synthetic files from conftest. Saves screenshots of every view in docs/screenshots/.
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import bnviz.data
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+pytestmark = pytest.mark.skipif(not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)),
+                                reason=f"{CHROMIUM} is not installed")
+
+# What each plot on the page holds: its title, and per trace its type and number of points. Plotly sends
+# numeric arrays as {dtype, bdata} (base64); el.data keeps them so, el._fullData holds them decoded.
+PLOTS_JS = """() => {
+  const size = {f8: 8, f4: 4, i4: 4, u4: 4, i2: 2, u2: 2, i1: 1, u1: 1, u1c: 1};
+  const count = v => !v ? 0 : (Array.isArray(v) || ArrayBuffer.isView(v)) ? v.length
+                 : v.bdata ? atob(v.bdata).length / (size[v.dtype] || 8) : 0;
+  return [...document.querySelectorAll('.js-plotly-plot')].map(el => ({
+    title: (el.layout && el.layout.title && el.layout.title.text) || '',
+    traces: (el.data || []).map((t, i) => {
+      const full = (el._fullData || [])[i] || {};
+      return {name: t.name || '', type: t.type || 'scatter',
+              n: Math.max(count(full.x), count(t.x), count(full.z), count(t.z))};
+    })}));
+}"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def data_env(request):
+    """Environment for the server's data: the real data if bnviz can find it here, else synthetic files."""
+    cwd = Path.cwd()
+    try:
+        os.chdir(ROOT)  # ./data means the repository's data folder, as for the server
+        found = any(bnviz.data._find_files(d) for d in bnviz.data.search_dirs())
+    finally:
+        os.chdir(cwd)
+    if found:
+        return {}
+    return {"BNVIZ_DATA": str(request.getfixturevalue("full_synthetic").folder)}
+
+
+@pytest.fixture
+def server(request, tmp_path):
+    port = free_port()
+    env = {**os.environ, "BNVIZ_GRACE_S": "30", "PYTHONUNBUFFERED": "1", **data_env(request)}
+    env.pop("BNVIZ_MAX_TRAINING", None)
+    log = open(tmp_path / "server.log", "w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"the server exited: {read(log)}"
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().decode().strip() == "ok":
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"the server did not come up: {read(log)}"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        output = read(log)
+        log.close()
+        assert "Traceback" not in output, output
+
+
+def read(log):
+    log.flush()
+    log.seek(0)
+    return log.read()[-5000:]
+
+
+def settle(page, timeout=30_000):
+    page.wait_for_selector("[data-testid='stApp'][data-test-connection-state='CONNECTED']", timeout=timeout)
+    page.wait_for_selector("[data-test-script-state='notRunning']", timeout=timeout)
+
+
+def assert_no_failure(page, stage):
+    exceptions = page.locator("[data-testid='stException']")
+    assert exceptions.count() == 0, f"{stage}: {exceptions.all_inner_texts()}"
+    errors = page.locator("[data-testid='stAlertContentError']")
+    assert errors.count() == 0, f"{stage}: {errors.all_inner_texts()}"
+
+
+def plots(page):
+    return page.evaluate(PLOTS_JS)
+
+
+def wait_for_plots(page, check, what, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        current = plots(page)
+        if check(current):
+            return current
+        assert time.monotonic() < deadline, f"gave up waiting for {what}: {current}"
+        page.wait_for_timeout(200)
+
+
+def loss_plot(current):
+    return next((p for p in current if p["title"].startswith("Training loss")), None)
+
+
+def curves_have(n):
+    def check(current):
+        loss = loss_plot(current)
+        return loss is not None and len(loss["traces"]) == 2 and all(t["n"] >= n for t in loss["traces"])
+    return check
+
+
+def show_view(page, view):
+    # st.segmented_control: a radiogroup named by the widget's label, one radio per option
+    page.get_by_role("radiogroup", name="View").get_by_role("radio", name=view, exact=True).click()
+    page.wait_for_timeout(300)
+    settle(page)
+
+
+def test_the_dashboard_trains_in_a_browser_and_every_view_draws(server):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(server, wait_until="domcontentloaded")
+            settle(page, timeout=60_000)
+            page.get_by_role("button", name="▶ Start").wait_for(timeout=30_000)
+            assert_no_failure(page, "first load")
+            assert "run=" in page.url  # the run's id is in the URL, so a reload finds it again
+
+            page.get_by_role("button", name="▶ Start").click()
+            clicked = time.monotonic()
+            wait_for_plots(page, curves_have(1), "the first points of both curves")
+            first_points_s = time.monotonic() - clicked
+            print(f"\nfirst curve points {first_points_s:.2f} s after clicking Start")
+            wait_for_plots(page, curves_have(5), "both curves with 5 points")
+            settle(page)
+            assert_no_failure(page, "training")
+            page.wait_for_timeout(1500)  # let the curves grow a little for the picture
+            page.screenshot(path=str(SHOTS / "training.png"))
+
+            show_view(page, "Inside BN")
+            wait_for_plots(page, lambda c: len(c) == 4 and sum(t["type"] == "bar" and t["n"] > 0
+                                                               for t in c[0]["traces"]) == 6,
+                           "the histograms")
+            assert_no_failure(page, "Inside BN")
+            page.screenshot(path=str(SHOTS / "inside-bn.png"))
+
+            show_view(page, "BN state")
+            wait_for_plots(page, lambda c: len(c) == 3 and all(p["traces"] for p in c), "the BN state charts")
+            assert_no_failure(page, "BN state")
+            page.screenshot(path=str(SHOTS / "bn-state.png"))
+
+            show_view(page, "Gradients")
+            wait_for_plots(page, lambda c: len(c) == 3 and all(p["traces"] for p in c), "the gradient charts")
+            assert_no_failure(page, "Gradients")
+            page.screenshot(path=str(SHOTS / "gradients.png"))
+
+            show_view(page, "Lesson")
+            page.get_by_text("Batch Normalization, in one line").wait_for(timeout=10_000)
+            page.locator("[data-testid='stCode']").first.wait_for(timeout=10_000)
+            assert "class BatchNorm" in page.locator("[data-testid='stCode']").first.inner_text()
+            assert_no_failure(page, "Lesson")
+            page.screenshot(path=str(SHOTS / "lesson.png"))
+
+            show_view(page, "Training")
+            wait_for_plots(page, curves_have(5), "the training curves again")
+            switch = page.get_by_role("switch", name="A · BN")
+            assert not switch.is_checked()
+            page.locator("label", has=switch).click()
+            page.wait_for_timeout(500)
+            settle(page)
+            assert_no_failure(page, "BN turned on in lane A")
+            assert switch.is_checked()
+            wait_for_plots(page, lambda c: (loss_plot(c) is not None
+                                            and [t["name"] for t in loss_plot(c)["traces"]].count("BN scratch") >= 1
+                                            and "BN off" not in [t["name"] for t in loss_plot(c)["traces"]]),
+                           "lane A to restart with BN")
+            assert_no_failure(page, "after the restart")
+        finally:
+            browser.close()
