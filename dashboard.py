@@ -3,6 +3,7 @@
 Thin on purpose: widgets and layout here; training, probes and figures live in the `bnviz` package.
 """
 import atexit
+import dataclasses
 import contextlib
 import inspect
 import os
@@ -37,9 +38,10 @@ VIEWS = ("Training", "Inside BN", "BN state", "Gradients", "Experiments", "Lesso
 STUDIES = ("Learning-rate race", "Batch vs running statistics", "Flip BN on a trained network", "Smoother landscape")
 SHIPPED_RUN = Path(__file__).parent / "assets" / "chapter-run" / "experiment.npz"
 SPEEDS = {"1×": 1, "5×": 5, "20×": 20, "100×": 100}
-NORM_NAMES = {"scratch": "from scratch", "torch": "torch (nn.BatchNorm)"}
+NORM_NAMES = {"scratch": "scratch", "torch": "torch"}
 
 st.set_page_config(page_title="bnviz · Batch Normalization, live", page_icon="🧪", layout="wide")
+st.markdown("<style>.block-container {padding-top: 2.2rem;}</style>", unsafe_allow_html=True)
 
 
 # ----------------------------------------------------------------------------------- server-wide state
@@ -139,6 +141,18 @@ def on_lr_change(exp):
     say(exp.set_lr, st.session_state["lr"])
 
 
+def on_upload():
+    """Open an uploaded experiment for replay, once per upload (so 'Back to live' stays back)."""
+    up = st.session_state.get("upload")
+    if up is None:
+        return
+    try:
+        st.session_state["recording"] = Recording.load(up.getvalue(), name=up.name)
+        st.session_state.pop("replay_step", None)
+    except RecordingError as e:
+        st.session_state["flash"] = ("error", str(e))
+
+
 def on_preset_change():
     p = PRESETS[st.session_state["preset"]]
     ss = st.session_state
@@ -179,9 +193,8 @@ def sidebar(exp, registry, data):
         i = lane.index
         st.session_state.setdefault(f"bn{i}", lane.spec.norm != "none")
         st.session_state.setdefault(f"impl{i}", lane.spec.norm if lane.spec.norm != "none" else "scratch")
-        c1, c2 = sb.columns([1, 1.4])
-        c1.toggle(f"{'ABC'[i]} · BN", key=f"bn{i}", on_change=on_lane_change, args=(exp, i),
-                  help="Batch Normalization on or off in this lane (restarts the lane)")
+        c1, c2 = sb.columns([1, 1])
+        c1.toggle(f"{'ABC'[i]} · BN", key=f"bn{i}", on_change=on_lane_change, args=(exp, i))
         c2.selectbox("implementation", list(NORM_NAMES), format_func=NORM_NAMES.get, key=f"impl{i}",
                      disabled=not st.session_state[f"bn{i}"], on_change=on_lane_change, args=(exp, i),
                      label_visibility="collapsed")
@@ -234,29 +247,25 @@ def export(sb, exp):
                            data=lambda: experiment_bytes(exp.header(), [l.tables for l in exp.snapshot().lanes]),
                            mime="application/octet-stream", on_click="ignore")
         st.caption("Charts: the camera icon above each chart saves it as PNG.")
-        up = st.file_uploader("Load a saved experiment", type=["npz"], key="upload")
-        if up is not None and st.session_state.get("loaded_name") != up.name:
-            try:
-                st.session_state["recording"] = Recording.load(up.getvalue(), name=up.name)
-                st.session_state["loaded_name"] = up.name
-            except RecordingError as e:
-                st.error(str(e))
+        st.file_uploader("Load a saved experiment", type=["npz"], key="upload", on_change=on_upload)
 
 
 # ----------------------------------------------------------------------------------- main area
 def controls(exp, registry, key):
     c = st.columns([1, 1, 1, 1, 4])
-    if c[0].button("▶ Start", type="primary", width="stretch",
+    if c[0].button("Start", icon=":material/play_arrow:", type="primary", width="stretch",
                    help="Start or resume training", disabled=exp.status == "running"):
         say(registry.start, key)
         st.rerun()
-    if c[1].button("⏸ Pause", width="stretch", disabled=exp.status != "running"):
+    if c[1].button("Pause", icon=":material/pause:", width="stretch", disabled=exp.status != "running"):
         say(exp.pause)
         st.rerun()
-    if c[2].button("Step", width="stretch", help="One step of every lane, then pause"):
+    if c[2].button("Step", icon=":material/skip_next:", width="stretch", help="One step of every lane, then pause"):
         say(exp.step, 1)
         say(exp.wait, 5)
-    if c[3].button("↺ Reset", width="stretch", help="Every lane back to step 0, same seed"):
+        st.rerun()
+    if c[3].button("Reset", icon=":material/restart_alt:", width="stretch",
+                   help="Every lane back to step 0, same seed"):
         say(exp.reset)
         st.rerun()
 
@@ -321,8 +330,9 @@ def view_state(snap):
     bn_lanes = [l for l in snap.lanes if l.spec.norm != "none"] or list(snap.lanes)
     lane = bn_lanes[0]
     if len(bn_lanes) > 1:
-        label = st.radio("Lane", [l.label for l in bn_lanes], horizontal=True, key="state_lane")
-        lane = next(l for l in bn_lanes if l.label == label)
+        i = st.radio("Lane", range(len(bn_lanes)), format_func=lambda i: bn_lanes[i].label, horizontal=True,
+                     key="state_lane")
+        lane = bn_lanes[i or 0]
     st.caption("The running mean and variance are what BN uses at test time: moving averages of the batch "
                "statistics (momentum 0.1). They settle as training goes on.")
     chart(figures.running_stats_figure(lane, pos), "running")
@@ -341,17 +351,20 @@ def view_gradients(snap, last_n):
     chart(figures.saturation_figure(snap, last_n), "sat")
 
 
-def job_status(name, run, label):
+STUDY_JOBS = ("race", "batchstats")
+
+
+def job_status(ctx, name, factory, label):
     """A button that starts a background study, its progress while it runs; returns the finished result."""
-    jobs = st.session_state.setdefault("jobs", {})
-    job = jobs.get(name)
+    registry, key = ctx
+    job = registry.job(key, name)
     if job is not None and not job.done:
         st.progress(job.progress, text=f"{label}: running…")
         if st.button("Stop", key=f"stop-{name}"):
             job.stop(timeout=0)
         return None
     if st.button(label, key=f"run-{name}", type="primary"):
-        jobs[name] = run()
+        say(registry.start_job, key, name, factory)
         st.rerun()
     if job is not None and job.error:
         st.error(f"The study stopped: {job.error}")
@@ -359,25 +372,23 @@ def job_status(name, run, label):
     return job.result if job is not None else None
 
 
-@st.fragment(run_every=1.0)
-def poll_jobs():
-    """Refresh while a study runs; one full redraw when it ends."""
-    jobs = st.session_state.get("jobs", {})
-    running = {k for k, j in jobs.items() if not j.done}
-    if st.session_state.get("jobs_running", set()) - running:
-        st.session_state["jobs_running"] = running
-        st.rerun()
-    st.session_state["jobs_running"] = running
+def poll_jobs(registry, key):
+    """While a study runs, refresh once a second; one full redraw when it ends."""
+    @st.fragment(run_every=1.0)
+    def poll():
+        if all(registry.job(key, n) is None or registry.job(key, n).done for n in STUDY_JOBS):
+            st.rerun()
+    poll()
 
 
-def view_experiments(exp, snap, data, last_n):
+def view_experiments(exp, snap, data, last_n, ctx):
     study = st.radio("Study", STUDIES, horizontal=True, key="study")
     if study == STUDIES[0]:
         st.caption("The same LeNet with and without BN, 200 steps at each learning rate from 0.1 to 100, on the "
                    "same batches. Without BN the sigmoid network stalls at chance for every rate and blows up at the "
                    "largest; with BN it learns across a wide range. The chapter's exercise: how large can the "
                    "learning rate be before optimisation fails?")
-        results = job_status("race", lambda: Job(lr_race, data, steps=200, train_size=25_600,
+        results = job_status(ctx, "race", lambda: Job(lr_race, data, steps=200, train_size=25_600,
                                                  activation=st.session_state["activation"], name="race"),
                              "Run the race (about a minute on a laptop CPU)")
         if results:
@@ -392,7 +403,7 @@ def view_experiments(exp, snap, data, last_n):
             st.info("Train a lane with BN for at least 50 steps first (press Start), then run this study.")
         else:
             lane = bn[0]
-            result = job_status("batchstats", lambda: Job(
+            result = job_status(ctx, "batchstats", lambda: Job(
                 batch_statistics, exp.clone_model(lane.index), data.test_images, data.test_labels, name="batchstats"),
                 f"Test {lane.label} at step {lane.step:,} over batch sizes 2 to 1,024")
             if result:
@@ -405,7 +416,8 @@ def view_experiments(exp, snap, data, last_n):
         if not bn:
             st.info("Turn BN on in a lane first.")
         for lane in bn:
-            label = f"Switch BN back on in {lane.spec.label}" if lane.bn_bypassed else f"Switch BN off in {lane.spec.label}"
+            name = lane.label.replace(" (BN switched off)", "")
+            label = f"Switch BN back on in {name}" if lane.bn_bypassed else f"Switch BN off in {name}"
             if st.button(label, key=f"flip{lane.index}"):
                 say(exp.set_bn_bypass, lane.index, not lane.bn_bypassed)
                 st.rerun()
@@ -419,8 +431,7 @@ def view_experiments(exp, snap, data, last_n):
                    "with ReLU.")
         on = snap.settings.landscape_every > 0
         if st.button("Switch the landscape probe off" if on else "Switch the landscape probe on (restarts)"):
-            settings = settings_from_widgets()
-            say(exp.reset, Settings(**{**settings.__dict__, "landscape_every": 0 if on else 25}))
+            say(exp.reset, dataclasses.replace(exp.settings, landscape_every=0 if on else 25))
             st.rerun()
         chart(figures.landscape_figure(snap, last_n), "landscape")
 
@@ -444,12 +455,12 @@ def view_lesson():
                 "4. **Gradients**: without BN the first layers get tiny gradients.")
 
 
-def render(snap, view, last_n, exp=None, data=None):
+def render(snap, view, last_n, exp=None, data=None, ctx=None):
     if view == "Experiments":
         if exp is None:
             st.info("The studies run live; switch to live training to use them.")
         else:
-            view_experiments(exp, snap, data, last_n)
+            view_experiments(exp, snap, data, last_n, ctx)
     elif view == "Training":
         view_training(snap, last_n)
     elif view == "Inside BN":
@@ -471,7 +482,8 @@ def live_panel(exp, registry, key, data):
         snap = exp.snapshot()
         with guard():
             status_bar(snap)
-            render(snap, st.session_state["view"] or VIEWS[0], WINDOWS[st.session_state["window"]], exp, data)
+            render(snap, st.session_state["view"] or VIEWS[0], WINDOWS[st.session_state["window"]], exp, data,
+                   (registry, key))
         if running and snap.status != "running":
             st.rerun()  # training ended: redraw the page once, and stop refreshing
 
@@ -490,14 +502,15 @@ def replay_panel(rec):
     c[0].info(f"Replay of **{rec.name}**: {rec.last_step:,} steps, {len(rec.specs)} lanes, recorded on "
               f"{rec.header.get('device', '?')}. Every chart works as live; nothing trains.")
     if c[1].button("Back to live training", width="stretch"):
-        for k in ("recording", "loaded_name", "replay_step", "playing"):
+        for k in ("recording", "replay_step", "playing"):
             ss.pop(k, None)
         st.rerun()
     ss.setdefault("replay_step", rec.last_step)
     ss.setdefault("playing", False)
     c = st.columns([1, 1, 6])
     c[2].caption("Play runs the recording forward; drag the slider to any step.")
-    if c[0].button("⏸ Pause" if ss["playing"] else "▶ Play", width="stretch", key="play"):
+    if c[0].button("Pause" if ss["playing"] else "Play", icon=":material/pause:" if ss["playing"] else
+                   ":material/play_arrow:", width="stretch", key="play"):
         if not ss["playing"] and ss["replay_step"] >= rec.last_step:
             ss["replay_step"] = 0
         ss["playing"] = not ss["playing"]
@@ -551,14 +564,14 @@ def main():
             and not st.session_state.get("replay_opened"):
         st.session_state["replay_opened"] = True
         open_shipped_run()
+    heartbeat(registry, key)  # the live run stays alive while this tab is open, replaying or not
     rec = st.session_state.get("recording")
     if rec is not None:
         replay_panel(rec)
         return
     controls(exp, registry, key)
-    heartbeat(registry, key)
-    if st.session_state.get("jobs"):
-        poll_jobs()
+    if any(registry.job(key, n) is not None and not registry.job(key, n).done for n in STUDY_JOBS):
+        poll_jobs(registry, key)
     live_panel(exp, registry, key, data)
 
 

@@ -82,10 +82,10 @@ def print_epochs(snap, printed):
     ready = min(len(e.get("epoch", [])) for e in epochs)
     for i in range(printed, ready):
         if i == 0:
-            print(f"{'epoch':>5} {'lane':>10} {'train loss':>10} {'train acc':>9} {'val loss':>8} {'val acc':>7} "
+            print(f"{'epoch':>5} {'lane':>14} {'train loss':>10} {'train acc':>9} {'val loss':>8} {'val acc':>7} "
                   f"{'images/s':>9}")
         for lane, e in zip(snap.lanes, epochs):
-            print(f"{int(e['epoch'][i]):>5} {lane.label:>10} {e['train_loss'][i]:>10.4f} {e['train_acc'][i]:>9.3f} "
+            print(f"{int(e['epoch'][i]):>5} {lane.label:>14} {e['train_loss'][i]:>10.4f} {e['train_acc'][i]:>9.3f} "
                   f"{e['val_loss'][i]:>8.4f} {e['val_acc'][i]:>7.3f} {e['images_per_s'][i]:>9,.0f}", flush=True)
     return max(printed, ready)
 

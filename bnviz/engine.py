@@ -16,7 +16,6 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from . import device as devices
@@ -113,7 +112,8 @@ class LaneView:
 
     @property
     def label(self):
-        return self.spec.label + (" (BN switched off)" if self.bn_bypassed else "")
+        """'A · BN off', 'B · BN scratch': the letter tells apart two lanes with the same set-up."""
+        return f"{'ABC'[self.index]} · {self.spec.label}" + (" (BN switched off)" if self.bn_bypassed else "")
 
 
 @dataclass(frozen=True)

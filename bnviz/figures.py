@@ -29,11 +29,12 @@ def downsample(x, y, max_points=MAX_POINTS):
     if len(x) <= max_points:
         return x, y
     edges = np.linspace(0, len(x), max_points + 1).astype(int)
-    counts = np.diff(edges)
-    xs = np.add.reduceat(x, edges[:-1]) / counts
-    with np.errstate(invalid="ignore"):
-        ys = np.add.reduceat(np.nan_to_num(y, nan=0.0), edges[:-1]) / counts
-    return xs, ys
+    xs = np.add.reduceat(x, edges[:-1]) / np.diff(edges)
+    finite = np.isfinite(y)
+    counts = np.add.reduceat(finite.astype(float), edges[:-1])  # missing values are not zeros
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ys = np.add.reduceat(np.where(finite, y, 0.0), edges[:-1]) / counts
+    return xs, np.where(counts > 0, ys, np.nan)
 
 
 def window(cols, last_n, key="step"):
@@ -58,8 +59,9 @@ def smooth(y, n=20):
 
 def _layout(fig, title, height=380, **kw):
     fig.update_layout(title=dict(text=title, font=dict(size=19)), font=FONT, height=height,
-                      margin=dict(l=60, r=20, t=60, b=50), legend=dict(orientation="h", y=-0.2),
+                      margin=dict(l=60, r=20, t=60, b=40), legend=dict(orientation="h", y=-0.32, yanchor="top"),
                       template="plotly_white", **kw)
+    fig.update_yaxes(exponentformat="power")
     return fig
 
 
@@ -124,7 +126,7 @@ def scoreboard(snap, thresholds=THRESHOLDS):
     rows = []
     for lane in snap.lanes:
         row = {"lane": lane.label}
-        v, steps = lane.tables["val"], lane.tables["steps"]
+        v = lane.tables["val"]
         for th in thresholds:
             label = f"{int(th * 100)}%"
             hit = np.flatnonzero(v.get("val_acc", np.array([])) >= th)
@@ -155,7 +157,7 @@ def histogram_figure(snap, position, activation="sigmoid"):
             h, step = _latest(lane, f"{position}.{kind}.hist")
             if h is None:
                 continue
-            edges = bin_edges(kind, lane.spec.activation)
+            edges = bin_edges(kind, lane.spec.activation, bins=len(h))
             centers = (edges[:-1] + edges[1:]) / 2
             fig.add_trace(go.Bar(x=centers, y=h, width=np.diff(edges), name=lane.label, legendgroup=lane.label,
                                  showlegend=col == 1, marker=dict(color=lane_color(lane)), opacity=0.55),
@@ -198,7 +200,7 @@ def heatmap_figure(lane, position, kind="in"):
     key = f"{position}.{kind}.hist"
     fig = go.Figure()
     if key in d and len(d[key]):
-        edges = bin_edges(kind, lane.spec.activation)
+        edges = bin_edges(kind, lane.spec.activation, bins=np.asarray(d[key]).shape[1])
         fig.add_trace(go.Heatmap(x=d["step"], y=(edges[:-1] + edges[1:]) / 2, z=np.asarray(d[key]).T,
                                  colorscale="Viridis", colorbar=dict(title="fraction")))
     else:
@@ -247,9 +249,10 @@ def batch_vs_running_figure(lane, position):
 
 
 def gamma_beta_figure(lane, position):
-    """gamma and beta per channel now (bars) and their spread over training (lines: min, mean, max)."""
+    """gamma and beta per channel now (bars), and each over training (mean, with a min–max band)."""
     d = lane.tables["dists"]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("now, per channel", "over training (mean, min–max)"))
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("now, per channel", "gamma over training (starts at 1)",
+                                                        "beta over training (starts at 0)"))
     if f"{position}.gamma" not in d or not len(d["step"]):
         return _layout(_empty(fig, "No BN in this lane" if len(d.get("step", [])) else "No data yet"),
                        f"{lane.label}: {position} gamma and beta")
@@ -257,19 +260,18 @@ def gamma_beta_figure(lane, position):
     ch = np.arange(gamma.shape[1])
     fig.add_trace(go.Bar(x=ch, y=gamma[-1], name="gamma (scale)", marker_color="#1F77B4"), row=1, col=1)
     fig.add_trace(go.Bar(x=ch, y=beta[-1], name="beta (shift)", marker_color="#FF7F0E"), row=1, col=1)
-    for values, name, color in ((gamma, "gamma", "#1F77B4"), (beta, "beta", "#FF7F0E")):
+    for col, values, name, color in ((2, gamma, "gamma", "#1F77B4"), (3, beta, "beta", "#FF7F0E")):
         fig.add_trace(go.Scatter(x=d["step"], y=values.max(1), mode="lines", line=dict(width=0, color=color),
-                                 showlegend=False, hoverinfo="skip"), row=1, col=2)
+                                 showlegend=False, hoverinfo="skip"), row=1, col=col)
         fig.add_trace(go.Scatter(x=d["step"], y=values.min(1), mode="lines", line=dict(width=0, color=color),
-                                 fill="tonexty", opacity=0.3, showlegend=False, hoverinfo="skip"), row=1, col=2)
-        fig.add_trace(go.Scatter(x=d["step"], y=values.mean(1), mode="lines", name=f"{name} mean",
-                                 line=dict(color=color, width=3)), row=1, col=2)
-    fig.add_hline(y=1, line=dict(color="#1F77B4", dash="dot"), row=1, col=2)
-    fig.add_hline(y=0, line=dict(color="#FF7F0E", dash="dot"), row=1, col=2)
+                                 fill="tonexty", opacity=0.3, showlegend=False, hoverinfo="skip"), row=1, col=col)
+        fig.add_trace(go.Scatter(x=d["step"], y=values.mean(1), mode="lines", name=f"{name}: mean and min–max",
+                                 line=dict(color=color, width=3)), row=1, col=col)
     fig.update_layout(barmode="group")
     fig.update_xaxes(title_text="channel", row=1, col=1)
     fig.update_xaxes(title_text="step", row=1, col=2)
-    return _layout(fig, f"{lane.label}: {position} gamma and beta (start at 1 and 0)")
+    fig.update_xaxes(title_text="step", row=1, col=3)
+    return _layout(fig, f"{lane.label}: {position} gamma and beta")
 
 
 # --------------------------------------------------------------------------------------- gradients
@@ -288,7 +290,8 @@ def gradient_figure(snap, metric="grad_norm", last_n=None, layers=("conv1", "con
     if not fig.data:
         _empty(fig)
     title = "Gradient norm per layer" if metric == "grad_norm" else "Update-to-weight ratio per layer (lr·|g|/|w|)"
-    return _layout(fig, title, xaxis_title="step", yaxis_type="log", height=420)
+    fig.update_yaxes(dtick=1)  # one label per power of ten
+    return _layout(fig, title, xaxis_title="step", yaxis_type="log", height=440)
 
 
 def saturation_figure(snap, last_n=None):
@@ -305,8 +308,9 @@ def saturation_figure(snap, last_n=None):
                                          line=dict(color=lane_color(lane), dash=dash)))
     if not fig.data:
         _empty(fig)
+    fig.update_yaxes(rangemode="tozero")
     return _layout(fig, "Saturated units (sigmoid < 0.05 or > 0.95; ReLU = 0)", xaxis_title="step",
-                   yaxis_title="fraction", yaxis_range=[0, 1])
+                   yaxis_title="fraction", height=440)
 
 
 # --------------------------------------------------------------------------------------- studies

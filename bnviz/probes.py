@@ -24,8 +24,8 @@ from torch import nn
 from .batchnorm import BatchNorm
 from .models import BN_ACTIVATIONS, BN_INPUTS, BN_LAYERS
 
-HIST_RANGE = (-6.0, 6.0)          # bins for the tensors entering and leaving BN
-HIST_BINS = 60
+HIST_RANGE = (-5.0, 5.0)          # bins for the tensors entering and leaving BN: 0.1 wide
+HIST_BINS = 100
 ACT_RANGES = {"sigmoid": (0.0, 1.0), "relu": (0.0, 6.0)}  # bins for the activation's output
 ACT_BINS = 40
 PERCENTILES = (0.15, 0.50, 0.85)
@@ -35,9 +35,10 @@ QUANTILE_SAMPLE = 4_096            # percentiles from 4,096 of those (standard e
 SATURATION = (0.05, 0.95)
 
 
-def bin_edges(kind, activation="sigmoid"):
+def bin_edges(kind, activation="sigmoid", bins=None):
+    """Edges of the fixed bins for 'in'/'out' (entering/leaving BN) or 'act' histograms."""
     lo, hi = HIST_RANGE if kind != "act" else ACT_RANGES[activation]
-    return np.linspace(lo, hi, (HIST_BINS if kind != "act" else ACT_BINS) + 1)
+    return np.linspace(lo, hi, (bins or (HIST_BINS if kind != "act" else ACT_BINS)) + 1)
 
 
 class Hook:

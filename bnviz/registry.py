@@ -19,6 +19,7 @@ class Registry:
         self.max_training, self.grace_s, self.max_kept, self.clock = max_training, grace_s, max_kept, clock
         self._lock = threading.Lock()
         self._items = {}   # id -> [experiment, last_seen]
+        self._jobs = {}    # (id, name) -> Job: studies started from that experiment's page
 
     def add(self, experiment):
         """Register an experiment; returns its id. Makes room by dropping the oldest idle ones."""
@@ -48,20 +49,44 @@ class Registry:
         """Start (or resume) an experiment unless the server is at its cap."""
         with self._lock:
             exp = self._items[key][0]
-            others = sum(1 for k, (e, _) in self._items.items() if k != key and e.status == "running")
+            others = self._busy() - (exp.status == "running")
         if exp.status != "running" and others >= self.max_training:
-            raise CapacityError(f"{others} experiments are already training on this server (the limit is "
+            raise CapacityError(f"{others} experiments or studies are already running on this server (the limit is "
                                 f"{self.max_training}). Pause one of them, or wait for one to finish, then press Start.")
         exp.start()
 
+    def start_job(self, key, name, factory):
+        """Start a study (``factory()`` returns a running Job) for experiment ``key``; it counts against the cap."""
+        with self._lock:
+            busy = self._busy()
+            old = self._jobs.get((key, name))
+            if old is not None and not old.done:
+                return old
+            if busy >= self.max_training:
+                raise CapacityError(f"{busy} experiments or studies are already running on this server (the limit "
+                                    f"is {self.max_training}). Pause one, or wait for one to finish, then try again.")
+            job = self._jobs[(key, name)] = factory()
+        return job
+
+    def job(self, key, name):
+        with self._lock:
+            return self._jobs.get((key, name))
+
+    def _busy(self):
+        return (sum(1 for e, _ in self._items.values() if e.status == "running")
+                + sum(1 for j in self._jobs.values() if not j.done))
+
     def reap(self):
-        """Stop and forget every experiment unwatched for longer than the grace period; returns their ids."""
+        """Stop and forget every experiment unwatched for longer than the grace period, and its studies."""
         now = self.clock()
         with self._lock:
             gone = [k for k, (_, seen) in self._items.items() if now - seen > self.grace_s]
             stopped = [(k, self._items.pop(k)[0]) for k in gone]
+            jobs = [self._jobs.pop(jk) for jk in list(self._jobs) if jk[0] in gone]
         for _, e in stopped:
             e.stop(timeout=0)
+        for j in jobs:
+            j.stop(timeout=0)
         return [k for k, _ in stopped]
 
     def training(self):
@@ -75,6 +100,9 @@ class Registry:
     def close(self):
         with self._lock:
             items, self._items = list(self._items.values()), {}
+            jobs, self._jobs = list(self._jobs.values()), {}
+        for j in jobs:
+            j.stop()
         for e, _ in items:
             e.stop()
 

@@ -157,11 +157,11 @@ def test_the_dashboard_trains_in_a_browser_and_every_view_draws(server):
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.goto(server, wait_until="domcontentloaded")
             settle(page, timeout=60_000)
-            page.get_by_role("button", name="▶ Start").wait_for(timeout=30_000)
+            page.get_by_role("button", name="Start", exact=True).wait_for(timeout=30_000)
             assert_no_failure(page, "first load")
             assert "run=" in page.url  # the run's id is in the URL, so a reload finds it again
 
-            page.get_by_role("button", name="▶ Start").click()
+            page.get_by_role("button", name="Start", exact=True).click()
             clicked = time.monotonic()
             wait_for_plots(page, curves_have(1), "the first points of both curves")
             first_points_s = time.monotonic() - clicked
@@ -206,8 +206,8 @@ def test_the_dashboard_trains_in_a_browser_and_every_view_draws(server):
             assert_no_failure(page, "BN turned on in lane A")
             assert switch.is_checked()
             wait_for_plots(page, lambda c: (loss_plot(c) is not None
-                                            and [t["name"] for t in loss_plot(c)["traces"]].count("BN scratch") >= 1
-                                            and "BN off" not in [t["name"] for t in loss_plot(c)["traces"]]),
+                                            and [t["name"] for t in loss_plot(c)["traces"]].count("B · BN scratch") >= 1
+                                            and "A · BN off" not in [t["name"] for t in loss_plot(c)["traces"]]),
                            "lane A to restart with BN")
             assert_no_failure(page, "after the restart")
         finally:

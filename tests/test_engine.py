@@ -83,7 +83,7 @@ def test_default_lanes_are_bn_off_and_bn_scratch(make):
     assert [l.spec for l in e.lanes] == [LaneSpec("none", "sigmoid"), LaneSpec("scratch", "sigmoid")]
     snap = e.snapshot()
     assert snap.status == "idle" and snap.error is None
-    assert [l.label for l in snap.lanes] == ["BN off", "BN scratch"]
+    assert [l.label for l in snap.lanes] == ["A · BN off", "B · BN scratch"]
     assert [(l.status, l.step, l.epoch) for l in snap.lanes] == [("ready", 0, 1)] * 2
     assert snap.lanes[0].steps_per_epoch == STEPS_PER_EPOCH
     assert set(snap.lanes[0].tables) == set(TABLES)
@@ -284,7 +284,7 @@ def test_set_lane_while_running(make):
     e.set_lane(0, LaneSpec("none", "relu"))
     snap = e.snapshot()
     seen_after = snap.lanes[1].step  # at least the step lane 1 was at when lane 0 restarted
-    assert snap.lanes[0].step < seen_after and snap.lanes[0].label == "BN off · relu"
+    assert snap.lanes[0].step < seen_after and snap.lanes[0].label == "A · BN off · relu"
     assert until(lambda: e.snapshot().lanes[1].step > seen_after + 3)
     e.pause()
     snap = e.snapshot()

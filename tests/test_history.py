@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import bnviz.history as history
+from bnviz.probes import HIST_BINS
 from bnviz.data import FashionMNISTData
 from bnviz.engine import Experiment, LaneSpec, Settings
 from bnviz.history import (TABLES, LaneHistory, RecordingError, Table, ThinnedTable, load_experiment,
@@ -205,7 +206,7 @@ def test_experiment_dists_bounded_with_probe_every_step(make_experiment):
         assert len(set(np.diff(steps).tolist())) == 1
         assert 30 - steps[-1] < steps[1] - steps[0]  # the spread reaches the end of the run
         assert set(steps.tolist()) <= set(probes["step"].tolist())
-        assert dists["bn1.in.hist"].shape == (len(steps), 60)
+        assert dists["bn1.in.hist"].shape == (len(steps), HIST_BINS)
 
 
 def test_lane_history_view_has_every_table():

@@ -113,7 +113,7 @@ def test_the_cap_refuses_a_start_with_a_clear_message(clock):
     with pytest.raises(CapacityError) as err:
         reg.start(kb)
     msg = str(err.value)
-    assert "limit is 1" in msg and "1 experiments are already training" in msg
+    assert "limit is 1" in msg and "1 experiments or studies are already running" in msg
     assert "Pause one of them" in msg and "press Start" in msg
     assert b.status == "idle" and b.starts == 0
     reg.start(ka)  # the running one may be started again: it is not a new trainer
