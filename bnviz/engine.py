@@ -147,7 +147,7 @@ class Lane:
         self.status, self.error, self.diverged_at, self.bn_bypassed = "ready", None, None, False
         self.step, self.epoch, self._batches = 0, 1, None
         self.epoch_loss = self.epoch_correct = self.epoch_images = 0
-        self.compute_s, self.images = 0.0, 0
+        self.compute_s, self.images, self._pending = 0.0, 0, []
         self.steps_per_epoch = num_batches(self.data.n_train, s.batch_size)
 
     @property
@@ -159,8 +159,14 @@ class Lane:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
+    FLUSH_EVERY = 32  # on a GPU, steps whose loss stays on the device before one transfer fetches them all
+
     def train_one_step(self, lock):
-        """One SGD step on this lane's next batch, then the records due at this step."""
+        """One SGD step on this lane's next batch, then the records due at this step.
+
+        On a GPU nothing here waits for the device except a probe, a validation and every FLUSH_EVERY
+        steps, when the pending losses come back in one transfer; on the CPU every step is recorded at once.
+        """
         s = self.settings
         if self._batches is None:
             self._batches = batches(self.data.train_x, self.data.train_y, s.batch_size, shuffle=True,
@@ -171,37 +177,55 @@ class Lane:
         if probing:
             with Probe(self.model, self.spec.activation) as probe:
                 loss, correct = train_step(self.model, self.optimizer, X, y)
-            scalars, vectors = probe.read(s.lr)
+            scalars, vectors = probe.read(s.lr)  # the one sync a probe needs
         else:
             loss, correct = train_step(self.model, self.optimizer, X, y)
-        loss, correct = loss.item(), correct.item()  # the sync; cheap next to the step on a CPU
-        self.compute_s += time.perf_counter() - t0
-        n = X.shape[0]
-        self.images += n
         self.step += 1
-        self.epoch_loss += loss
-        self.epoch_correct += correct
-        self.epoch_images += n
-        with lock:
-            self.history.steps.append(dict(step=self.step, epoch=self.epoch, lr=s.lr, train_loss=loss / n,
-                                           train_acc=correct / n))
-            if probing:
+        self._pending.append((self.step, self.epoch, s.lr, loss, correct, X.shape[0]))
+        landscape_due = s.landscape_every and self.step % s.landscape_every == 0
+        val_due = self.step % s.val_every == 0
+        epoch_end = self.step % self.steps_per_epoch == 0
+        if (self.device.type == "cpu" or probing or landscape_due or val_due or epoch_end
+                or len(self._pending) >= self.FLUSH_EVERY):
+            self.flush(lock)
+        if probing:  # after its step's row, so a snapshot never shows a probe of a step it lacks
+            with lock:
                 self.history.probes.append(dict(step=self.step, **scalars))
                 self.history.dists.offer(dict(step=self.step, **vectors))
-        if not math.isfinite(loss) or loss / n > s.diverge_loss:
-            self.status, self.diverged_at = "diverged", self.step
+        self.compute_s += time.perf_counter() - t0
+        if self.status == "diverged":
             return
-        if s.landscape_every and self.step % s.landscape_every == 0:
+        if landscape_due:
             numbers = landscape.measure(self.model, self.data.train_x[:s.batch_size].unsqueeze(1).float() / 255,
                                         self.data.train_y[:s.batch_size], s.lr)
             with lock:
                 self.history.landscape.append(dict(step=self.step, **numbers))
-        if self.step % s.val_every == 0:
+        if val_due:
             val_loss, val_acc = evaluate(self.model, self.data.val_x, self.data.val_y)
             with lock:
                 self.history.val.append(dict(step=self.step, val_loss=val_loss, val_acc=val_acc))
-        if self.step % self.steps_per_epoch == 0:
+        if epoch_end:
             self.end_epoch(lock)
+
+    def flush(self, lock):
+        """Fetch the pending losses in one transfer, record them, and stop the lane at a divergence."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        numbers = torch.stack([torch.stack([p[3].float(), p[4].float()]) for p in pending]).cpu().tolist()
+        rows = []
+        for (step, epoch, lr, _, _, n), (loss, correct) in zip(pending, numbers):
+            self.images += n
+            self.epoch_loss += loss
+            self.epoch_correct += correct
+            self.epoch_images += n
+            rows.append(dict(step=step, epoch=epoch, lr=lr, train_loss=loss / n, train_acc=correct / n))
+            if not math.isfinite(loss) or loss / n > self.settings.diverge_loss:
+                self.status, self.diverged_at = "diverged", step
+                break
+        with lock:
+            for row in rows:
+                self.history.steps.append(row)
 
     def set_bn_bypass(self, bypass, lock):
         if set_bn_bypass(self.model, bypass) and bypass != self.bn_bypassed:
@@ -443,6 +467,9 @@ class Experiment:
 
     # ------------------------------------------------------------------ the worker
     def _set_status(self, status):
+        if status != "running" and threading.current_thread() is self._thread:
+            for lane in self.lanes:  # a paused GPU run shows every step it took
+                lane.flush(self._lock)
         self._status = status
         if status == "running" and self._started_at is None:
             self._started_at = time.monotonic()

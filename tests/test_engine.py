@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from bnviz.data import FashionMNISTData
-from bnviz.engine import DEFAULT_LANES, MAX_LANES, Experiment, LaneSpec, Settings, describe_error
+from bnviz.engine import DEFAULT_LANES, MAX_LANES, Experiment, Lane, LaneSpec, Settings, describe_error
 from bnviz.history import TABLES
 from bnviz.training import evaluate
 
@@ -516,3 +516,26 @@ def test_stop_while_idle(make):
     e = make()
     assert e.stop() is True
     assert not bnviz_threads(e.name) and e.status == "stopped"
+
+
+def test_off_the_cpu_losses_are_fetched_in_batches_and_all_recorded(make):
+    """On a GPU the step does not wait for the loss: rows arrive FLUSH_EVERY at a time, or at a probe,
+    a validation or the end of a run, and a paused run shows every step it took."""
+    from types import SimpleNamespace
+    e = make(settings(probe_every=1000, val_every=1000, epochs=5))
+    lane = e.lanes[0]
+    lane.device = SimpleNamespace(type="cuda")  # pretend (the tensors stay on the CPU); the worker is idle
+    for _ in range(6):
+        lane.train_one_step(e._lock)
+    assert len(lane.history.steps) == 1  # step 1 was probed (a sync); steps 2-6 wait on the device
+    assert len(lane._pending) == 5
+    lane.flush(e._lock)
+    np.testing.assert_array_equal(lane.history.steps.view()["step"], np.arange(1, 7))
+    for _ in range(Lane.FLUSH_EVERY):
+        lane.train_one_step(e._lock)
+    assert 0 < len(lane._pending) < Lane.FLUSH_EVERY  # a full batch of pending steps was fetched
+    e.lanes[1].device = SimpleNamespace(type="cuda")
+    e.step(3)  # through the worker: the pause at the end shows every step
+    assert e.wait(timeout=30)
+    for view in e.snapshot().lanes:
+        np.testing.assert_array_equal(view.tables["steps"]["step"], np.arange(1, view.step + 1))
