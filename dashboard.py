@@ -31,6 +31,7 @@ PRESETS = {
     "Chapter defaults": dict(train_size=None, epochs=10, batch_size=128, lr=0.1, probe_every=20, val_every=100,
                              val_size=1000),
 }
+URL_PRESETS = {"demo": "Class demo: fast", "chapter": "Chapter defaults"}  # ?preset=chapter in the URL
 LR_CHOICES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 TRAIN_SIZES = {"all 60,000": None, "12,800 (fast)": 12_800, "6,400": 6_400, "25,600": 25_600}
 WINDOWS = {"all steps": None, "last 200 steps": 200, "last 500 steps": 500, "last 2,000 steps": 2000}
@@ -90,8 +91,9 @@ def settings_from_widgets():
 def init_widgets(exp=None):
     """Widget values from the attached experiment (after a reload) or from the default preset."""
     ss = st.session_state
-    s = exp.settings if exp else Settings(**PRESETS["Class demo: fast"])
-    ss.setdefault("preset", "Class demo: fast")
+    preset = URL_PRESETS.get(st.query_params.get("preset"), "Class demo: fast")
+    s = exp.settings if exp else Settings(**PRESETS[preset])
+    ss.setdefault("preset", URL_PRESETS.get(st.query_params.get("preset"), "Class demo: fast"))
     ss.setdefault("lr", s.lr if s.lr in LR_CHOICES else 0.1)
     ss.setdefault("batch_size", s.batch_size)
     ss.setdefault("epochs", s.epochs)

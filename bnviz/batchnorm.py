@@ -20,6 +20,45 @@ With these, the layer agrees with ``torch.nn.BatchNorm1d`` / ``BatchNorm2d`` (mo
 """
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
+
+
+class TrainingBatchNorm(torch.autograd.Function):
+    """Training-mode BN: the forward pass (the formula above) and its gradient, written out.
+
+    Autograd could differentiate the forward pass by itself; the backward pass below is the paper's own
+    derivation (Ioffe & Szegedy 2015, Section 3), with m values per channel:
+
+        dbeta  = sum(dY)
+        dgamma = sum(dY * X_hat)
+        dX     = gamma / sqrt(var + eps) * (dY - mean(dY) - X_hat * mean(dY * X_hat))
+
+    It touches the big tensor a few times instead of autograd's dozen, which makes the layer about twice
+    as fast on a CPU. The sums run over the batch (and H, W for a convolution): ``dims``.
+    """
+
+    @staticmethod
+    def forward(ctx, X, gamma, beta, eps, dims):
+        mean = X.mean(dim=dims, keepdim=True)
+        X_centered = X - mean
+        var = (X_centered * X_centered).mean(dim=dims, keepdim=True)  # biased, as in the formula
+        inv_std = torch.rsqrt(var + eps)
+        X_hat = X_centered * inv_std
+        Y = torch.addcmul(beta, X_hat, gamma)  # gamma * X_hat + beta: scale and shift
+        ctx.save_for_backward(X_hat, gamma, inv_std)
+        ctx.dims = dims
+        ctx.mark_non_differentiable(mean, var)
+        return Y, mean, var
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dY, _, __):
+        X_hat, gamma, inv_std = ctx.saved_tensors
+        m = X_hat.numel() // X_hat.shape[1]
+        dbeta = dY.sum(dim=ctx.dims, keepdim=True)
+        dgamma = (dY * X_hat).sum(dim=ctx.dims, keepdim=True)
+        dX = torch.addcmul(dY - dbeta / m, X_hat, dgamma / m, value=-1) * (gamma * inv_std)
+        return dX, dgamma.reshape(gamma.shape), dbeta.reshape(gamma.shape), None, None
 
 
 def batch_norm(X, gamma, beta, moving_mean, moving_var, *, eps, momentum, training):
@@ -42,17 +81,12 @@ def batch_norm(X, gamma, beta, moving_mean, moving_var, *, eps, momentum, traini
         raise ValueError(
             f"batch_norm in training mode needs more than 1 value per channel, got input of shape {tuple(X.shape)}; "
             "use a batch of at least 2, or call model.eval() to use the running statistics")
-    mean = X.mean(dim=dims, keepdim=True)
-    X_centered = X - mean
-    var = (X_centered * X_centered).mean(dim=dims, keepdim=True)  # biased, as in the formula
-    # gamma * X_hat + beta, where X_hat = X_centered / sqrt(var + eps). gamma is folded into the
-    # per-channel scale so that the big (N, C, H, W) tensor is multiplied once, not twice.
-    Y = X_centered * (gamma * torch.rsqrt(var + eps)) + beta
+    Y, mean, var = TrainingBatchNorm.apply(X, gamma, beta, eps, dims)
 
     # Moving averages for inference; the variance is made unbiased (n / (n - 1)), as in PyTorch.
     with torch.no_grad():
-        new_mean = (1.0 - momentum) * moving_mean + momentum * mean
-        new_var = (1.0 - momentum) * moving_var + momentum * var * (n / (n - 1))
+        new_mean = torch.lerp(moving_mean, mean, momentum)  # (1 - momentum) * moving + momentum * batch
+        new_var = torch.lerp(moving_var, var * (n / (n - 1)), momentum)
     return Y, new_mean, new_var
 
 

@@ -1,0 +1,136 @@
+"""The dashboard's targets, measured with a real server and a real browser on this machine.
+
+    python bench/dashboard_bench.py [--seconds 600] [--baseline-seconds 60] [--json PATH]
+
+1. Latency: seconds from clicking Start until both lanes' loss curves have points on screen.
+2. Throughput: training steps per second with the page open (Training view refreshing at 1 Hz) against
+   the same experiment trained headless in this process (same settings, same thread choice), as a ratio.
+3. Server memory: the server process's resident memory sampled every 10 s over the whole run.
+The experiment uses the "Chapter defaults" preset (60,000 images, 10 epochs), so it runs for the whole time.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+STEP_RE = re.compile(r"step ([\d,]+)/")
+
+
+def headless_rate(seconds):
+    """Steps/s of the dashboard's default pair, trained here as the dashboard trains it (shared CPU)."""
+    from bnviz.data import load_fashion_mnist
+    from bnviz.engine import Experiment, LaneSpec, Settings
+    exp = Experiment(load_fashion_mnist(), Settings(probe_every=20, val_every=100), (LaneSpec("none"), LaneSpec("scratch")))
+    try:
+        exp.start()
+        time.sleep(5)  # warm-up
+        s0, t0 = exp.snapshot().lanes[0].step, time.monotonic()
+        time.sleep(seconds)
+        s1, t1 = exp.snapshot().lanes[0].step, time.monotonic()
+    finally:
+        exp.stop()
+    return (s1 - s0) / (t1 - t0)
+
+
+def rss_mb(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def page_step(page):
+    text = page.locator("[data-testid='stProgress']").first.inner_text()
+    m = STEP_RE.search(text)
+    return int(m.group(1).replace(",", "")) if m else None
+
+
+def points_on_screen(page):
+    return page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
+        .filter(el => (el.layout.title.text || '').startsWith('Training loss'))
+        .map(el => (el._fullData || []).map(t => t.x ? t.x.length : 0))""")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=600)
+    p.add_argument("--baseline-seconds", type=float, default=60)
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    baseline = headless_rate(args.baseline_seconds)
+    print(f"headless: {baseline:.1f} steps/s (both lanes, {baseline * 128 * 2:,.0f} images/s)", flush=True)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
+                               "--server.port", str(port), "--server.address", "127.0.0.1"],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "headless_steps_per_s": baseline}
+    try:
+        for _ in range(300):
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.2)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"{url}/?preset=chapter")
+            page.wait_for_selector("[data-testid='stApp'][data-test-connection-state='CONNECTED']", timeout=60_000)
+            page.wait_for_selector("[data-test-script-state='notRunning']", timeout=60_000)
+            start = page.get_by_role("button", name="Start", exact=True)
+            start.wait_for()
+            t_click = time.monotonic()
+            start.click()
+            while True:
+                counts = points_on_screen(page)
+                if counts and len(counts[0]) >= 2 and min(counts[0]) >= 1:
+                    break
+                page.wait_for_timeout(50)
+            result["first_points_s"] = time.monotonic() - t_click
+            print(f"first curve points {result['first_points_s']:.2f} s after Start", flush=True)
+            page.wait_for_timeout(5000)  # the same warm-up as headless
+            s0, t0 = page_step(page), time.monotonic()
+            memory = []
+            while time.monotonic() - t0 < args.seconds:
+                memory.append((round(time.monotonic() - t0), rss_mb(server.pid)))
+                page.wait_for_timeout(10_000)
+            s1, t1 = page_step(page), time.monotonic()
+            memory.append((round(t1 - t0), rss_mb(server.pid)))
+            errors = page.locator("[data-testid='stException'], [data-testid='stAlertContentError']").count()
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(10)
+    rate = (s1 - s0) / (t1 - t0)
+    result.update(page_steps_per_s=rate, ratio=rate / baseline, errors_on_page=errors, memory_mb=memory,
+                  memory_start_mb=memory[1][1] if len(memory) > 1 else memory[0][1], memory_end_mb=memory[-1][1],
+                  seconds=args.seconds)
+    print(f"page open: {rate:.1f} steps/s = {rate / baseline:.0%} of headless; server memory "
+          f"{result['memory_start_mb']:.0f} MB after 10 s, {memory[-1][1]:.0f} MB after {memory[-1][0]} s, "
+          f"max {max(m for _, m in memory):.0f} MB; errors on the page: {errors}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
