@@ -31,6 +31,7 @@ PRESETS = {
     "Chapter defaults": dict(train_size=None, epochs=10, batch_size=128, lr=0.1, probe_every=20, val_every=100,
                              val_size=1000),
 }
+RACE_STEPS = int(os.environ.get("BNVIZ_RACE_STEPS", "200"))  # steps per learning rate in the race
 URL_PRESETS = {"demo": "Class demo: fast", "chapter": "Chapter defaults"}  # ?preset=chapter in the URL
 LR_CHOICES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 TRAIN_SIZES = {"all 60,000": None, "12,800 (fast)": 12_800, "6,400": 6_400, "25,600": 25_600}
@@ -281,7 +282,7 @@ def status_bar(snap):
                      f"{ips:,.0f} images/s · {snap.status}")
     for lane in snap.lanes:
         if lane.status == "diverged":
-            st.warning(f"{lane.label} diverged at step {lane.diverged_at:,} (its loss became NaN, infinite or larger than 20; chance level is 2.3) and "
+            st.warning(f"{lane.label} diverged at step {lane.diverged_at:,} (its loss became NaN or infinite, or stayed above 20 for 5 steps; chance level is 2.3) and "
                        "stopped; the other lanes go on. Try a smaller learning rate, or turn BN on.")
         elif lane.status == "error":
             st.error(f"{lane.label} stopped: {lane.error}")
@@ -386,11 +387,11 @@ def poll_jobs(registry, key):
 def view_experiments(exp, snap, data, last_n, ctx):
     study = st.radio("Study", STUDIES, horizontal=True, key="study")
     if study == STUDIES[0]:
-        st.caption("The same LeNet with and without BN, 200 steps at each learning rate from 0.1 to 100, on the "
+        st.caption(f"The same LeNet with and without BN, {RACE_STEPS} steps at each learning rate from 0.1 to 100, on the "
                    "same batches. Without BN the sigmoid network stalls at chance for every rate and blows up at the "
                    "largest; with BN it learns across a wide range. The chapter's exercise: how large can the "
                    "learning rate be before optimisation fails?")
-        results = job_status(ctx, "race", lambda: Job(lr_race, data, steps=200, train_size=25_600,
+        results = job_status(ctx, "race", lambda: Job(lr_race, data, steps=RACE_STEPS, train_size=25_600,
                                                  activation=st.session_state["activation"], name="race"),
                              "Run the race (about a minute on a laptop CPU)")
         if results:

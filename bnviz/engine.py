@@ -46,7 +46,8 @@ class Settings:
     val_size: int = 1000            # images in that subset (the first of the test set)
     dist_capacity: int = 200        # distribution snapshots kept per lane
     landscape_every: int = 0        # steps between loss-landscape measurements (0: off)
-    diverge_loss: float = 20.0      # a lane whose loss is NaN, infinite or above this has diverged (chance: 2.3)
+    diverge_loss: float = 20.0      # a lane has diverged when its loss is NaN or infinite, or above this
+    diverge_steps: int = 5          # ... for this many steps in a row (chance is 2.3; BN lanes can spike once)
 
     def __post_init__(self):
         problems = []
@@ -56,7 +57,7 @@ class Settings:
             problems.append(f"the divergence limit must be a positive loss (got {self.diverge_loss})")
         if self.landscape_every < 0:
             problems.append(f"landscape every must be 0 (off) or more (got {self.landscape_every})")
-        for name in ("batch_size", "epochs", "probe_every", "val_every", "val_size", "dist_capacity"):
+        for name in ("batch_size", "epochs", "probe_every", "val_every", "val_size", "dist_capacity", "diverge_steps"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name.replace('_', ' ')} must be at least 1 (got {getattr(self, name)})")
         if self.dist_capacity == 1:
@@ -147,7 +148,7 @@ class Lane:
         self.status, self.error, self.diverged_at, self.bn_bypassed = "ready", None, None, False
         self.step, self.epoch, self._batches = 0, 1, None
         self.epoch_loss = self.epoch_correct = self.epoch_images = 0
-        self.compute_s, self.images, self._pending = 0.0, 0, []
+        self.compute_s, self.images, self._pending, self._above = 0.0, 0, [], []
         self.steps_per_epoch = num_batches(self.data.n_train, s.batch_size)
 
     @property
@@ -220,8 +221,10 @@ class Lane:
             self.epoch_correct += correct
             self.epoch_images += n
             rows.append(dict(step=step, epoch=epoch, lr=lr, train_loss=loss / n, train_acc=correct / n))
-            if not math.isfinite(loss) or loss / n > self.settings.diverge_loss:
-                self.status, self.diverged_at = "diverged", step
+            bad = not loss / n <= self.settings.diverge_loss  # too high, or NaN
+            self._above = self._above + [step] if bad else []
+            if not math.isfinite(loss) or len(self._above) >= self.settings.diverge_steps:
+                self.status, self.diverged_at = "diverged", self._above[0]
                 break
         with lock:
             for row in rows:

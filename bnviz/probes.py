@@ -109,7 +109,7 @@ def _sample(flat, size):
     if key not in _sample_index:
         g = torch.Generator().manual_seed(n)
         _sample_index[key] = torch.randint(0, n, (size,), generator=g).to(flat.device)
-    return flat[_sample_index[key]].float()
+    return flat.index_select(0, _sample_index[key]).float()
 
 
 class Probe:
@@ -133,14 +133,13 @@ class Probe:
         """(scalars, vectors): numbers for the probe table and arrays for the distribution store."""
         named = []  # (name, tensor), moved to the CPU together at the end
         act_lo, act_hi = ACT_RANGES[self.activation]
+        few = {}  # for the percentiles: a prefix of each sample (random, so any prefix is too), sorted together
         for i, pos in enumerate(BN_LAYERS):
             for kind in ("in", "out", "act"):
                 x = _sample(self.hooks[kind][i].stored.reshape(-1), HIST_SAMPLE)
                 lo, hi, bins = (act_lo, act_hi, ACT_BINS) if kind == "act" else (*HIST_RANGE, HIST_BINS)
                 named.append((f"{pos}.{kind}.hist", _histogram(x, lo, hi, bins)))
-                few = x[:QUANTILE_SAMPLE].sort().values  # the sample is random, so any prefix is too
-                at = [min(len(few) - 1, round(p * (len(few) - 1))) for p in PERCENTILES]
-                named.append((f"{pos}.{kind}.pct", few[at]))
+                few[f"{pos}.{kind}"] = x[:QUANTILE_SAMPLE]
                 named.append((f"{pos}.{kind}.mean_std", torch.stack([x.mean(), x.std()])))
             a = x  # the activation's sample
             saturated = (a <= 0) if self.activation == "relu" else ((a < SATURATION[0]) | (a > SATURATION[1]))
@@ -155,6 +154,11 @@ class Probe:
             if state is not None:
                 for name, t in zip(("running_mean", "running_var", "gamma", "beta"), state):
                     named.append((f"{pos}.{name}", t.detach().reshape(-1).float()))
+        n = min(len(v) for v in few.values())  # every tensor here holds at least 2 x 84 values
+        ranked = torch.stack([v[:n] for v in few.values()]).sort(dim=1).values
+        at = [min(n - 1, round(p * (n - 1))) for p in PERCENTILES]
+        for name, row in zip(few, ranked):
+            named.append((f"{name}.pct", row[at]))
         for name in WEIGHT_LAYERS:
             w = getattr(self.model, name).weight
             g = w.grad if w.grad is not None else torch.zeros_like(w)

@@ -2,6 +2,8 @@
 
 ``Recording.snapshot(at_step)`` cuts every table at a step, so a timeline can play a run back.
 """
+import math
+
 from .engine import LaneSpec, LaneView, Settings, Snapshot
 from .history import RecordingError, load_experiment
 
@@ -39,8 +41,7 @@ class Recording:
             step = int(steps[-1]) if len(steps) else 0
             lane_end = int(tables["steps"]["step"][-1]) if len(tables["steps"].get("step", [])) else 0
             losses = cut["steps"].get("train_loss", [])
-            limit = self.settings.diverge_loss
-            diverged = next((int(s) for s, l in zip(steps, losses) if not l <= limit), None)  # NaN, inf, too big
+            diverged = first_divergence(steps, losses, self.settings)
             epochs = cut["epochs"].get("epoch", [])
             status = "diverged" if diverged else ("finished" if step >= lane_end else "training")
             per_epoch = _steps_per_epoch(tables, self.settings)
@@ -49,6 +50,16 @@ class Recording:
             lanes.append(LaneView(i, spec, status, None, step, epoch, per_epoch, ips, diverged, cut))
         status = "finished" if at >= end else "paused"
         return Snapshot(status, None, self.settings, f"replay of {self.name}", tuple(lanes))
+
+
+def first_divergence(steps, losses, settings):
+    """The step where a lane diverged, by the engine's rule (NaN or inf, or too high for too long)."""
+    run = []
+    for step, loss in zip(steps, losses):
+        run = run + [step] if not loss <= settings.diverge_loss else []  # too high, or NaN
+        if not math.isfinite(loss) or len(run) >= settings.diverge_steps:
+            return int(run[0])
+    return None
 
 
 def _rows_up_to(cols, at):
