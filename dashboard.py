@@ -18,7 +18,7 @@ from bnviz.device import DeviceError, resolve_device
 from bnviz.engine import Experiment, LaneSpec, MAX_LANES, Settings, describe_error
 from bnviz.history import RecordingError, experiment_bytes, metrics_csv
 from bnviz.jobs import Job
-from bnviz.studies import batch_statistics, lr_race
+from bnviz.studies import RACE_LRS, batch_statistics, lr_race
 from bnviz.models import BN_LAYERS
 from bnviz.registry import CapacityError, Janitor, Registry
 from bnviz.replay import Recording
@@ -393,7 +393,7 @@ def view_experiments(exp, snap, data, last_n, ctx):
                    "learning rate be before optimisation fails?")
         results = job_status(ctx, "race", lambda: Job(lr_race, data, steps=RACE_STEPS, train_size=25_600,
                                                  activation=st.session_state["activation"], name="race"),
-                             "Run the race (about a minute on a laptop CPU)")
+                             f"Run the race ({len(RACE_LRS)} learning rates × {RACE_STEPS} steps × 2 lanes)")
         if results:
             chart(figures.race_figure(results), "race")
             st.dataframe(figures.race_table(results), hide_index=True, width="stretch")
@@ -413,14 +413,14 @@ def view_experiments(exp, snap, data, last_n, ctx):
                 chart(figures.batch_stats_figure(result), "batchstats")
     elif study == STUDIES[2]:
         st.caption("Switch BN off in a trained lane: its layers become the identity, every weight stays. Accuracy "
-                   "and the activation histograms collapse, because the weights were learned for normalised "
-                   "inputs: BN is part of the function, not a training trick. Switch it back on and it recovers.")
+                   "collapses, because the weights were learned for normalised inputs: BN is part of the function, "
+                   "not a training trick. The histograms show what now reaches the activations. Switch BN back on "
+                   "and the lane recovers.")
         bn = [l for l in snap.lanes if l.spec.norm != "none"]
         if not bn:
             st.info("Turn BN on in a lane first.")
         for lane in bn:
-            name = lane.label.replace(" (BN switched off)", "")
-            label = f"Switch BN back on in {name}" if lane.bn_bypassed else f"Switch BN off in {name}"
+            label = f"Switch BN back on in {lane.label}" if lane.bn_bypassed else f"Switch BN off in {lane.label}"
             if st.button(label, key=f"flip{lane.index}"):
                 say(exp.set_bn_bypass, lane.index, not lane.bn_bypassed)
                 st.rerun()
@@ -501,6 +501,8 @@ def heartbeat(registry, key):
 def replay_panel(rec):
     """A recorded run on a timeline: play it at a chosen speed, or drag to any step."""
     ss = st.session_state
+    st.sidebar.info("You are viewing a recording: the controls here belong to the live run, which waits "
+                    "until you go back to it.")
     c = st.columns([4, 1])
     c[0].info(f"Replay of **{rec.name}**: {rec.last_step:,} steps, {len(rec.specs)} lanes, recorded on "
               f"{rec.header.get('device', '?')}. Every chart works as live; nothing trains.")

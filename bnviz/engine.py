@@ -114,7 +114,7 @@ class LaneView:
     @property
     def label(self):
         """'A · BN off', 'B · BN scratch': the letter tells apart two lanes with the same set-up."""
-        return f"{'ABC'[self.index]} · {self.spec.label}" + (" (BN switched off)" if self.bn_bypassed else "")
+        return f"{'ABC'[self.index]} · {self.spec.label}"  # BN switched off mid-run shows as marks on the charts
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from .probes import ACT_RANGES, bin_edges
 LANE_COLORS = ("#E4572E", "#1F77B4", "#2CA02C")   # lane A, B, C: one colour each, everywhere
 MAX_POINTS = 2000
 FONT = dict(size=16)
+LOG_TICKS = dict(tickformat="~g", dtick="D2")  # log axes labelled 0.1 / 0.2 / 0.5 / 1 / 2, not bare digits
 THRESHOLDS = (0.5, 0.7, 0.8)
 POSITION_NAMES = {"bn1": "bn1 · after conv1 (6 channels)", "bn2": "bn2 · after conv2 (16 channels)",
                   "bn3": "bn3 · after fc1 (120 units)", "bn4": "bn4 · after fc2 (84 units)"}
@@ -93,8 +94,8 @@ def loss_figure(snap, last_n=None, log_y=True):
     _divergence_marks(fig, snap)
     if not fig.data:
         _empty(fig)
-    return _layout(fig, "Training loss per step", xaxis_title="step", yaxis_title="cross-entropy",
-                   yaxis_type="log" if log_y else "linear")
+    fig.update_yaxes(type="log", **LOG_TICKS) if log_y else fig.update_yaxes(type="linear")
+    return _layout(fig, "Training loss per step", xaxis_title="step", yaxis_title="cross-entropy")
 
 
 def accuracy_figure(snap, last_n=None):
@@ -326,7 +327,7 @@ def landscape_figure(snap, last_n=None):
             fig.add_trace(go.Scatter(x=t["step"], y=t[key], mode="lines+markers", name=lane.label,
                                      legendgroup=lane.label, showlegend=col == 1,
                                      line=dict(color=lane_color(lane), width=3)), row=1, col=col)
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(type="log", **LOG_TICKS)
     fig.update_xaxes(title_text="step")
     if not fig.data:
         _empty(fig, "No measurements yet: switch the landscape probe on and train")
@@ -346,11 +347,14 @@ def race_figure(results):
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"lr {r.lr:g}", legendgroup=f"{r.lr:g}",
                                  showlegend=col == 1, line=dict(color=color, width=2.5)), row=1, col=col)
         if r.diverged_at:
-            fig.add_trace(go.Scatter(x=[r.diverged_at], y=[min(float(y[-1]) if len(y) else 20.0, 1e3)],
+            at = min(int(np.searchsorted(r.steps, r.diverged_at)), len(r.loss) - 1)
+            mark = float(np.clip(np.nan_to_num(r.loss[at], nan=1e3, posinf=1e3), 1e-3, 1e3))
+            fig.add_trace(go.Scatter(x=[r.diverged_at], y=[mark],
                                      mode="markers", marker=dict(symbol="x", size=16, color=color),
                                      showlegend=False, hovertext=f"lr {r.lr:g} diverged at step {r.diverged_at}"),
                           row=1, col=col)
-    fig.update_yaxes(type="log", title_text="training loss", col=1)
+    fig.update_yaxes(type="log", **LOG_TICKS)
+    fig.update_yaxes(title_text="training loss", col=1)
     fig.update_xaxes(title_text="step")
     if not fig.data:
         _empty(fig, "Press Run to race the learning rates")
@@ -380,7 +384,7 @@ def batch_stats_figure(result):
                   row=1, col=2)
     fig.update_xaxes(type="log", title_text="batch size")
     fig.update_yaxes(title_text="accuracy", row=1, col=1)
-    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_yaxes(type="log", row=1, col=2, **LOG_TICKS)
     return _layout(fig, "Batch statistics against running statistics", height=440)
 
 

@@ -115,9 +115,10 @@ def batch_statistics(model, images, labels, batch_sizes=BATCH_SIZES, position="b
                 vars_.append(v)
         train_accs.append(correct / seen)
         means, vars_ = torch.stack(means), torch.stack(vars_)
-        mean_spreads.append(float((means - running_mean).std(0, correction=0).mean()) if len(means) > 1 else 0.0)
+        # one batch has no spread to measure: NaN (left out of the chart), not 0
+        mean_spreads.append(float((means - running_mean).std(0, correction=0).mean()) if len(means) > 1 else math.nan)
         var_spreads.append(float(((vars_ - running_var) / running_var).std(0, correction=0).mean())
-                           if len(vars_) > 1 else 0.0)
+                           if len(vars_) > 1 else math.nan)
     return BatchStatsResult(tuple(batch_sizes[:len(train_accs)]), tuple(train_accs), eval_acc, tuple(mean_spreads),
                             tuple(var_spreads), position)
 

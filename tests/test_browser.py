@@ -2,9 +2,11 @@
 
 Skipped where /usr/bin/chromium or the playwright package is missing (never `playwright install`).
 Trains on the real Fashion-MNIST when this machine has it (./data, $BNVIZ_DATA or Debian's package), else
-on the full-size synthetic files from conftest. Saves screenshots of every view in docs/screenshots/.
+on the full-size synthetic files from conftest. Saves screenshots of every view in docs/screenshots/, of the
+shipped recording in replay, and of each study in the Experiments view.
 """
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -65,7 +67,8 @@ def data_env(request):
 @pytest.fixture
 def server(request, tmp_path):
     port = free_port()
-    env = {**os.environ, "BNVIZ_GRACE_S": "30", "PYTHONUNBUFFERED": "1", **data_env(request)}
+    env = {**os.environ, "BNVIZ_GRACE_S": "30", "PYTHONUNBUFFERED": "1", "BNVIZ_RACE_STEPS": "60",  # a short race
+           **data_env(request)}
     env.pop("BNVIZ_MAX_TRAINING", None)
     log = open(tmp_path / "server.log", "w+")
     proc = subprocess.Popen(
@@ -142,6 +145,46 @@ def curves_have(n):
     return check
 
 
+def wait_until(page, check, what, timeout=60):
+    """Poll check() (every 200 ms) until it returns something true; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        page.wait_for_timeout(200)
+
+
+def progress_step(page):
+    """The step in the status bar's progress text ("... · step 1,234/4,690 · ..."), or None."""
+    bar = page.locator("[data-testid='stProgress']")
+    if bar.count() == 0:
+        return None
+    m = re.search(r"step ([\d,]+)/", bar.first.inner_text())
+    return int(m.group(1).replace(",", "")) if m else None
+
+
+def current_step(page):
+    """The status bar's step, waiting for the bar while a fragment redraws it."""
+    return wait_until(page, lambda: [progress_step(page)] if progress_step(page) is not None else None,
+                      "the status bar's step")[0]
+
+
+def plot_titled(prefix):
+    return lambda current: next((p for p in current if p["title"].startswith(prefix)), None)
+
+
+def has_points(prefix):
+    """A check for wait_for_plots: the plot whose title starts with prefix has a trace with points."""
+    return lambda current: (plot_titled(prefix)(current) is not None
+                            and any(t["n"] > 0 for t in plot_titled(prefix)(current)["traces"]))
+
+
+def button_starting(page, prefix):
+    return page.get_by_role("button", name=re.compile("^" + re.escape(prefix)))
+
+
 def show_view(page, view):
     # st.segmented_control: a radiogroup named by the widget's label, one radio per option
     page.get_by_role("radiogroup", name="View").get_by_role("radio", name=view, exact=True).click()
@@ -210,5 +253,159 @@ def test_the_dashboard_trains_in_a_browser_and_every_view_draws(server):
                                             and "A · BN off" not in [t["name"] for t in loss_plot(c)["traces"]]),
                            "lane A to restart with BN")
             assert_no_failure(page, "after the restart")
+        finally:
+            browser.close()
+
+
+def new_page(browser, height=1000):
+    """A page, and the list of uncaught JavaScript errors it will collect."""
+    page = browser.new_page(viewport={"width": 1600, "height": height})
+    page.set_default_timeout(30_000)
+    js_errors = []
+    page.on("pageerror", lambda e: js_errors.append(str(e)))
+    return page, js_errors
+
+
+def test_the_shipped_recording_replays_in_a_browser(server):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page, js_errors = new_page(browser)
+            page.goto(f"{server}/?replay=chapter", wait_until="domcontentloaded")
+            settle(page, timeout=60_000)
+            page.get_by_text("Replay of").first.wait_for()
+            assert_no_failure(page, "replay opened")
+            wait_for_plots(page, lambda c: (loss_plot(c) is not None and loss_plot(c)["traces"]
+                                            and all(t["n"] > 0 for t in loss_plot(c)["traces"])),
+                           "the recorded loss curves")
+            last = current_step(page)  # a replay opens at its last step
+
+            # Play: from the end it starts again at step 0 and moves forward; Pause stops it
+            page.get_by_role("button", name="Play", exact=True).click()
+            page.get_by_role("button", name="Pause", exact=True).wait_for()
+            wait_until(page, lambda: (progress_step(page) or last) < last, "Play to go back to the start")
+            first = current_step(page)
+            wait_until(page, lambda: (progress_step(page) or 0) > first, "the replay to move forward")
+            assert_no_failure(page, "playing")
+            page.get_by_role("button", name="Pause", exact=True).click()
+            page.get_by_role("button", name="Play", exact=True).wait_for()
+            settle(page)
+            paused = current_step(page)
+
+            # the timeline (a react-aria slider named "Step"): drag its thumb to about two thirds of the run
+            track = page.locator("[data-testid='stMain']").get_by_role("group", name="Step").locator("> div").first
+            thumb = track.locator("> div[style*='absolute']").first
+            track, box = track.bounding_box(), thumb.bounding_box()
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.mouse.down()
+            page.mouse.move(track["x"] + track["width"] * 2 / 3, box["y"] + box["height"] / 2, steps=10)
+            page.mouse.up()
+            wait_until(page, lambda: progress_step(page) not in (None, paused), "the slider to move the replay")
+            settle(page)
+            step = current_step(page)
+            assert 0 < step < last, (step, last)
+            wait_for_plots(page, lambda c: (loss_plot(c) is not None
+                                            and all(t["n"] > 0 for t in loss_plot(c)["traces"])),
+                           "the loss curves at the chosen step")
+            assert_no_failure(page, "after dragging the timeline")
+            page.screenshot(path=str(SHOTS / "replay.png"))
+            assert not js_errors, js_errors
+        finally:
+            browser.close()
+
+
+def pick_study(page, study):
+    # st.radio: a radiogroup named by the widget's label; the inputs are hidden, their labels take the click
+    group = page.get_by_role("radiogroup", name="Study")
+    group.locator("label", has=page.get_by_role("radio", name=study, exact=True)).click()
+    wait_until(page, lambda: group.get_by_role("radio", name=study, exact=True).is_checked(), f"the study {study}")
+    page.wait_for_timeout(300)
+    settle(page)
+
+
+def test_every_study_of_the_experiments_view_runs_in_a_browser(server):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+
+    def phase(name):
+        print(f"\n{time.monotonic() - t0:6.1f} s  {name}", end="")
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page, js_errors = new_page(browser, height=1400)  # tall enough for each study's chart and what follows it
+            page.goto(server, wait_until="domcontentloaded")
+            settle(page, timeout=60_000)
+            start = page.get_by_role("button", name="Start", exact=True)
+            pause = page.get_by_role("button", name="Pause", exact=True)
+            start.click()
+            wait_until(page, lambda: (progress_step(page) or 0) >= 60, "60 steps of training", timeout=120)
+            # pause while the first two studies run: the demo preset's 300 steps would be over before the
+            # flip study, which needs a lane that is still training (and the studies get the CPU to themselves)
+            pause.click()
+            start.wait_for(state="visible")
+            wait_until(page, start.is_enabled, "the pause")
+            settle(page)
+            assert_no_failure(page, "training")
+            show_view(page, "Experiments")
+            assert_no_failure(page, "Experiments")
+
+            phase("the learning-rate race")
+            pick_study(page, "Learning-rate race")
+            button_starting(page, "Run the race").click()
+            wait_for_plots(page, lambda c: plot_titled("Learning-rate race")(c) is not None
+                           and len(plot_titled("Learning-rate race")(c)["traces"]) > 0, "the race's chart",
+                           timeout=120)
+            page.locator("[data-testid='stDataFrame']").first.wait_for()  # the race's table
+            settle(page)
+            assert_no_failure(page, "the race")
+            page.screenshot(path=str(SHOTS / "experiments-race.png"))
+
+            phase("batch against running statistics")
+            pick_study(page, "Batch vs running statistics")
+            button_starting(page, "Test ").click()
+            wait_for_plots(page, has_points("Batch statistics against running statistics"),
+                           "the batch-statistics chart", timeout=90)
+            settle(page)
+            assert_no_failure(page, "batch statistics")
+            page.screenshot(path=str(SHOTS / "experiments-batchstats.png"))
+
+            phase("BN switched off and on in a training lane")
+            pick_study(page, "Flip BN on a trained network")
+            before = current_step(page)
+            start.click()
+            wait_until(page, lambda: (progress_step(page) or 0) >= before + 10, "training to resume")
+            button_starting(page, "Switch BN off in").click()
+            button_starting(page, "Switch BN back on in").wait_for()
+            flipped = current_step(page)
+            # training goes on without BN in that lane: wait for a few validation points after the switch
+            wait_until(page, lambda: (progress_step(page) or 0) >= flipped + 60, "60 steps without BN")
+            settle(page)
+            assert_no_failure(page, "BN switched off")
+            page.screenshot(path=str(SHOTS / "experiments-flip.png"))
+            button_starting(page, "Switch BN back on in").click()
+            button_starting(page, "Switch BN off in").wait_for()
+            page.wait_for_timeout(1000)
+            settle(page)
+            assert_no_failure(page, "BN switched back on")
+
+            phase("the landscape probe")
+            pick_study(page, "Smoother landscape")
+            button_starting(page, "Switch the landscape probe on").click()
+            button_starting(page, "Switch the landscape probe off").wait_for()
+            settle(page)
+            wait_until(page, lambda: start.is_enabled() or pause.is_enabled(), "the restarted experiment")
+            if start.is_enabled():  # the probe restarts the experiment, which then waits for Start
+                start.click()
+            wait_for_plots(page, lambda c: (plot_titled("How smooth")(c) is not None
+                                            and len(plot_titled("How smooth")(c)["traces"]) >= 4
+                                            and all(t["n"] >= 3 for t in plot_titled("How smooth")(c)["traces"])),
+                           "three landscape measurements per lane", timeout=90)
+            settle(page)
+            assert_no_failure(page, "the landscape probe")
+            page.screenshot(path=str(SHOTS / "experiments-landscape.png"))
+            assert not js_errors, js_errors
+            phase("done\n")
         finally:
             browser.close()
