@@ -6,6 +6,7 @@ import atexit
 import dataclasses
 import contextlib
 import inspect
+import json
 import os
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from bnviz import figures
 from bnviz.data import DataError, load_fashion_mnist
 from bnviz.device import DeviceError, resolve_device
 from bnviz.engine import Experiment, LaneSpec, MAX_LANES, Settings, describe_error
-from bnviz.history import RecordingError, experiment_bytes, metrics_csv
+from bnviz.history import RecordingError, experiment_bytes, metrics_csv, to_jsonable
 from bnviz.jobs import Job
 from bnviz.studies import RACE_LRS, batch_statistics, lr_race
 from bnviz.models import BN_LAYERS
@@ -97,7 +98,7 @@ def init_widgets(exp=None):
     ss.setdefault("preset", URL_PRESETS.get(st.query_params.get("preset"), "Class demo: fast"))
     ss.setdefault("lr", s.lr if s.lr in LR_CHOICES else 0.1)
     ss.setdefault("batch_size", s.batch_size)
-    ss.setdefault("epochs", s.epochs)
+    ss.setdefault("epochs", url_epochs() or s.epochs)
     ss.setdefault("seed", s.seed)
     ss.setdefault("device", s.device)
     ss.setdefault("train_size", next((k for k, v in TRAIN_SIZES.items() if v == s.train_size), "12,800 (fast)"))
@@ -108,6 +109,15 @@ def init_widgets(exp=None):
     ss.setdefault("log_loss", True)
     ss.setdefault("freeze", False)
     ss.setdefault("position", "bn1")
+
+
+def url_epochs():
+    """?epochs=N in the URL (1 to 100), for a long unattended run; None when absent or not a number."""
+    try:
+        n = int(st.query_params.get("epochs", ""))
+    except ValueError:
+        return None
+    return n if 1 <= n <= 100 else None
 
 
 def new_experiment(registry, data):
@@ -246,6 +256,9 @@ def export(sb, exp):
         snap_names = lambda: [l.label for l in exp.snapshot().lanes]  # noqa: E731
         st.download_button("Metrics (CSV)", data=lambda: metrics_csv(snap_names(), [l.tables for l in exp.snapshot().lanes]),
                            file_name="bnviz-metrics.csv", mime="text/csv", on_click="ignore")
+        st.download_button("Metrics and probes (JSON)", file_name="bnviz-history.json", mime="application/json",
+                           on_click="ignore", data=lambda: json.dumps(
+                               {l.label: to_jsonable(l.tables) for l in exp.snapshot().lanes}))
         st.download_button("Whole experiment (replayable)", file_name="bnviz-experiment.npz",
                            data=lambda: experiment_bytes(exp.header(), [l.tables for l in exp.snapshot().lanes]),
                            mime="application/octet-stream", on_click="ignore")

@@ -6,7 +6,7 @@
 2. Throughput: training steps per second with the page open (Training view refreshing at 1 Hz) against
    the same experiment trained headless in this process (same settings, same thread choice), as a ratio.
 3. Server memory: the server process's resident memory sampled every 10 s over the whole run.
-The experiment uses the "Chapter defaults" preset (60,000 images, 10 epochs), so it runs for the whole time.
+The experiment uses the "Chapter defaults" preset (60,000 images) with 100 epochs, so it trains the whole time.
 """
 import argparse
 import json
@@ -51,6 +51,21 @@ def rss_mb(pid):
     return float("nan")
 
 
+def chromium_cpu_s():
+    """CPU seconds used so far by every chromium process."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)
+            if "chrom" not in fields[0]:
+                continue
+            parts = fields[1].split()
+            total += (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
 def page_step(page):
     text = page.locator("[data-testid='stProgress']").first.inner_text()
     m = STEP_RE.search(text)
@@ -93,7 +108,7 @@ def main(argv=None):
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(f"{url}/?preset=chapter")
+            page.goto(f"{url}/?preset=chapter&epochs=100")  # keeps training for the whole run
             page.wait_for_selector("[data-testid='stApp'][data-test-connection-state='CONNECTED']", timeout=60_000)
             page.wait_for_selector("[data-test-script-state='notRunning']", timeout=60_000)
             start = page.get_by_role("button", name="Start", exact=True)
@@ -110,8 +125,12 @@ def main(argv=None):
             page.wait_for_timeout(5000)  # the same warm-up as headless
             s0, t0 = page_step(page), time.monotonic()
             memory = []
+            samples = []  # (seconds, step, server MB, chromium CPU seconds)
             while time.monotonic() - t0 < args.seconds:
                 memory.append((round(time.monotonic() - t0), rss_mb(server.pid)))
+                samples.append((round(time.monotonic() - t0), page_step(page), memory[-1][1], chromium_cpu_s()))
+                print(f"  t={samples[-1][0]:>4} s step {samples[-1][1]} server {samples[-1][2]:.0f} MB "
+                      f"chromium CPU {samples[-1][3]:.1f} s", flush=True)
                 page.wait_for_timeout(10_000)
             s1, t1 = page_step(page), time.monotonic()
             memory.append((round(t1 - t0), rss_mb(server.pid)))
@@ -121,7 +140,7 @@ def main(argv=None):
         server.terminate()
         server.wait(10)
     rate = (s1 - s0) / (t1 - t0)
-    result.update(page_steps_per_s=rate, ratio=rate / baseline, errors_on_page=errors, memory_mb=memory,
+    result.update(samples=samples, page_steps_per_s=rate, ratio=rate / baseline, errors_on_page=errors, memory_mb=memory,
                   memory_start_mb=memory[1][1] if len(memory) > 1 else memory[0][1], memory_end_mb=memory[-1][1],
                   seconds=args.seconds)
     print(f"page open: {rate:.1f} steps/s = {rate / baseline:.0%} of headless; server memory "

@@ -12,6 +12,10 @@ from .history import metrics_csv, save_experiment
 from .models import NORMS
 
 
+class TrainingFailed(RuntimeError):
+    """The worker stopped with an error; its message is in the experiment's status."""
+
+
 def parse_norms(text):
     norms = [n.strip() for n in text.split(",") if n.strip()]
     bad = [n for n in norms if n not in NORMS]
@@ -66,7 +70,7 @@ def train(args):
     finally:
         exp.stop()
     if snap.error:
-        raise RuntimeError(snap.error)
+        raise TrainingFailed(f"training stopped: {snap.error}")
     for lane in snap.lanes:
         if lane.status in ("diverged", "error"):
             print(f"bnviz: {lane.label}: {lane.status}"
@@ -138,7 +142,7 @@ def main(argv=None):
             print(f"bnviz: Fashion-MNIST ready in {root} ({d.train_images.shape[0]:,} + {d.test_images.shape[0]:,} images)")
         else:
             train(args)
-    except (DataError, devices.DeviceError, ValueError, RuntimeError) as e:
+    except (DataError, devices.DeviceError, TrainingFailed, ValueError) as e:  # ValueError: settings out of range
         print(f"bnviz: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -185,3 +185,12 @@ def num_batches(n, batch_size, shuffle=True):
     """How many batches batches() yields for n images."""
     smallest = 2 if shuffle else 1  # with shuffle, a last batch of a single image is dropped
     return 0 if n < smallest else (n - smallest) // batch_size + 1
+
+
+def random_dataset(n_train, n_test, seed=0):
+    """Random images and labels shaped like Fashion-MNIST: for tests and smoke runs, never for lessons."""
+    g = torch.Generator().manual_seed(seed)
+    return FashionMNISTData(torch.randint(0, 256, (n_train, 28, 28), dtype=torch.uint8, generator=g),
+                            torch.randint(0, 10, (n_train,), generator=g),
+                            torch.randint(0, 256, (n_test, 28, 28), dtype=torch.uint8, generator=g),
+                            torch.randint(0, 10, (n_test,), generator=g), source="random")

@@ -58,11 +58,27 @@ def smooth(y, n=20):
     return (c[idx] - c[lo]) / (idx - lo)
 
 
+GRID = dict(showgrid=True, gridcolor="#E5ECF6", zeroline=False, linecolor="#B0B8C4", ticks="outside",
+            tickcolor="#B0B8C4")
+
+
+def new_figure(**subplots):
+    """An empty figure (or grid of subplots) without a plotly template.
+
+    Expanding a named template costs more than all the rest of a figure (a deep copy per figure, about
+    10 ms): on a live page refreshed every second, in the server that also trains, that time is taken
+    from training. The few styles we want are set directly in _layout.
+    """
+    base = go.Figure(layout=dict(template="none"))
+    return make_subplots(figure=base, **subplots) if subplots else base
+
+
 def _layout(fig, title, height=380, **kw):
     fig.update_layout(title=dict(text=title, font=dict(size=19)), font=FONT, height=height,
                       margin=dict(l=60, r=20, t=60, b=40), legend=dict(orientation="h", y=-0.32, yanchor="top"),
-                      template="plotly_white", **kw)
-    fig.update_yaxes(exponentformat="power")
+                      paper_bgcolor="white", plot_bgcolor="white", **kw)
+    fig.update_xaxes(**GRID)
+    fig.update_yaxes(exponentformat="power", **GRID)
     return fig
 
 
@@ -85,7 +101,7 @@ def _divergence_marks(fig, snap, **where):
 
 # --------------------------------------------------------------------------------------- training
 def loss_figure(snap, last_n=None, log_y=True):
-    fig = go.Figure()
+    fig = new_figure()
     for lane in snap.lanes:
         t = window(lane.tables["steps"], last_n)
         if len(t.get("step", [])):
@@ -99,7 +115,7 @@ def loss_figure(snap, last_n=None, log_y=True):
 
 
 def accuracy_figure(snap, last_n=None):
-    fig = go.Figure()
+    fig = new_figure()
     for lane in snap.lanes:
         c = lane_color(lane)
         t = window(lane.tables["steps"], last_n)
@@ -150,7 +166,7 @@ def _latest(lane, key):
 
 def histogram_figure(snap, position, activation="sigmoid"):
     """Before BN | after BN | after the activation, latest probe, lanes overlaid on shared bins."""
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[KIND_NAMES[k] for k in ("in", "out", "act")],
+    fig = new_figure(rows=1, cols=3, subplot_titles=[KIND_NAMES[k] for k in ("in", "out", "act")],
                         horizontal_spacing=0.06)
     step = None
     for col, kind in enumerate(("in", "out", "act"), 1):
@@ -173,7 +189,7 @@ def histogram_figure(snap, position, activation="sigmoid"):
 
 def percentile_figure(snap, position, kind="out", last_n=None):
     """15/50/85th percentiles over training (Ioffe & Szegedy 2015, Fig. 1): a band and a median per lane."""
-    fig = go.Figure()
+    fig = new_figure()
     for lane in snap.lanes:
         p = window(lane.tables["probes"], last_n)
         key = f"{position}.{kind}"
@@ -199,7 +215,7 @@ def heatmap_figure(lane, position, kind="in"):
     """The histogram over time: one column per kept probe, colour = fraction of values in the bin."""
     d = lane.tables["dists"]
     key = f"{position}.{kind}.hist"
-    fig = go.Figure()
+    fig = new_figure()
     if key in d and len(d[key]):
         edges = bin_edges(kind, lane.spec.activation, bins=np.asarray(d[key]).shape[1])
         fig.add_trace(go.Heatmap(x=d["step"], y=(edges[:-1] + edges[1:]) / 2, z=np.asarray(d[key]).T,
@@ -217,7 +233,7 @@ MAX_CHANNEL_LINES = 8
 def running_stats_figure(lane, position):
     """Running mean and variance of the first channels over training."""
     d = lane.tables["dists"]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("running mean", "running variance"))
+    fig = new_figure(rows=1, cols=2, subplot_titles=("running mean", "running variance"))
     if f"{position}.running_mean" not in d or not len(d["step"]):
         return _layout(_empty(fig, "No BN in this lane" if len(d.get("step", [])) else "No data yet"),
                        f"{lane.label}: {position} running statistics")
@@ -234,7 +250,7 @@ def running_stats_figure(lane, position):
 def batch_vs_running_figure(lane, position):
     """Latest probe: this batch's mean/variance per channel against the running ones."""
     d = lane.tables["dists"]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("mean per channel", "variance per channel"))
+    fig = new_figure(rows=1, cols=2, subplot_titles=("mean per channel", "variance per channel"))
     if f"{position}.running_mean" not in d or not len(d["step"]):
         return _layout(_empty(fig, "No BN in this lane" if len(d.get("step", [])) else "No data yet"),
                        f"{lane.label}: {position} batch vs running statistics")
@@ -252,7 +268,7 @@ def batch_vs_running_figure(lane, position):
 def gamma_beta_figure(lane, position):
     """gamma and beta per channel now (bars), and each over training (mean, with a min–max band)."""
     d = lane.tables["dists"]
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("now, per channel", "gamma over training (starts at 1)",
+    fig = new_figure(rows=1, cols=3, subplot_titles=("now, per channel", "gamma over training (starts at 1)",
                                                         "beta over training (starts at 0)"))
     if f"{position}.gamma" not in d or not len(d["step"]):
         return _layout(_empty(fig, "No BN in this lane" if len(d.get("step", [])) else "No data yet"),
@@ -276,20 +292,26 @@ def gamma_beta_figure(lane, position):
 
 
 # --------------------------------------------------------------------------------------- gradients
-def gradient_figure(snap, metric="grad_norm", last_n=None, layers=("conv1", "conv2", "fc1", "fc2", "fc3")):
-    """Per layer, per lane, over training (log scale): gradient norm or update-to-weight ratio."""
-    fig = go.Figure()
+def _probe_lines(snap, names, suffix, last_n):
+    """One line per lane and per name (told apart by dash) of the probe column f"{name}.{suffix}"."""
+    fig = new_figure()
     dashes = ("solid", "dash", "dot", "dashdot", "longdash")
     for lane in snap.lanes:
         p = window(lane.tables["probes"], last_n)
-        for layer, dash in zip(layers, dashes):
-            key = f"{layer}.{metric}"
+        for name, dash in zip(names, dashes):
+            key = f"{name}.{suffix}"
             if key in p and len(p[key]):
                 x, y = downsample(p["step"], p[key])
-                fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{lane.label} · {layer}",
+                fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{lane.label} · {name}",
                                          line=dict(color=lane_color(lane), dash=dash)))
     if not fig.data:
         _empty(fig)
+    return fig
+
+
+def gradient_figure(snap, metric="grad_norm", last_n=None, layers=("conv1", "conv2", "fc1", "fc2", "fc3")):
+    """Per layer, per lane, over training (log scale): gradient norm or update-to-weight ratio."""
+    fig = _probe_lines(snap, layers, metric, last_n)
     title = "Gradient norm per layer" if metric == "grad_norm" else "Update-to-weight ratio per layer (lr·|g|/|w|)"
     fig.update_yaxes(dtick=1)  # one label per power of ten
     return _layout(fig, title, xaxis_title="step", yaxis_type="log", height=440)
@@ -297,18 +319,7 @@ def gradient_figure(snap, metric="grad_norm", last_n=None, layers=("conv1", "con
 
 def saturation_figure(snap, last_n=None):
     """Fraction of saturated sigmoid units (or inactive ReLUs) per BN position, per lane."""
-    fig = go.Figure()
-    dashes = ("solid", "dash", "dot", "dashdot")
-    for lane in snap.lanes:
-        p = window(lane.tables["probes"], last_n)
-        for pos, dash in zip(BN_LAYERS, dashes):
-            key = f"{pos}.saturated"
-            if key in p and len(p[key]):
-                x, y = downsample(p["step"], p[key])
-                fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{lane.label} · {pos}",
-                                         line=dict(color=lane_color(lane), dash=dash)))
-    if not fig.data:
-        _empty(fig)
+    fig = _probe_lines(snap, BN_LAYERS, "saturated", last_n)
     fig.update_yaxes(rangemode="tozero")
     return _layout(fig, "Saturated units (sigmoid < 0.05 or > 0.95; ReLU = 0)", xaxis_title="step",
                    yaxis_title="fraction", height=440)
@@ -317,7 +328,7 @@ def saturation_figure(snap, last_n=None):
 # --------------------------------------------------------------------------------------- studies
 def landscape_figure(snap, last_n=None):
     """Santurkar et al. (2018), light: loss spread and gradient change along the gradient, per lane."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss spread along the gradient (max − min)",
+    fig = new_figure(rows=1, cols=2, subplot_titles=("loss spread along the gradient (max − min)",
                                                         "effective smoothness: max |Δ gradient| / |step|"))
     for lane in snap.lanes:
         t = window(lane.tables.get("landscape", {}), last_n)
@@ -338,7 +349,7 @@ def race_figure(results):
     """Loss curves of the learning-rate race: one panel per lane, one line per learning rate."""
     lanes = list(dict.fromkeys(r.lane for r in results))
     lrs = sorted({r.lr for r in results})
-    fig = make_subplots(rows=1, cols=max(1, len(lanes)), subplot_titles=lanes or [""], shared_yaxes=True)
+    fig = new_figure(rows=1, cols=max(1, len(lanes)), subplot_titles=lanes or [""], shared_yaxes=True)
     palette = ("#440154", "#3B528B", "#21908C", "#5DC863", "#B8DE29", "#FDE725", "#F98E09", "#D62728")
     for r in results:
         col = lanes.index(r.lane) + 1
@@ -369,7 +380,7 @@ def race_table(results):
 
 def batch_stats_figure(result):
     """Train-mode vs eval-mode accuracy over batch sizes, and how far batch statistics stray."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+    fig = new_figure(rows=1, cols=2, subplot_titles=(
         "test accuracy", f"{result.position}: spread of the batch statistics around the running ones"))
     bs = list(result.batch_sizes)
     fig.add_trace(go.Scatter(x=bs, y=result.train_mode_acc, mode="lines+markers", name="batch statistics (train mode)",

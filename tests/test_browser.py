@@ -7,7 +7,6 @@ shipped recording in replay, and of each study in the Experiments view.
 """
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys

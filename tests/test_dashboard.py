@@ -386,9 +386,13 @@ def test_the_exports_give_csv_and_a_replayable_file(page):
     page.run()
     steps = page.steps()
     labels = [b.label for b in page.at.download_button]
-    assert labels == ["Metrics (CSV)", "Whole experiment (replayable)"]
+    assert labels == ["Metrics (CSV)", "Metrics and probes (JSON)", "Whole experiment (replayable)"]
     downloads = page.tracked.downloads
-    assert set(downloads) >= {"bnviz-metrics.csv", "bnviz-experiment.npz"}
+    assert set(downloads) >= {"bnviz-metrics.csv", "bnviz-history.json", "bnviz-experiment.npz"}
+    history = json.loads(downloads["bnviz-history.json"]())
+    assert set(history) == {"A · BN off", "B · BN scratch"}
+    assert history["B · BN scratch"]["steps"]["step"] == list(range(1, max(steps) + 1))
+    assert "bn1.gamma" in history["B · BN scratch"]["dists"] and "bn1.gamma" not in history["A · BN off"]["dists"]
     csv_text = downloads["bnviz-metrics.csv"]()
     lines = csv_text.splitlines()
     assert lines[0] == CSV_HEADER

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from bnviz.data import FashionMNISTData
+from bnviz.data import random_dataset
 from bnviz.engine import DEFAULT_LANES, MAX_LANES, Experiment, Lane, LaneSpec, Settings, describe_error
 from bnviz.history import TABLES
 from bnviz.training import evaluate
@@ -18,12 +18,7 @@ STEPS_PER_EPOCH = N_TRAIN // BATCH  # 8
 
 
 def tiny_data(n_train=N_TRAIN, n_test=N_TEST, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return FashionMNISTData(
-        torch.randint(0, 256, (n_train, 28, 28), dtype=torch.uint8, generator=g),
-        torch.randint(0, 10, (n_train,), generator=g),
-        torch.randint(0, 256, (n_test, 28, 28), dtype=torch.uint8, generator=g),
-        torch.randint(0, 10, (n_test,), generator=g))
+    return random_dataset(n_train, n_test, seed)
 
 
 def settings(**kw):

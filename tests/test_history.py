@@ -8,11 +8,10 @@ import uuid
 
 import numpy as np
 import pytest
-import torch
 
 import bnviz.history as history
 from bnviz.probes import HIST_BINS
-from bnviz.data import FashionMNISTData
+from bnviz.data import random_dataset
 from bnviz.engine import Experiment, LaneSpec, Settings
 from bnviz.history import (TABLES, LaneHistory, RecordingError, Table, ThinnedTable, load_experiment,
                            metrics_csv, save_experiment)
@@ -21,12 +20,7 @@ from bnviz.history import (TABLES, LaneHistory, RecordingError, Table, ThinnedTa
 # --------------------------------------------------------------------------------------------- helpers
 
 def tiny_data(n_train=256, n_test=200, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return FashionMNISTData(
-        torch.randint(0, 256, (n_train, 28, 28), dtype=torch.uint8, generator=g),
-        torch.randint(0, 10, (n_train,), generator=g),
-        torch.randint(0, 256, (n_test, 28, 28), dtype=torch.uint8, generator=g),
-        torch.randint(0, 10, (n_test,), generator=g))
+    return random_dataset(n_train, n_test, seed)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bnviz import landscape
-from bnviz.data import FashionMNISTData
+from bnviz.data import FashionMNISTData, random_dataset
 from bnviz.engine import Experiment, LaneSpec, Settings
 from bnviz.models import build_lenet
 from bnviz.studies import BATCH_SIZES, batch_statistics, lr_race
@@ -17,11 +17,7 @@ from bnviz.training import evaluate, make_optimizer, train_step
 
 
 def tiny(n_train=256, n_test=128, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return FashionMNISTData(torch.randint(0, 256, (n_train, 28, 28), dtype=torch.uint8, generator=g),
-                            torch.randint(0, 10, (n_train,), generator=g),
-                            torch.randint(0, 256, (n_test, 28, 28), dtype=torch.uint8, generator=g),
-                            torch.randint(0, 10, (n_test,), generator=g))
+    return random_dataset(n_train, n_test, seed)
 
 
 @pytest.fixture(scope="module")
