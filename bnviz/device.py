@@ -44,7 +44,10 @@ def choose_threads(shared):
     Measured on 2 cores (docs/PERFORMANCE.md): on a quiet machine two threads train 1.4x faster than one;
     with anything else busy on the cores (the dashboard's server, a browser) two are 3-6x slower. So the
     headless CLI uses up to 4 cores, and anything sharing the machine keeps two cores free.
+    $BNVIZ_THREADS overrides both.
     """
+    if os.environ.get("BNVIZ_THREADS", "").isdigit() and int(os.environ["BNVIZ_THREADS"]) > 0:
+        return int(os.environ["BNVIZ_THREADS"])  # the user knows this machine
     cores = os.cpu_count() or 1
     return max(1, min(4, cores - 2)) if shared else max(1, min(4, cores))
 
