@@ -16,7 +16,8 @@ import bnviz.batchnorm
 from bnviz import figures
 from bnviz.data import DataError, load_fashion_mnist
 from bnviz.device import DeviceError, resolve_device
-from bnviz.engine import Experiment, LaneSpec, MAX_LANES, Settings, describe_error
+from bnviz.engine import LaneSpec, MAX_LANES, Settings, describe_error
+from bnviz.experiment_process import ExperimentProcess, warm_up
 from bnviz.history import RecordingError, experiment_bytes, metrics_csv, to_jsonable
 from bnviz.jobs import Job
 from bnviz.studies import RACE_LRS, batch_statistics, lr_race
@@ -51,6 +52,7 @@ st.markdown("<style>.block-container {padding-top: 2.2rem;}</style>", unsafe_all
 @st.cache_resource
 def server():
     """One registry for the whole server, so reloads find their experiment again."""
+    warm_up()  # experiments train in child processes, forked from a server that imports torch once
     registry = Registry(max_training=int(os.environ.get("BNVIZ_MAX_TRAINING", "2")),
                         grace_s=float(os.environ.get("BNVIZ_GRACE_S", "120")))
     Janitor(registry).start()
@@ -124,7 +126,7 @@ def new_experiment(registry, data):
     init_widgets()
     settings = settings_from_widgets()
     lanes = (LaneSpec("none", st.session_state["activation"]), LaneSpec("scratch", st.session_state["activation"]))
-    exp = Experiment(data, settings, lanes, name="dashboard")
+    exp = ExperimentProcess(data, settings, lanes, name="dashboard")
     key = registry.add(exp)
     st.query_params["run"] = key
     return key, exp
@@ -182,7 +184,7 @@ def apply_setup(exp, registry, data):
         lanes = [LaneSpec(l.spec.norm, ss["activation"]) for l in exp.lanes]
         if resolve_device(settings.device) != exp.device:
             old = ss.get("run_key")
-            fresh = Experiment(data, settings, lanes, name="dashboard")
+            fresh = ExperimentProcess(data, settings, lanes, name="dashboard")
             key = registry.add(fresh)
             st.query_params["run"] = key
             if old:

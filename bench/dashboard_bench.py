@@ -5,7 +5,8 @@
 1. Latency: seconds from clicking Start until both lanes' loss curves have points on screen.
 2. Throughput: training steps per second with the page open (Training view refreshing at 1 Hz) against
    the same experiment trained headless in this process (same settings, same thread choice), as a ratio.
-3. Server memory: the server process's resident memory sampled every 10 s over the whole run.
+3. Server memory: the proportional set size of the server and its child processes (training runs in a child
+   process), sampled every 10 s over the whole run.
 The experiment uses the "Chapter defaults" preset (60,000 images) with 100 epochs, so it trains the whole time.
 """
 import argparse
@@ -44,11 +45,35 @@ def headless_rate(seconds):
     return (s1 - s0) / (t1 - t0)
 
 
-def rss_mb(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def descendants(pid):
+    """pid and every process below it (the server, its forkserver, the experiments' training processes)."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def memory_mb(pid):
+    """Proportional set size of the server and its child processes: shared pages (torch's libraries, the
+    dataset in shared memory) counted once across them, not once per process as RSS would."""
+    total = 0
+    for p in descendants(pid):
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
 
 
 def chromium_cpu_s():
@@ -127,13 +152,13 @@ def main(argv=None):
             memory = []
             samples = []  # (seconds, step, server MB, chromium CPU seconds)
             while time.monotonic() - t0 < args.seconds:
-                memory.append((round(time.monotonic() - t0), rss_mb(server.pid)))
+                memory.append((round(time.monotonic() - t0), memory_mb(server.pid)))
                 samples.append((round(time.monotonic() - t0), page_step(page), memory[-1][1], chromium_cpu_s()))
                 print(f"  t={samples[-1][0]:>4} s step {samples[-1][1]} server {samples[-1][2]:.0f} MB "
                       f"chromium CPU {samples[-1][3]:.1f} s", flush=True)
                 page.wait_for_timeout(10_000)
             s1, t1 = page_step(page), time.monotonic()
-            memory.append((round(t1 - t0), rss_mb(server.pid)))
+            memory.append((round(t1 - t0), memory_mb(server.pid)))
             errors = page.locator("[data-testid='stException'], [data-testid='stAlertContentError']").count()
             browser.close()
     finally:

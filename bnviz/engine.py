@@ -448,6 +448,11 @@ class Experiment:
     def alive(self):
         return self._thread.is_alive()
 
+    @property
+    def busy(self):
+        """Training, stepping, or with commands still to carry out."""
+        return self._status == "running" or self._step_budget > 0 or bool(self._commands)
+
     def snapshot(self):
         lanes = tuple(lane.view(self._lock) for lane in list(self.lanes))
         return Snapshot(self._status, self._error, self.settings, devices.describe(self.device), lanes,
@@ -462,7 +467,7 @@ class Experiment:
     def wait(self, timeout=None, poll=0.02):
         """Block until the experiment is no longer running (or stepping); True if it stopped in time."""
         end = None if timeout is None else time.monotonic() + timeout
-        while self._status == "running" or self._step_budget > 0 or self._commands:
+        while self.busy:
             if not self._thread.is_alive() or (end is not None and time.monotonic() > end):
                 return not self._thread.is_alive()
             time.sleep(poll)

@@ -35,6 +35,7 @@ class Table:
         self._cols = {}
         self._n = 0    # rows
         self._cap = 0  # rows allocated
+        self.generation = 0  # changes whenever rows already read may have changed (a thinning, a clear)
 
     def __len__(self):
         return self._n
@@ -59,11 +60,36 @@ class Table:
             self._cols[key] = new
         self._cap = capacity
 
+    def extend(self, cols):
+        """Append rows given as columns ({column: array of m rows}), as ``rows()`` returns them."""
+        m = len(next(iter(cols.values()))) if cols else 0
+        if m == 0:
+            return
+        if self._n + m > self._cap:
+            self._grow(max(64, 2 * self._cap, self._n + m))
+        for key, a in cols.items():
+            a = np.asarray(a)
+            if key not in self._cols:  # a new column: earlier rows read NaN
+                self._cols[key] = np.full((self._cap,) + a.shape[1:], np.nan, dtype=a.dtype)
+            self._cols[key][self._n:self._n + m] = a
+        for key in self._cols.keys() - cols.keys():
+            self._cols[key][self._n:self._n + m] = np.nan
+        self._n += m
+
+    def rows(self, start=0):
+        """Copies of the rows from ``start`` on, as columns."""
+        return {key: col[start:self._n].copy() for key, col in self._cols.items()}
+
+    def clear(self):
+        self._cols, self._n, self._cap = {}, 0, 0
+        self.generation += 1
+
     def _keep_every_other(self):
         kept = len(range(0, self._n, 2))
         for col in self._cols.values():
             col[:kept] = col[:self._n:2].copy()
         self._n = kept
+        self.generation += 1
 
     def view(self):
         """An immutable copy: {column: read-only array of the rows so far}."""
@@ -96,6 +122,10 @@ class ThinnedTable(Table):
                 self.stride *= 2
         self.offered += 1
 
+    def clear(self):
+        super().clear()
+        self.stride, self.offered = 1, 0
+
 
 class LaneHistory:
     """Everything recorded for one lane."""
@@ -111,6 +141,29 @@ class LaneHistory:
 
     def view(self):
         return {name: getattr(self, name).view() for name in TABLES}
+
+    def rows_since(self, marks):
+        """What a mirror lacks: ({table: (replace, columns)}, new marks) given its marks {table: (generation, rows)}.
+
+        A table whose rows the mirror already read are unchanged sends only its new rows; one that was
+        thinned since (or that the mirror has never seen) is sent whole, to replace the mirror's copy.
+        """
+        changes, new_marks = {}, {}
+        for name in TABLES:
+            table = getattr(self, name)
+            generation, n = marks.get(name, (None, 0))
+            replace = generation != table.generation or n > len(table)
+            changes[name] = (replace, table.rows(0 if replace else n))
+            new_marks[name] = (table.generation, len(table))
+        return changes, new_marks
+
+    def apply(self, changes):
+        """Bring this mirror up to date with what ``rows_since`` returned (in another process)."""
+        for name, (replace, cols) in changes.items():
+            table = getattr(self, name)
+            if replace:
+                table.clear()
+            table.extend(cols)
 
     def nbytes(self):
         return sum(getattr(self, name).nbytes() for name in TABLES)

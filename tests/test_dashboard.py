@@ -21,6 +21,7 @@ from streamlit.testing.v1 import AppTest
 
 import bnviz.data
 import bnviz.engine
+import bnviz.experiment_process
 import bnviz.jobs
 import bnviz.registry
 from bnviz.figures import LANE_COLORS
@@ -60,6 +61,7 @@ def owned(monkeypatch):
     tracking(bnviz.registry.Registry, tracked.registries)
     tracking(bnviz.registry.Janitor, tracked.janitors)
     tracking(bnviz.engine.Experiment, tracked.experiments)
+    tracking(bnviz.experiment_process.ExperimentProcess, tracked.experiments)
     tracking(bnviz.jobs.Job, tracked.jobs)
 
     add_deferred = MediaFileManager.add_deferred

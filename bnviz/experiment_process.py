@@ -1,0 +1,376 @@
+"""An experiment that trains in a child process, behind the same interface as ``engine.Experiment``.
+
+Why: the dashboard's server builds its pages in Python. With the training thread in the same process,
+every chart built for a refresh holds the GIL that the training thread needs between torch operations;
+with the page open, training ran at 61% of its headless speed. Here the child process owns the models,
+the optimisers and the histories; the server keeps a mirror of the tables and asks, once per refresh,
+only for the rows it lacks.
+
+    server process (ExperimentProcess)                child process (_serve)
+    start(), pause(), set_lane(...) ──── request ──►  the same method of an engine.Experiment,
+                                    ◄─── reply ────   whose own worker thread trains
+    snapshot(): marks per table ──────── "sync" ───►  LaneHistory.rows_since(marks) under the history lock
+    mirror LaneHistory.apply(rows) ◄─────────────────  new rows only (a thinned table whole)
+    └─► Snapshot, exactly as engine.Experiment.snapshot() would return it
+
+Processes come from a forkserver that imported torch and bnviz once, so a new child is a fork of a warm
+process (a fraction of a second) rather than a fresh interpreter importing torch (2 s). The dataset's
+tensors travel as shared memory (torch's multiprocessing reductions): no copy per experiment.
+
+Streamlit runs the page as a fake ``__main__`` module; multiprocessing would re-run that file in every
+child to recreate ``__main__``. ``_install`` strips the main module from the preparation data of our
+own processes (named ``bnviz-…``) and of nothing else.
+
+If the child dies (killed, out of memory), the experiment shows status "error" with a message, keeps the
+curves it had, and ``reset()`` starts a new child.
+"""
+import dataclasses
+import itertools
+import multiprocessing
+import os
+import pickle
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from multiprocessing import spawn
+
+import torch
+import torch.multiprocessing  # noqa: F401  (registers the reductions that share tensors through shared memory)
+
+from . import device as devices
+from .engine import DEFAULT_LANES, MAX_LANES, Experiment, LaneView, Settings, Snapshot
+from .history import LaneHistory
+from .models import build_lenet, set_bn_bypass
+
+PREFIX = "bnviz-process-"
+COMMANDS = ("start", "pause", "step", "set_lr", "set_lane", "set_bn_bypass", "add_lane", "remove_lane", "reset",
+            "header")
+_context, _context_lock = None, threading.Lock()
+
+
+def _install():
+    """The start context (forkserver where there is one), preloading torch and bnviz; done once."""
+    global _context
+    with _context_lock:
+        if _context is None:
+            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+            ctx = multiprocessing.get_context(method)
+            if method == "forkserver":
+                # torch._dynamo: the first optimizer of a process imports it (2 s here); do it once, up front
+                ctx.set_forkserver_preload([__name__, "torch._dynamo"])
+            real = spawn.get_preparation_data
+
+            def preparation_data(name):
+                data = real(name)
+                if name.startswith(PREFIX):  # our children need nothing from __main__ (the page, under Streamlit)
+                    data.pop("init_main_from_name", None)
+                    data.pop("init_main_from_path", None)
+                return data
+            spawn.get_preparation_data = preparation_data
+            _context = ctx
+    return _context
+
+
+def warm_up():
+    """Start the forkserver now (it imports torch once, about 2 s), so the first experiment starts at once."""
+    if _install().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+        forkserver.ensure_running()
+
+
+@dataclass(frozen=True)
+class LaneInfo:
+    """What the server knows of a lane between snapshots."""
+    index: int
+    spec: object
+
+
+class ExperimentProcess:
+    """engine.Experiment's interface; the experiment itself lives in a child process."""
+
+    _running = weakref.WeakSet()  # experiments of this server last seen training: they share the CPU threads
+
+    def __init__(self, data, settings=Settings(), lanes=DEFAULT_LANES, *, name="experiment", shared_cpu=True,
+                 timeout=60.0):
+        if not 1 <= len(lanes) <= MAX_LANES:
+            raise ValueError(f"an experiment has 1 to {MAX_LANES} lanes, got {len(lanes)}")
+        self.name, self.shared_cpu, self.timeout = name, shared_cpu, timeout
+        self.device = devices.resolve_device(settings.device)  # a DeviceError here, as in engine.Experiment
+        self._dataset = data
+        self._lock = threading.RLock()  # one request and its reply at a time
+        self._ids = itertools.count(1)
+        self._stopped = False
+        self._spawn(settings, tuple(lanes))
+
+    # ------------------------------------------------------------------ the child process
+    def _spawn(self, settings, lanes):
+        ctx = _install()
+        here, there = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(there, self._dataset, settings, lanes, self.name,
+                                                      self.shared_cpu, self._threads()),
+                                 name=f"{PREFIX}{self.name}", daemon=True)
+        self._proc.start()
+        there.close()
+        self._conn, self._dead, self._mirrors, self._last = here, None, {}, None
+        self.settings, self.lanes = settings, [LaneInfo(i, s) for i, s in enumerate(lanes)]
+        self._state = {"status": "idle", "error": None, "busy": False}
+        self.snapshot()  # waits for the child: raises what its set-up raised
+        if self._dead:
+            raise RuntimeError(self._dead)
+
+    def _threads(self):
+        """This experiment's share of the threads that a process sharing the machine may use."""
+        others = sum(1 for e in list(self._running) if e is not self)
+        return max(1, devices.choose_threads(self.shared_cpu) // (others + 1))
+
+    def _request(self, op, *args, timeout=None):
+        with self._lock:
+            if self._dead:
+                raise RuntimeError(self._dead)
+            rid = next(self._ids)
+            try:
+                self._conn.send((rid, op, args))
+                deadline = time.monotonic() + (timeout or self.timeout)
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._conn.poll(left):
+                        raise TimeoutError("the training process did not answer in time")
+                    got, ok, value, state = self._conn.recv()
+                    if got == rid:  # a reply to a request that timed out earlier is dropped
+                        break
+            except (EOFError, OSError):
+                self._died()
+                raise RuntimeError(self._dead) from None
+            if state:
+                self._update(state)
+            if not ok:
+                raise value
+            return value
+
+    def _update(self, state):
+        self._state = state
+        self.settings = state["settings"]
+        self.lanes = [LaneInfo(i, spec) for i, spec in enumerate(state["lanes"])]
+        (self._running.add if state["status"] == "running" else self._running.discard)(self)
+
+    def _died(self):
+        self._proc.join(1.0)
+        code = self._proc.exitcode
+        why = ("it was killed (exit code -9), perhaps for lack of memory" if code == -9
+               else f"exit code {code}" if code is not None else "it stopped answering")
+        self._dead = ("the training process ended unexpectedly" if not self._stopped else "the experiment has stopped") \
+            + (f" ({why}). Press Reset to start it again." if not self._stopped else ".")
+        self._state = dict(self._state, status="stopped" if self._stopped else "error",
+                           error=None if self._stopped else self._dead, busy=False)
+        self._running.discard(self)
+        try:
+            self._conn.close()
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ commands
+    def start(self):
+        if not self._dead:
+            self._request("threads", self._threads())
+        return self._request("call", "start")
+
+    resume = start
+
+    def pause(self):
+        return self._request("call", "pause")
+
+    def step(self, n=1):
+        return self._request("call", "step", n)
+
+    def set_lr(self, lr):
+        dataclasses.replace(self.settings, lr=float(lr))  # validates here, with the same message
+        return self._request("call", "set_lr", lr)
+
+    def set_lane(self, index, spec):
+        return self._request("call", "set_lane", index, spec)
+
+    def set_bn_bypass(self, index, bypass):
+        return self._request("call", "set_bn_bypass", index, bypass)
+
+    def add_lane(self, spec):
+        return self._request("call", "add_lane", spec)
+
+    def remove_lane(self, index):
+        return self._request("call", "remove_lane", index)
+
+    def reset(self, settings=None, lanes=None):
+        """As engine.Experiment.reset; after the child died, a new child with the same set-up."""
+        if self._dead and not self._stopped:
+            settings = settings or self.settings
+            specs = tuple(lanes) if lanes is not None else tuple(l.spec for l in self.lanes)
+            if devices.resolve_device(settings.device) != self.device:
+                raise ValueError("the device is chosen when an experiment is created; make a new experiment")
+            return self._spawn(settings, specs)
+        return self._request("call", "reset", settings, lanes)
+
+    def clone_model(self, index):
+        """A copy of lane ``index``'s network as it is now, on the CPU."""
+        spec, settings, state, bypassed = self._request("clone", index)
+        model = build_lenet(spec.norm, spec.activation, seed=settings.seed, bn_eps=settings.bn_eps,
+                            bn_momentum=settings.bn_momentum)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+        if bypassed:
+            set_bn_bypass(model, True)
+        return model
+
+    def header(self):
+        return self._request("call", "header")
+
+    def stop(self, timeout=1.0):
+        """Stop training and end the child process; returns True when it is gone."""
+        with self._lock:
+            self._stopped = True
+            if not self._dead:
+                try:
+                    self._conn.send((0, "stop", ()))
+                except OSError:
+                    pass
+            self._running.discard(self)
+        if timeout:
+            self._proc.join(timeout)
+            if self._proc.is_alive():
+                self._proc.terminate()
+                self._proc.join(1.0)
+        return not self._proc.is_alive()
+
+    close = stop
+
+    # ------------------------------------------------------------------ state
+    @property
+    def status(self):
+        if not self._dead:
+            try:
+                self._request("state", timeout=5.0)
+            except (RuntimeError, TimeoutError):
+                pass
+        return self._state["status"]
+
+    @property
+    def alive(self):
+        return not self._dead and not self._stopped and self._proc.is_alive()
+
+    def wait(self, timeout=None, poll=0.02):
+        """Block until the experiment is no longer running (or stepping); True if it stopped in time."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                self._request("state")
+            except (RuntimeError, TimeoutError):
+                return True
+            if not self._state["busy"]:
+                return True
+            if end is not None and time.monotonic() > end:
+                return False
+            time.sleep(poll)
+
+    def snapshot(self):
+        """The experiment now, as engine.Experiment.snapshot() gives it; the last one seen if the child died."""
+        with self._lock:
+            try:
+                reply = self._request("sync", {sid: m[1] for sid, m in self._mirrors.items()})
+            except (RuntimeError, TimeoutError):
+                if self._last is None:
+                    return Snapshot(self._state["status"], self._state["error"], self.settings,
+                                    devices.describe(self.device), ())
+                return dataclasses.replace(self._last, status=self._state["status"], error=self._state["error"])
+            mirrors, views = {}, []
+            for sid, meta, changes, marks in reply["lanes"]:
+                history = self._mirrors.get(sid, (LaneHistory(), None))[0]
+                history.apply(changes)
+                mirrors[sid] = (history, marks)
+                views.append(LaneView(tables=history.view(), **meta))
+            self._mirrors = mirrors
+            self._last = Snapshot(self._state["status"], self._state["error"], self.settings, reply["device"],
+                                  tuple(views), reply["wall_s"])
+            return self._last
+
+
+# ---------------------------------------------------------------------- in the child process
+def _state(exp):
+    return {"status": exp.status, "error": exp._error, "busy": exp.busy, "settings": exp.settings,
+            "lanes": [lane.spec for lane in exp.lanes]}
+
+
+_sync_ids = itertools.count(1)
+
+
+def _sync(exp, marks):
+    """Each lane's metadata and the rows the server's mirror lacks."""
+    lanes = []
+    with exp._lock:  # the worker takes it only to append a row, or to replace the lanes
+        for lane in list(exp.lanes):
+            history = lane.history
+            sid = history.__dict__.setdefault("sync_id", next(_sync_ids))  # a new history: a new mirror
+            changes, new_marks = history.rows_since(marks.get(sid, {}))
+            meta = dict(index=lane.index, spec=lane.spec, status=lane.status, error=lane.error, step=lane.step,
+                        epoch=lane.epoch, steps_per_epoch=lane.steps_per_epoch, images_per_s=lane.images_per_s,
+                        diverged_at=lane.diverged_at, bn_bypassed=lane.bn_bypassed)
+            lanes.append((sid, meta, changes, new_marks))
+    return {"lanes": lanes, "device": devices.describe(exp.device), "wall_s": exp._wall_s()}
+
+
+def _clone(exp, index):
+    model = exp.clone_model(index)
+    lane = exp.lanes[index]
+    bypassed = lane.bn_bypassed
+    set_bn_bypass(model, False)  # the BN layers set aside come back, so the state holds them
+    state = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    return lane.spec, lane.settings, state, bypassed
+
+
+def _portable(e):
+    """The exception itself if it survives pickling, else a RuntimeError saying what it was."""
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:
+        return RuntimeError(f"{type(e).__name__}: {e}")
+
+
+def _serve(conn, data, settings, lanes, name, shared_cpu, threads):
+    """The child's main thread: answer the server's requests until it says stop or goes away."""
+    os.environ["BNVIZ_THREADS"] = str(threads)  # the engine's thread budget reads it
+    torch.set_num_threads(threads)
+    try:
+        exp = Experiment(data, settings, lanes, name=name, shared_cpu=shared_cpu)
+    except BaseException as e:
+        conn.send((1, False, _portable(e), None))  # the answer to the first request, whichever it is
+        return
+    try:
+        while True:
+            try:
+                rid, op, args = conn.recv()
+            except (EOFError, OSError):  # the server is gone: so are we
+                break
+            if op == "stop":
+                break
+            try:
+                if op == "sync":
+                    value = _sync(exp, *args)
+                elif op == "state":
+                    value = None
+                elif op == "threads":
+                    os.environ["BNVIZ_THREADS"] = str(args[0])
+                    value = None
+                elif op == "clone":
+                    value = _clone(exp, *args)
+                elif op == "call" and args[0] in COMMANDS:
+                    value = getattr(exp, args[0])(*args[1:])
+                else:
+                    raise ValueError(f"unknown request {op!r}")
+                reply = (rid, True, value, _state(exp))
+            except Exception as e:
+                reply = (rid, False, _portable(e), _state(exp))
+            try:
+                conn.send(reply)
+            except (EOFError, OSError):
+                break
+    finally:
+        exp.stop(timeout=5.0)
+
