@@ -16,7 +16,7 @@ import bnviz.batchnorm
 from bnviz import figures
 from bnviz.data import DataError, load_fashion_mnist
 from bnviz.device import DeviceError, resolve_device
-from bnviz.engine import LaneSpec, MAX_LANES, Settings, describe_error
+from bnviz.engine import Experiment, LaneSpec, MAX_LANES, Settings, describe_error
 from bnviz.experiment_process import ExperimentProcess, warm_up
 from bnviz.history import RecordingError, experiment_bytes, metrics_csv, to_jsonable
 from bnviz.jobs import Job
@@ -122,11 +122,27 @@ def url_epochs():
     return n if 1 <= n <= 100 else None
 
 
+def make_experiment(data, settings, lanes):
+    """Training in a child process, so building the page never slows it; in this process if that fails.
+
+    BNVIZ_ENGINE=thread asks for the in-process engine (one process, easier to debug).
+    """
+    if os.environ.get("BNVIZ_ENGINE", "process") != "thread":
+        try:
+            return ExperimentProcess(data, settings, lanes, name="dashboard")
+        except DeviceError:
+            raise
+        except (OSError, EOFError, TimeoutError, RuntimeError) as e:
+            st.session_state["flash"] = ("warning", "Training runs inside the web server, slower while the page "
+                                         f"is open: its own process could not start ({describe_error(e)}).")
+    return Experiment(data, settings, lanes, name="dashboard")
+
+
 def new_experiment(registry, data):
     init_widgets()
     settings = settings_from_widgets()
     lanes = (LaneSpec("none", st.session_state["activation"]), LaneSpec("scratch", st.session_state["activation"]))
-    exp = ExperimentProcess(data, settings, lanes, name="dashboard")
+    exp = make_experiment(data, settings, lanes)
     key = registry.add(exp)
     st.query_params["run"] = key
     return key, exp
@@ -184,7 +200,7 @@ def apply_setup(exp, registry, data):
         lanes = [LaneSpec(l.spec.norm, ss["activation"]) for l in exp.lanes]
         if resolve_device(settings.device) != exp.device:
             old = ss.get("run_key")
-            fresh = ExperimentProcess(data, settings, lanes, name="dashboard")
+            fresh = make_experiment(data, settings, lanes)
             key = registry.add(fresh)
             st.query_params["run"] = key
             if old:

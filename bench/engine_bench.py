@@ -5,6 +5,7 @@
 For the default pair (BN off, BN scratch), trained in lockstep through bnviz.engine.Experiment:
 - images/s with probes at the default frequency (every 20 steps) against probes switched off;
 - images/s of the engine against the bare training loop (train_step on the same batches, no engine);
+- images/s of the engine in a child process (ExperimentProcess, as the dashboard runs it) against in this one;
 - the cost of a probe: a plain step and a probed step of one lane timed alternately (medians), so that the
   machine's drift hits both alike; the overhead at the default frequency is (probed - plain) / (20 * plain).
 """
@@ -22,23 +23,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bnviz import device as devices  # noqa: E402
 from bnviz.data import batches, load_fashion_mnist  # noqa: E402
 from bnviz.engine import Experiment, LaneSpec, Settings  # noqa: E402
+from bnviz.experiment_process import ExperimentProcess, warm_up  # noqa: E402
 from bnviz.models import build_lenet  # noqa: E402
 from bnviz.training import make_optimizer, train_step  # noqa: E402
 
 
-def engine_rate(data, device, steps, probe_every, warmup=20):
+def engine_rate(data, device, steps, probe_every, warmup=20, cls=Experiment):
     """Images/s (all lanes together) over ``steps`` lockstep steps after a warm-up."""
     settings = Settings(device=device, probe_every=probe_every, val_every=10 ** 9, epochs=100)
-    exp = Experiment(data, settings, [LaneSpec("none"), LaneSpec("scratch")], shared_cpu=False)
+    exp = cls(data, settings, [LaneSpec("none"), LaneSpec("scratch")], shared_cpu=False)
     try:
         exp.step(warmup)
         exp.wait()
-        if exp.device.type == "cuda":
+        if exp.device.type == "cuda" and cls is Experiment:
             torch.cuda.synchronize()
         t = time.perf_counter()
         exp.step(steps)
-        exp.wait()
-        if exp.device.type == "cuda":
+        exp.wait()  # in a child process, the pause at the end of the steps flushed what the GPU had
+        if exp.device.type == "cuda" and cls is Experiment:
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - t
     finally:
@@ -103,11 +105,14 @@ def main(argv=None):
     args = p.parse_args(argv)
     devices.set_threads(shared=False)
     data = load_fashion_mnist()
-    best = {"bare": 0.0, "engine_no_probes": 0.0, "engine_probes": 0.0}
+    warm_up()
+    best = {"bare": 0.0, "engine_no_probes": 0.0, "engine_probes": 0.0, "engine_process_probes": 0.0}
     for _ in range(args.repeats):  # interleaved, so a busy moment hurts every variant alike
         best["bare"] = max(best["bare"], bare_rate(data, args.device, args.steps))
         best["engine_no_probes"] = max(best["engine_no_probes"], engine_rate(data, args.device, args.steps, 10 ** 9))
         best["engine_probes"] = max(best["engine_probes"], engine_rate(data, args.device, args.steps, 20))
+        best["engine_process_probes"] = max(best["engine_process_probes"],
+                                            engine_rate(data, args.device, args.steps, 20, cls=ExperimentProcess))
     plain_s, probed_s = probe_cost(data, args.device)
     dev = devices.resolve_device(args.device)
     result = {
@@ -118,6 +123,7 @@ def main(argv=None):
         "images_per_s": best,
         "probe_overhead": 1 - best["engine_probes"] / best["engine_no_probes"],
         "engine_vs_bare": best["engine_no_probes"] / best["bare"],
+        "process_vs_engine": best["engine_process_probes"] / best["engine_probes"],
     }
     # the cost of one probe, in steps: (1/r_probe - 1/r_plain) per image * images per 20 steps
     per_step_plain = 2 * 128 / best["engine_no_probes"]
@@ -127,7 +133,8 @@ def main(argv=None):
     for k, v in best.items():
         print(f"  {k:>18}: {v:9,.0f} images/s (both lanes together)")
     print(f"  throughput with probes every 20 steps vs none: {1 - result['probe_overhead']:.1%} "
-          f"(noisy on a shared machine); engine/bare = {result['engine_vs_bare']:.2f}")
+          f"(noisy on a shared machine); engine/bare = {result['engine_vs_bare']:.2f}; "
+          f"in a child process / in this one = {result['process_vs_engine']:.2f}")
     print(f"  one lane step {plain_s * 1e3:.2f} ms, a probed step {probed_s * 1e3:.2f} ms (medians of 200 "
           f"alternated pairs): probing every 20 steps costs {result['probe_overhead_at_20']:.1%} of training")
     if args.json:

@@ -112,12 +112,15 @@ class ExperimentProcess:
                                  name=f"{PREFIX}{self.name}", daemon=True)
         self._proc.start()
         there.close()
-        self._conn, self._dead, self._mirrors, self._last = here, None, {}, None
+        self._conn, self._dead, self._mirrors = here, None, {}
+        self._last = getattr(self, "_last", None)  # after a failed restart, the page keeps the old curves
         self.settings, self.lanes = settings, [LaneInfo(i, s) for i, s in enumerate(lanes)]
         self._state = {"status": "idle", "error": None, "busy": False}
-        self.snapshot()  # waits for the child: raises what its set-up raised
-        if self._dead:
-            raise RuntimeError(self._dead)
+        try:
+            self._sync()  # waits for the child: raises what its set-up raised
+        except BaseException:
+            self._proc.terminate()
+            raise
 
     def _threads(self):
         """This experiment's share of the threads that a process sharing the machine may use."""
@@ -126,8 +129,8 @@ class ExperimentProcess:
 
     def _request(self, op, *args, timeout=None):
         with self._lock:
-            if self._dead:
-                raise RuntimeError(self._dead)
+            if self._dead or self._stopped:
+                raise RuntimeError(self._dead or "the experiment has stopped")
             rid = next(self._ids)
             try:
                 self._conn.send((rid, op, args))
@@ -157,12 +160,10 @@ class ExperimentProcess:
     def _died(self):
         self._proc.join(1.0)
         code = self._proc.exitcode
-        why = ("it was killed (exit code -9), perhaps for lack of memory" if code == -9
+        why = ("it was killed, perhaps for lack of memory" if code == -9
                else f"exit code {code}" if code is not None else "it stopped answering")
-        self._dead = ("the training process ended unexpectedly" if not self._stopped else "the experiment has stopped") \
-            + (f" ({why}). Press Reset to start it again." if not self._stopped else ".")
-        self._state = dict(self._state, status="stopped" if self._stopped else "error",
-                           error=None if self._stopped else self._dead, busy=False)
+        self._dead = f"the training process ended unexpectedly ({why}). Press Reset to start it again."
+        self._state = dict(self._state, status="error", error=self._dead, busy=False)
         self._running.discard(self)
         try:
             self._conn.close()
@@ -225,12 +226,13 @@ class ExperimentProcess:
     def stop(self, timeout=1.0):
         """Stop training and end the child process; returns True when it is gone."""
         with self._lock:
-            self._stopped = True
-            if not self._dead:
+            if not self._dead and not self._stopped:
                 try:
                     self._conn.send((0, "stop", ()))
                 except OSError:
                     pass
+            self._stopped = True
+            self._state = dict(self._state, status="stopped", busy=False)
             self._running.discard(self)
         if timeout:
             self._proc.join(timeout)
@@ -244,7 +246,7 @@ class ExperimentProcess:
     # ------------------------------------------------------------------ state
     @property
     def status(self):
-        if not self._dead:
+        if not self._dead and not self._stopped:
             try:
                 self._request("state", timeout=5.0)
             except (RuntimeError, TimeoutError):
@@ -273,12 +275,13 @@ class ExperimentProcess:
         """The experiment now, as engine.Experiment.snapshot() gives it; the last one seen if the child died."""
         with self._lock:
             try:
-                reply = self._request("sync", {sid: m[1] for sid, m in self._mirrors.items()})
+                return self._sync()
             except (RuntimeError, TimeoutError):
-                if self._last is None:
-                    return Snapshot(self._state["status"], self._state["error"], self.settings,
-                                    devices.describe(self.device), ())
                 return dataclasses.replace(self._last, status=self._state["status"], error=self._state["error"])
+
+    def _sync(self):
+        with self._lock:
+            reply = self._request("sync", {sid: m[1] for sid, m in self._mirrors.items()})
             mirrors, views = {}, []
             for sid, meta, changes, marks in reply["lanes"]:
                 history = self._mirrors.get(sid, (LaneHistory(), None))[0]
@@ -340,7 +343,11 @@ def _serve(conn, data, settings, lanes, name, shared_cpu, threads):
     try:
         exp = Experiment(data, settings, lanes, name=name, shared_cpu=shared_cpu)
     except BaseException as e:
-        conn.send((1, False, _portable(e), None))  # the answer to the first request, whichever it is
+        try:
+            rid, _, _ = conn.recv()
+            conn.send((rid, False, _portable(e), None))  # the answer to the first request, whichever it is
+        except (EOFError, OSError):
+            pass
         return
     try:
         while True:

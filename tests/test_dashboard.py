@@ -7,6 +7,8 @@ tracked and stopped after each test, and a test fails if it leaves a ``bnviz-*``
 """
 import base64
 import json
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -577,3 +579,50 @@ def test_two_lanes_with_the_same_set_up_can_be_told_apart(page):
     assert len(options) == 2
     assert len(set(options)) == 2, f"the lane picker offers {options}"
     assert len(set(names)) == 2, f"the loss legend shows {names}"
+
+
+# ----------------------------------------------------------------------------------------- the training process
+def test_training_runs_in_its_own_process_by_default(page):
+    assert isinstance(page.exp, bnviz.experiment_process.ExperimentProcess)
+    assert page.exp._proc.pid != os.getpid() and page.exp.alive
+
+
+def test_a_killed_training_process_is_a_message_and_reset_brings_it_back(page):
+    page.start_and_pause_after(3)
+    os.kill(page.exp._proc.pid, signal.SIGKILL)
+    page.exp._proc.join(10)
+    page.run()
+    assert not page.at.exception
+    errors = page.texts("error")
+    assert len(errors) == 1 and "ended unexpectedly" in errors[0] and "Reset" in errors[0], errors
+    assert len(values(page.chart("Training loss per step")["data"][1]["x"])) >= 3  # the curves stay on screen
+    page.click("Reset")
+    page.assert_clean()
+    assert page.exp.alive and page.steps() == [0, 0]
+    page.click("Step")
+    page.assert_clean()
+    assert page.steps() == [1, 1]
+
+
+def test_without_a_training_process_it_trains_in_the_server_and_says_so(owned, monkeypatch, synthetic):
+    monkeypatch.setattr(bnviz.data, "load_fashion_mnist", lambda *a, **k: synthetic)
+
+    def cannot_start(*a, **k):
+        raise OSError("no more processes")
+    monkeypatch.setattr(bnviz.experiment_process.ExperimentProcess, "__init__", cannot_start)
+    page = Page(owned)
+    assert not page.at.exception and not page.at.error
+    warnings = page.texts("warning")
+    assert len(warnings) == 1 and "inside the web server" in warnings[0] and "no more processes" in warnings[0]
+    assert type(page.exp) is bnviz.engine.Experiment
+    page.click("Step")
+    page.assert_clean()
+    assert page.steps() == [1, 1]
+
+
+def test_bnviz_engine_thread_keeps_training_in_the_server(owned, monkeypatch, synthetic):
+    monkeypatch.setattr(bnviz.data, "load_fashion_mnist", lambda *a, **k: synthetic)
+    monkeypatch.setenv("BNVIZ_ENGINE", "thread")
+    page = Page(owned)
+    page.assert_clean()
+    assert type(page.exp) is bnviz.engine.Experiment and not page.texts("warning")

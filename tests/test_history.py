@@ -212,6 +212,69 @@ def test_lane_history_view_has_every_table():
     assert h.nbytes() > 0
 
 
+# --------------------------------------------------------------------------------------------- mirrors
+def assert_same_views(a, b):
+    assert a.keys() == b.keys()
+    for table in a:
+        assert a[table].keys() == b[table].keys(), table
+        for col in a[table]:
+            x, y = a[table][col], b[table][col]
+            assert x.shape == y.shape and x.dtype == y.dtype, (table, col)
+            assert np.array_equal(x, y, equal_nan=True), (table, col)
+
+
+def test_mirror_follows_a_history_through_growth_thinning_and_late_columns():
+    """A mirror updated from rows_since/apply equals its source after every sync, while the
+    ThinnedTable thins (its rows move) and a column first appears mid-run."""
+    source, mirror, marks = LaneHistory(dist_capacity=4), LaneHistory(), {}
+    rng = np.random.default_rng(0)
+    for step in range(1, 60):
+        row = dict(step=step, train_loss=rng.random())
+        if step > 25:
+            row["late"] = 1.0 * step  # earlier rows read NaN, in the source and in the mirror
+        source.steps.append(row)
+        source.dists.offer(dict(step=step, hist=rng.random(5).astype(np.float32)))
+        if step % 7 == 0:
+            source.events.append(dict(step=step, bn_on=0.0))
+        if step % 3 == 0:
+            changes, marks = source.rows_since(marks)
+            mirror.apply(changes)
+            assert_same_views(mirror.view(), source.view())
+    assert source.dists.stride > 1  # it did thin while being mirrored
+
+
+def test_rows_since_sends_only_new_rows_until_a_table_thins():
+    h = LaneHistory(dist_capacity=4)
+    for step in range(3):
+        h.steps.append(dict(step=step))
+        h.dists.offer(dict(step=step))
+    changes, marks = h.rows_since({})
+    assert changes["steps"][0] and len(changes["steps"][1]["step"]) == 3  # first sync: everything
+    h.steps.append(dict(step=3))
+    changes, marks = h.rows_since(marks)
+    assert not changes["steps"][0] and changes["steps"][1]["step"].tolist() == [3.0]
+    assert not changes["dists"][0] and len(changes["dists"][1]["step"]) == 0  # nothing new, nothing sent
+    for step in range(3, 6):  # past capacity: the table thins, its rows move
+        h.dists.offer(dict(step=step))
+    changes, _ = h.rows_since(marks)
+    replace, cols = changes["dists"]
+    assert replace and cols["step"].tolist() == h.dists.view()["step"].tolist()
+
+
+def test_table_extend_matches_append():
+    a, b = Table(), Table()
+    rows = [dict(step=i, loss=i / 2, vec=np.full(3, i, np.float32)) for i in range(100)]
+    for r in rows:
+        a.append(r)
+    b.extend(a.rows(0))  # 100 rows at once, through one growth
+    assert_same_views({"t": a.view()}, {"t": b.view()})
+    b.extend({})
+    b.extend(a.rows(100))  # no rows
+    assert len(b) == 100
+    b.extend(a.rows(98))
+    assert b.view()["step"][-3:].tolist() == [99.0, 98.0, 99.0]
+
+
 # --------------------------------------------------------------------------------------------- the file
 
 def assert_same_lanes(a, b):

@@ -1,0 +1,249 @@
+"""ExperimentProcess: engine.Experiment's interface with the training in a child process.
+
+The reference is engine.Experiment itself: the same settings, lanes and data give the same tables, through
+the mirror, step for step. Then what only a process can do: die, be restarted, and not outlive its server.
+"""
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bnviz.data import random_dataset
+from bnviz.device import DeviceError
+from bnviz.engine import Experiment, LaneSpec, Settings
+from bnviz.experiment_process import ExperimentProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+N_TRAIN, N_TEST, BATCH = 256, 200, 32  # 8 steps an epoch
+
+
+@pytest.fixture(scope="module")
+def data():
+    return random_dataset(N_TRAIN, N_TEST, seed=0)
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    monkeypatch.setenv("BNVIZ_THREADS", "1")  # the same arithmetic in both processes: tables compare exactly
+
+
+def settings(**kw):
+    base = dict(lr=0.1, batch_size=BATCH, epochs=2, probe_every=3, val_every=4, val_size=50, device="cpu",
+                dist_capacity=4)
+    return Settings(**{**base, **kw})
+
+
+@pytest.fixture
+def make():
+    made = []
+
+    def build(cls, *args, **kwargs):
+        made.append(cls(*args, **kwargs))
+        return made[-1]
+    yield build
+    for exp in made:
+        exp.stop(timeout=10)
+
+
+def gone(pid, timeout=15.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            return True  # exited, waiting to be reaped by a parent that is itself gone
+        time.sleep(0.05)
+    return False
+
+
+def assert_same_snapshots(a, b):
+    assert [l.label for l in a.lanes] == [l.label for l in b.lanes]
+    for la, lb in zip(a.lanes, b.lanes):
+        assert (la.step, la.epoch, la.status, la.diverged_at, la.bn_bypassed) == \
+               (lb.step, lb.epoch, lb.status, lb.diverged_at, lb.bn_bypassed)
+        assert la.tables.keys() == lb.tables.keys()
+        for table in la.tables:
+            assert la.tables[table].keys() == lb.tables[table].keys(), table
+            for col in la.tables[table]:
+                if col == "images_per_s":  # a timing, different in every run
+                    continue
+                x, y = la.tables[table][col], lb.tables[table][col]
+                assert x.shape == y.shape and x.dtype == y.dtype, (table, col)
+                assert np.array_equal(x, y, equal_nan=True), (table, col)
+                assert not x.flags.writeable
+
+
+# ------------------------------------------------------------------------------- same as the engine
+def test_same_tables_as_the_in_process_engine_step_by_step(data, make):
+    """Snapshots taken along the way (so the mirror is updated in pieces, and the distributions thin)
+    equal the in-process engine's at the same steps."""
+    here = make(Experiment, data, settings(epochs=3))
+    there = make(ExperimentProcess, data, settings(epochs=3))
+    for steps in (1, 2, 5, 8):  # across the end of the first two epochs
+        for exp in (here, there):
+            exp.step(steps)
+            assert exp.wait(60)
+        a, b = here.snapshot(), there.snapshot()
+        assert a.status == b.status == "paused"
+        assert_same_snapshots(a, b)
+    assert len(b.lanes[1].tables["dists"]["step"]) <= 4 < len(b.lanes[1].tables["probes"]["step"])
+    assert b.device.startswith("CPU (1 torch thread")
+
+
+def test_runs_to_the_end_and_reports_what_the_engine_reports(data, make):
+    exp = make(ExperimentProcess, data, settings())
+    exp.start()
+    assert exp.wait(120)
+    snap = exp.snapshot()
+    assert exp.status == snap.status == "finished"
+    assert [l.step for l in snap.lanes] == [16, 16]
+    assert snap.lanes[1].tables["epochs"]["epoch"].tolist() == [1.0, 2.0]
+    header = exp.header()
+    assert header["lanes"] == [{"norm": "none", "activation": "sigmoid"}, {"norm": "scratch", "activation": "sigmoid"}]
+    assert header["settings"]["batch_size"] == BATCH
+
+
+def test_lane_commands_reach_the_child_and_the_mirror_follows(data, make):
+    exp = make(ExperimentProcess, data, settings())
+    exp.step(5)
+    exp.wait(60)
+    exp.set_lane(0, LaneSpec("torch", "relu"))  # lane 0 restarts from step 0: its mirror starts again
+    snap = exp.snapshot()
+    assert exp.lanes[0].spec == LaneSpec("torch", "relu") and snap.lanes[0].step == 0
+    assert len(snap.lanes[0].tables["steps"]) == 0 and snap.lanes[1].step == 5
+    exp.add_lane(LaneSpec("scratch", "relu"))
+    assert [l.index for l in exp.lanes] == [0, 1, 2]
+    exp.step(2)
+    exp.wait(60)
+    snap = exp.snapshot()
+    assert [l.step for l in snap.lanes] == [2, 7, 2]
+    exp.remove_lane(0)
+    snap = exp.snapshot()
+    assert [l.label for l in snap.lanes] == ["A · BN scratch", "B · BN scratch · relu"]
+    assert snap.lanes[0].tables["steps"]["step"].tolist() == list(range(1, 8))
+    exp.set_lr(0.5)
+    assert exp.settings.lr == 0.5 and exp.snapshot().settings.lr == 0.5
+    exp.reset(settings(batch_size=64))
+    snap = exp.snapshot()
+    assert snap.status == "idle" and exp.settings.batch_size == 64 and all(l.step == 0 for l in snap.lanes)
+    assert all(l.steps_per_epoch == 4 for l in snap.lanes)
+
+
+def test_errors_come_back_as_the_same_exceptions(data, make):
+    exp = make(ExperimentProcess, data, settings())
+    with pytest.raises(ValueError, match="learning rate must be a positive number"):
+        exp.set_lr(-1)
+    with pytest.raises(ValueError, match="there is no lane 5"):
+        exp.remove_lane(5)
+    with pytest.raises(ValueError, match="BN off has no BN layers to switch"):
+        exp.set_bn_bypass(0, True)
+    with pytest.raises((ValueError, DeviceError), match="device is chosen|CUDA was asked for"):
+        exp.reset(settings(device="cuda"))  # this one is on the CPU
+    assert exp.status == "idle"  # nothing was lost: the experiment still answers
+
+
+def test_a_set_up_that_fails_in_the_child_raises_here_and_leaves_nothing_running():
+    before = {p.pid for p in multiprocessing.active_children()}
+    with pytest.raises(AttributeError):
+        ExperimentProcess(object(), settings())  # not a dataset: Experiment() fails in the child
+    assert all(gone(p.pid) for p in multiprocessing.active_children() if p.pid not in before)
+
+
+# ------------------------------------------------------------------------------- models
+def test_clone_model_matches_the_engine_and_keeps_bn_switched_off(data, make):
+    here = make(Experiment, data, settings())
+    there = make(ExperimentProcess, data, settings())
+    for exp in (here, there):
+        exp.step(6)
+        exp.wait(60)
+    a, b = here.clone_model(1), there.clone_model(1)
+    assert a.state_dict().keys() == b.state_dict().keys()
+    for k in a.state_dict():
+        torch.testing.assert_close(a.state_dict()[k], b.state_dict()[k], rtol=0, atol=0, msg=k)
+    x = data.test_images[:16].unsqueeze(1).float() / 255
+    a.eval(), b.eval()
+    torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+
+    there.set_bn_bypass(1, True)
+    assert there.snapshot().lanes[1].bn_bypassed
+    c = there.clone_model(1)
+    assert isinstance(c.bn1, nn.Identity) and isinstance(c.bn4, nn.Identity)
+    from bnviz.models import set_bn_bypass
+    set_bn_bypass(c, False)  # the BN layers come back with what they learned
+    torch.testing.assert_close(c.bn1.gamma, b.bn1.gamma, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------- a process's life
+def test_a_killed_child_shows_as_an_error_keeps_its_curves_and_reset_starts_a_new_one(data, make):
+    exp = make(ExperimentProcess, data, settings())
+    exp.step(4)
+    exp.wait(60)
+    steps_before = exp.snapshot().lanes[1].tables["steps"]["step"].tolist()
+    os.kill(exp._proc.pid, signal.SIGKILL)
+    exp._proc.join(10)
+    assert exp.status == "error"
+    snap = exp.snapshot()
+    assert snap.status == "error" and "ended unexpectedly" in snap.error and "Reset" in snap.error
+    assert snap.lanes[1].tables["steps"]["step"].tolist() == steps_before  # the curves stay on screen
+    with pytest.raises(RuntimeError, match="Press Reset"):
+        exp.start()
+    exp.reset()
+    assert exp.status == "idle" and exp.alive
+    exp.step(2)
+    assert exp.wait(60) and [l.step for l in exp.snapshot().lanes] == [2, 2]
+
+
+def test_stop_ends_the_child_and_later_commands_say_so(data, make):
+    exp = make(ExperimentProcess, data, settings())
+    exp.start()
+    pid = exp._proc.pid
+    assert exp.stop(timeout=10)
+    assert gone(pid) and not exp.alive
+    with pytest.raises(RuntimeError, match="stopped"):
+        exp.start()
+    assert exp.status == "stopped"
+    assert exp.snapshot().status == "stopped"
+
+
+def test_stop_without_waiting_still_ends_the_child(data, make):
+    exp = make(ExperimentProcess, data, settings(epochs=100))
+    exp.start()
+    pid = exp._proc.pid
+    assert exp.stop(timeout=0) in (True, False)  # returns at once, as the registry's janitor needs
+    assert gone(pid)
+
+
+def test_the_child_does_not_outlive_a_server_that_is_killed(tmp_path):
+    """A server killed with SIGKILL runs no clean-up: its training process must notice and end by itself."""
+    script = tmp_path / "server.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from bnviz.data import random_dataset
+        from bnviz.engine import Settings
+        from bnviz.experiment_process import ExperimentProcess
+        exp = ExperimentProcess(random_dataset(256, 100), Settings(batch_size=32, epochs=1000, val_size=50))
+        exp.start()
+        print(exp._proc.pid, flush=True)
+        time.sleep(600)
+    """))
+    server = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(server.stdout.readline())
+        assert not gone(child, timeout=0.5)  # training
+        server.kill()
+        server.wait(10)
+        assert gone(child), "the training process kept running after its server was killed"
+    finally:
+        server.kill()
