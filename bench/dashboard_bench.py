@@ -62,18 +62,21 @@ def descendants(pid):
     return out
 
 
+def pss_mb(pid):
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def memory_mb(pid):
-    """Proportional set size of the server and its child processes: shared pages (torch's libraries, the
-    dataset in shared memory) counted once across them, not once per process as RSS would."""
-    total = 0
-    for p in descendants(pid):
-        try:
-            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
+    """Proportional set size of the server and of its child processes (the forkserver, the training
+    process): shared pages (torch's libraries, the dataset in shared memory) counted once across them,
+    not once per process as RSS would. Returns (total, the server alone)."""
+    return sum(pss_mb(p) for p in descendants(pid)), pss_mb(pid)
 
 
 def chromium_cpu_s():
@@ -152,13 +155,14 @@ def main(argv=None):
             memory = []
             samples = []  # (seconds, step, server MB, chromium CPU seconds)
             while time.monotonic() - t0 < args.seconds:
-                memory.append((round(time.monotonic() - t0), memory_mb(server.pid)))
-                samples.append((round(time.monotonic() - t0), page_step(page), memory[-1][1], chromium_cpu_s()))
-                print(f"  t={samples[-1][0]:>4} s step {samples[-1][1]} server {samples[-1][2]:.0f} MB "
-                      f"chromium CPU {samples[-1][3]:.1f} s", flush=True)
+                total, alone = memory_mb(server.pid)
+                memory.append((round(time.monotonic() - t0), total))
+                samples.append((round(time.monotonic() - t0), page_step(page), total, chromium_cpu_s(), alone))
+                print(f"  t={samples[-1][0]:>4} s step {samples[-1][1]} server and children {total:.0f} MB "
+                      f"(server {alone:.0f} MB) chromium CPU {samples[-1][3]:.1f} s", flush=True)
                 page.wait_for_timeout(10_000)
             s1, t1 = page_step(page), time.monotonic()
-            memory.append((round(t1 - t0), memory_mb(server.pid)))
+            memory.append((round(t1 - t0), memory_mb(server.pid)[0]))
             errors = page.locator("[data-testid='stException'], [data-testid='stAlertContentError']").count()
             browser.close()
     finally:
