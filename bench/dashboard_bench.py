@@ -4,8 +4,10 @@
 
 1. Latency: seconds from clicking Start until both lanes' loss curves have points on screen.
 2. Throughput: training steps per second with the page open (Training view refreshing at 1 Hz) against
-   the same experiment trained headless in this process (same settings, same thread choice), as a ratio.
-3. Server memory: the proportional set size of the server and its child processes (training runs in a child
+   the same experiment trained headless in this process (same settings, same thread choice) just before and
+   just after, as a ratio to the mean of the two.
+3. Refresh: how often the page redrew (counted in the browser: the progress text changes at every refresh).
+4. Server memory: the proportional set size of the server and its child processes (training runs in a child
    process), sampled every 10 s over the whole run.
 The experiment uses the "Chapter defaults" preset (60,000 images) with 100 epochs, so it trains the whole time.
 """
@@ -77,6 +79,15 @@ def memory_mb(pid):
     process): shared pages (torch's libraries, the dataset in shared memory) counted once across them,
     not once per process as RSS would. Returns (total, the server alone)."""
     return sum(pss_mb(p) for p in descendants(pid)), pss_mb(pid)
+
+
+def cpu_s(pid):
+    """CPU seconds used so far by one process."""
+    try:
+        parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def chromium_cpu_s():
@@ -151,30 +162,48 @@ def main(argv=None):
             result["first_points_s"] = time.monotonic() - t_click
             print(f"first curve points {result['first_points_s']:.2f} s after Start", flush=True)
             page.wait_for_timeout(5000)  # the same warm-up as headless
+            # count the page's refreshes in the browser itself: the progress text changes at every refresh
+            page.evaluate("""() => { window.__refreshes = 0; window.__last = null;
+                setInterval(() => { const el = document.querySelector("[data-testid='stProgress']");
+                    const t = el ? el.innerText : null;
+                    if (t !== window.__last) { window.__refreshes++; window.__last = t; } }, 100); }""")
             s0, t0 = page_step(page), time.monotonic()
             memory = []
-            samples = []  # (seconds, step, server MB, chromium CPU seconds)
+            samples = []  # (seconds, step, server and children MB, chromium CPU s, server alone MB, server CPU s)
             while time.monotonic() - t0 < args.seconds:
                 total, alone = memory_mb(server.pid)
                 memory.append((round(time.monotonic() - t0), total))
-                samples.append((round(time.monotonic() - t0), page_step(page), total, chromium_cpu_s(), alone))
+                samples.append((round(time.monotonic() - t0), page_step(page), total, chromium_cpu_s(), alone,
+                                cpu_s(server.pid)))
                 print(f"  t={samples[-1][0]:>4} s step {samples[-1][1]} server and children {total:.0f} MB "
-                      f"(server {alone:.0f} MB) chromium CPU {samples[-1][3]:.1f} s", flush=True)
+                      f"(server {alone:.0f} MB) CPU: chromium {samples[-1][3]:.1f} s, server {samples[-1][5]:.1f} s",
+                      flush=True)
                 page.wait_for_timeout(10_000)
             s1, t1 = page_step(page), time.monotonic()
+            refreshes = page.evaluate("() => window.__refreshes")
             memory.append((round(t1 - t0), memory_mb(server.pid)[0]))
             errors = page.locator("[data-testid='stException'], [data-testid='stAlertContentError']").count()
             browser.close()
     finally:
         server.terminate()
         server.wait(10)
+    after = headless_rate(args.baseline_seconds)  # again, so a drift of this shared machine hits both sides
+    print(f"headless again: {after:.1f} steps/s", flush=True)
+    result["headless_after_steps_per_s"] = after
+    baseline = (baseline + after) / 2
+    result["headless_mean_steps_per_s"] = baseline
     rate = (s1 - s0) / (t1 - t0)
-    result.update(samples=samples, page_steps_per_s=rate, ratio=rate / baseline, errors_on_page=errors, memory_mb=memory,
+    span = samples[-1][0] - samples[0][0] or 1
+    result.update(server_cpu_cores=(samples[-1][5] - samples[0][5]) / span,
+                  chromium_cpu_cores=(samples[-1][3] - samples[0][3]) / span)
+    result.update(samples=samples, page_steps_per_s=rate, refreshes_per_s=refreshes / (t1 - t0), ratio=rate / baseline, errors_on_page=errors, memory_mb=memory,
                   memory_start_mb=memory[1][1] if len(memory) > 1 else memory[0][1], memory_end_mb=memory[-1][1],
                   seconds=args.seconds)
     print(f"page open: {rate:.1f} steps/s = {rate / baseline:.0%} of headless; server memory "
           f"{result['memory_start_mb']:.0f} MB after 10 s, {memory[-1][1]:.0f} MB after {memory[-1][0]} s, "
-          f"max {max(m for _, m in memory):.0f} MB; errors on the page: {errors}")
+          f"max {max(m for _, m in memory):.0f} MB; errors on the page: {errors}; "
+          f"{result['refreshes_per_s']:.2f} refreshes/s; CPU cores used: server {result['server_cpu_cores']:.2f}, "
+          f"chromium {result['chromium_cpu_cores']:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return result
