@@ -8,6 +8,7 @@ import contextlib
 import inspect
 import json
 import os
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -285,11 +286,22 @@ def export(sb, exp):
 
 
 # ----------------------------------------------------------------------------------- main area
+def await_step(exp, before, timeout=0.6):
+    """Right after Start, give training a moment to take a step, so the redraw already shows it."""
+    end = time.monotonic() + timeout
+    while exp.status == "running" and time.monotonic() < end:
+        if exp.snapshot().max_step > before:
+            return
+        time.sleep(0.03)
+
+
 def controls(exp, registry, key):
     c = st.columns([1, 1, 1, 1, 4])
     if c[0].button("Start", icon=":material/play_arrow:", type="primary", width="stretch",
                    help="Start or resume training", disabled=exp.status == "running"):
+        before = exp.snapshot().max_step
         say(registry.start, key)
+        await_step(exp, before)
         st.rerun()
     if c[1].button("Pause", icon=":material/pause:", width="stretch", disabled=exp.status != "running"):
         say(exp.pause)

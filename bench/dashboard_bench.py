@@ -28,6 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+PAGE_WEIGHT = """() => ({heap_mb: Math.round(performance.memory.usedJSHeapSize / 2 ** 20),
+                          nodes: document.getElementsByTagName('*').length})"""
 STEP_RE = re.compile(r"step ([\d,]+)/")
 
 
@@ -169,15 +171,15 @@ def main(argv=None):
                     if (t !== window.__last) { window.__refreshes++; window.__last = t; } }, 100); }""")
             s0, t0 = page_step(page), time.monotonic()
             memory = []
-            samples = []  # (seconds, step, server and children MB, chromium CPU s, server alone MB, server CPU s)
+            samples = []  # (seconds, step, server and children MB, chromium CPU s, server alone MB, server CPU s, page)
             while time.monotonic() - t0 < args.seconds:
                 total, alone = memory_mb(server.pid)
                 memory.append((round(time.monotonic() - t0), total))
                 samples.append((round(time.monotonic() - t0), page_step(page), total, chromium_cpu_s(), alone,
-                                cpu_s(server.pid)))
+                                cpu_s(server.pid), page.evaluate(PAGE_WEIGHT)))
                 print(f"  t={samples[-1][0]:>4} s step {samples[-1][1]} server and children {total:.0f} MB "
-                      f"(server {alone:.0f} MB) CPU: chromium {samples[-1][3]:.1f} s, server {samples[-1][5]:.1f} s",
-                      flush=True)
+                      f"(server {alone:.0f} MB) CPU: chromium {samples[-1][3]:.1f} s, server {samples[-1][5]:.1f} s; "
+                      f"page: {samples[-1][6]}", flush=True)
                 page.wait_for_timeout(10_000)
             s1, t1 = page_step(page), time.monotonic()
             refreshes = page.evaluate("() => window.__refreshes")
