@@ -441,7 +441,8 @@ def view_experiments(exp, snap, data, last_n, ctx):
                    "largest; with BN it learns across a wide range. The chapter's exercise: how large can the "
                    "learning rate be before optimisation fails?")
         results = job_status(ctx, "race", lambda: Job(lr_race, data, steps=RACE_STEPS, train_size=25_600,
-                                                 activation=st.session_state["activation"], name="race"),
+                                                 activation=st.session_state["activation"], name="race",
+                                                 experiment=type(exp)),  # where the live lanes train
                              f"Run the race ({len(RACE_LRS)} learning rates × {RACE_STEPS} steps × 2 lanes)")
         if results:
             chart(figures.race_figure(results), "race")

@@ -40,15 +40,20 @@ class RaceResult:
 
 
 def lr_race(data, lrs=RACE_LRS, steps=300, norms=("none", "scratch"), *, activation="sigmoid", batch_size=128,
-            seed=0, train_size=None, val_size=1000, progress=None, should_stop=lambda: False):
-    """Train each norm at each learning rate for ``steps`` steps; a list of RaceResult."""
+            seed=0, train_size=None, val_size=1000, progress=None, should_stop=lambda: False,
+            experiment=Experiment):
+    """Train each norm at each learning rate for ``steps`` steps; a list of RaceResult.
+
+    ``experiment``: the engine to train with; the dashboard passes ``ExperimentProcess`` so that the race,
+    like the live lanes, trains outside the web server's process.
+    """
     results = []
     for i, lr in enumerate(lrs):
         if should_stop():
             break
         settings = Settings(lr=lr, batch_size=batch_size, epochs=10_000, seed=seed, train_size=train_size,
                             probe_every=10 ** 9, val_every=steps, val_size=val_size)
-        exp = Experiment(data, settings, [LaneSpec(n, activation) for n in norms], name=f"race-{lr:g}")
+        exp = experiment(data, settings, [LaneSpec(n, activation) for n in norms], name=f"race-{lr:g}")
         try:
             exp.step(steps)
             exp.wait()

@@ -247,3 +247,15 @@ def test_the_child_does_not_outlive_a_server_that_is_killed(tmp_path):
         assert gone(child), "the training process kept running after its server was killed"
     finally:
         server.kill()
+
+
+def test_the_learning_rate_race_gives_the_same_results_in_child_processes(data):
+    """The dashboard races through ExperimentProcess; the verdicts must not depend on where it trains."""
+    from bnviz.studies import lr_race
+    kwargs = dict(lrs=(0.1, 30.0), steps=8, batch_size=BATCH, val_size=50)
+    here = lr_race(data, **kwargs)
+    there = lr_race(data, **kwargs, experiment=ExperimentProcess)
+    assert [(r.lr, r.norm, r.diverged_at, r.verdict) for r in here] == \
+           [(r.lr, r.norm, r.diverged_at, r.verdict) for r in there]
+    for a, b in zip(here, there):
+        np.testing.assert_array_equal(a.loss, b.loss)
