@@ -13,8 +13,8 @@ only for the rows it lacks.
     mirror LaneHistory.apply(rows) ◄─────────────────  new rows only (a thinned table whole)
     └─► Snapshot, exactly as engine.Experiment.snapshot() would return it
 
-Processes come from a forkserver that imported torch and bnviz once, so a new child is a fork of a warm
-process (a fraction of a second) rather than a fresh interpreter importing torch (2 s). The dataset's
+On Linux, processes come from a forkserver that imported torch and bnviz once, so a new child is a fork of
+a warm process (30-60 ms) rather than a fresh interpreter importing torch (2 s); elsewhere they are spawned. The dataset's
 tensors travel as shared memory (torch's multiprocessing reductions): no copy per experiment.
 
 Streamlit runs the page as a fake ``__main__`` module; multiprocessing would re-run that file in every
@@ -29,6 +29,7 @@ import itertools
 import multiprocessing
 import os
 import pickle
+import sys
 import threading
 import time
 import weakref
@@ -49,12 +50,26 @@ COMMANDS = ("start", "pause", "step", "set_lr", "set_lane", "set_bn_bypass", "ad
 _context, _context_lock = None, threading.Lock()
 
 
+def start_method():
+    """forkserver on Linux, spawn elsewhere; $BNVIZ_START_METHOD (forkserver or spawn) overrides.
+
+    Linux forks each experiment from a warm forkserver. Elsewhere a fresh interpreter is spawned (each
+    experiment then imports torch, a few seconds): on macOS a process that has loaded torch's Metal (MPS)
+    support must not be forked.
+    """
+    chosen = os.environ.get("BNVIZ_START_METHOD", "")
+    if chosen in ("forkserver", "spawn"):
+        return chosen
+    linux = sys.platform.startswith("linux")
+    return "forkserver" if linux and "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
 def _install():
     """The start context (forkserver where there is one), preloading torch and bnviz; done once."""
     global _context
     with _context_lock:
         if _context is None:
-            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+            method = start_method()
             ctx = multiprocessing.get_context(method)
             if method == "forkserver":
                 # torch._dynamo: the first optimizer of a process imports it (2 s here); do it once, up front

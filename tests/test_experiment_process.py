@@ -259,3 +259,28 @@ def test_the_learning_rate_race_gives_the_same_results_in_child_processes(data):
            [(r.lr, r.norm, r.diverged_at, r.verdict) for r in there]
     for a, b in zip(here, there):
         np.testing.assert_array_equal(a.loss, b.loss)
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_main_script_without_a_guard_is_not_run_again_in_the_child(tmp_path, method):
+    """Under Streamlit the page is __main__ and has no `if __name__ == "__main__"` guard: multiprocessing
+    would run it again in every child. Here a script without a guard starts an experiment, with each start
+    method (spawn is what macOS and Windows use); it must train, once, and print its result."""
+    script = tmp_path / "page.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        print("page ran", flush=True)
+        from bnviz.data import random_dataset
+        from bnviz.engine import Settings
+        from bnviz.experiment_process import ExperimentProcess, start_method
+        exp = ExperimentProcess(random_dataset(256, 100), Settings(batch_size=32, epochs=1, val_size=50))
+        exp.step(3)
+        exp.wait(60)
+        print(start_method(), [lane.step for lane in exp.snapshot().lanes], flush=True)
+        exp.stop()
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "BNVIZ_START_METHOD": method})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == ["page ran", f"{method} [3, 3]"]
