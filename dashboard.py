@@ -56,7 +56,7 @@ def server():
     """One registry for the whole server, so reloads find their experiment again."""
     warm_up()  # experiments train in child processes, forked from a server that imports torch once
     # Streamlit runs a full gc.collect() after every script run, each 1 Hz refresh included. Over the
-    # 380,000 objects that torch, plotly and streamlit load, that took 190 ms a time (a fifth of a core).
+    # 380,000 objects that torch, plotly and streamlit load, that took 190 ms a time (py-spy: a third of a core).
     # They live as long as the server: freeze them out of every later collection (it then takes ~0 ms).
     gc.collect()
     gc.freeze()
