@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
 
-.PHONY: run test data install install-dev browser bench clean
+.PHONY: run test lint format data install install-dev browser bench screenshots clean
 
 run: install data
 	$(PY) -m streamlit run dashboard.py --server.port $(PORT)
@@ -12,13 +12,22 @@ run: install data
 test: install-dev data browser
 	$(PY) -m pytest -q
 
+lint: install-dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install-dev
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstall only when the requirements change.
-$(VENV)/.installed: requirements.txt | $(PY)
+# The package, editable, with the same dependency ranges as requirements.txt; reinstalled only when they change.
+$(VENV)/.installed: pyproject.toml requirements.txt | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-build-isolation -e . 2>/dev/null || $(PY) -m pip install -q -e .
 	touch $@
 
 $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
@@ -29,7 +38,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 # Find Fashion-MNIST ($BNVIZ_DATA, ./data, Debian's dataset-fashion-mnist) or download it.
-# Missing data is not fatal here: the dashboard and the tests say what to do.
+# Missing data is not fatal here: the dashboard says what to do, and the tests fail in CI (BNVIZ_REQUIRE_ALL=1).
 data: install
 	@$(PY) -m bnviz data || echo "bnviz: continuing without the data (see the message above)"
 
@@ -38,10 +47,14 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || [ ! -x "$$(command -v apt-get)" ] || \
 		{ [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
 		  ($$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null) || \
-		  echo "bnviz: could not install chromium; the browser test will be skipped"; }
+		  echo "bnviz: could not install chromium; the browser tests will skip (and fail in CI)"; }
 
 bench: install
 	$(PY) bench/benchmark.py
+
+# Refresh the screenshots in docs/ (a test run writes them to a temporary folder).
+screenshots: install-dev data browser
+	BNVIZ_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q -m browser
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -11,6 +11,7 @@
    process), sampled every 10 s over the whole run.
 The experiment uses the "Chapter defaults" preset (60,000 images) with 100 epochs, so it trains the whole time.
 """
+
 import argparse
 import json
 import os
@@ -24,10 +25,16 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PAGE_WEIGHT = """() => ({heap_mb: Math.round(performance.memory.usedJSHeapSize / 2 ** 20),
                           nodes: document.getElementsByTagName('*').length})"""
 STEP_RE = re.compile(r"step ([\d,]+)/")
@@ -36,8 +43,12 @@ STEP_RE = re.compile(r"step ([\d,]+)/")
 def headless_rate(seconds):
     """Steps/s of the dashboard's default pair, trained here as the dashboard trains it (shared CPU)."""
     from bnviz.data import load_fashion_mnist
-    from bnviz.engine import Experiment, LaneSpec, Settings
-    exp = Experiment(load_fashion_mnist(), Settings(probe_every=20, val_every=100), (LaneSpec("none"), LaneSpec("scratch")))
+    from bnviz.engine import Experiment
+    from bnviz.snapshot import LaneSpec, Settings
+
+    exp = Experiment(
+        load_fashion_mnist(), Settings(probe_every=20, val_every=100), (LaneSpec("none"), LaneSpec("scratch"))
+    )
     try:
         exp.start()
         time.sleep(5)  # warm-up
@@ -133,12 +144,29 @@ def main(argv=None):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
-                               "--server.port", str(port), "--server.address", "127.0.0.1"],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "dashboard.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
-    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "headless_steps_per_s": baseline}
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "headless_steps_per_s": baseline,
+    }
     try:
         for _ in range(300):
             try:
@@ -175,11 +203,23 @@ def main(argv=None):
             while time.monotonic() - t0 < args.seconds:
                 total, alone = memory_mb(server.pid)
                 memory.append((round(time.monotonic() - t0), total))
-                samples.append((round(time.monotonic() - t0), page_step(page), total, chromium_cpu_s(), alone,
-                                cpu_s(server.pid), page.evaluate(PAGE_WEIGHT)))
-                print(f"  t={samples[-1][0]:>4} s step {samples[-1][1]} server and children {total:.0f} MB "
-                      f"(server {alone:.0f} MB) CPU: chromium {samples[-1][3]:.1f} s, server {samples[-1][5]:.1f} s; "
-                      f"page: {samples[-1][6]}", flush=True)
+                samples.append(
+                    (
+                        round(time.monotonic() - t0),
+                        page_step(page),
+                        total,
+                        chromium_cpu_s(),
+                        alone,
+                        cpu_s(server.pid),
+                        page.evaluate(PAGE_WEIGHT),
+                    )
+                )
+                print(
+                    f"  t={samples[-1][0]:>4} s step {samples[-1][1]} server and children {total:.0f} MB "
+                    f"(server {alone:.0f} MB) CPU: chromium {samples[-1][3]:.1f} s, server {samples[-1][5]:.1f} s; "
+                    f"page: {samples[-1][6]}",
+                    flush=True,
+                )
                 page.wait_for_timeout(10_000)
             s1, t1 = page_step(page), time.monotonic()
             refreshes = page.evaluate("() => window.__refreshes")
@@ -196,16 +236,28 @@ def main(argv=None):
     result["headless_mean_steps_per_s"] = baseline
     rate = (s1 - s0) / (t1 - t0)
     span = samples[-1][0] - samples[0][0] or 1
-    result.update(server_cpu_cores=(samples[-1][5] - samples[0][5]) / span,
-                  chromium_cpu_cores=(samples[-1][3] - samples[0][3]) / span)
-    result.update(samples=samples, page_steps_per_s=rate, refreshes_per_s=refreshes / (t1 - t0), ratio=rate / baseline, errors_on_page=errors, memory_mb=memory,
-                  memory_start_mb=memory[1][1] if len(memory) > 1 else memory[0][1], memory_end_mb=memory[-1][1],
-                  seconds=args.seconds)
-    print(f"page open: {rate:.1f} steps/s = {rate / baseline:.0%} of headless; server memory "
-          f"{result['memory_start_mb']:.0f} MB after 10 s, {memory[-1][1]:.0f} MB after {memory[-1][0]} s, "
-          f"max {max(m for _, m in memory):.0f} MB; errors on the page: {errors}; "
-          f"{result['refreshes_per_s']:.2f} refreshes/s; CPU cores used: server {result['server_cpu_cores']:.2f}, "
-          f"chromium {result['chromium_cpu_cores']:.2f}")
+    result.update(
+        server_cpu_cores=(samples[-1][5] - samples[0][5]) / span,
+        chromium_cpu_cores=(samples[-1][3] - samples[0][3]) / span,
+    )
+    result.update(
+        samples=samples,
+        page_steps_per_s=rate,
+        refreshes_per_s=refreshes / (t1 - t0),
+        ratio=rate / baseline,
+        errors_on_page=errors,
+        memory_mb=memory,
+        memory_start_mb=memory[1][1] if len(memory) > 1 else memory[0][1],
+        memory_end_mb=memory[-1][1],
+        seconds=args.seconds,
+    )
+    print(
+        f"page open: {rate:.1f} steps/s = {rate / baseline:.0%} of headless; server memory "
+        f"{result['memory_start_mb']:.0f} MB after 10 s, {memory[-1][1]:.0f} MB after {memory[-1][0]} s, "
+        f"max {max(m for _, m in memory):.0f} MB; errors on the page: {errors}; "
+        f"{result['refreshes_per_s']:.2f} refreshes/s; CPU cores used: server {result['server_cpu_cores']:.2f}, "
+        f"chromium {result['chromium_cpu_cores']:.2f}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return result

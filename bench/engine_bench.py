@@ -9,28 +9,27 @@ For the default pair (BN off, BN scratch), trained in lockstep through bnviz.eng
 - the cost of a probe: a plain step and a probed step of one lane timed alternately (medians), so that the
   machine's drift hits both alike; the overhead at the default frequency is (probed - plain) / (20 * plain).
 """
+
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bnviz import device as devices  # noqa: E402
-from bnviz.data import batches, load_fashion_mnist  # noqa: E402
-from bnviz.engine import Experiment, LaneSpec, Settings  # noqa: E402
-from bnviz.experiment_process import ExperimentProcess, warm_up  # noqa: E402
-from bnviz.models import build_lenet  # noqa: E402
-from bnviz.training import make_optimizer, train_step  # noqa: E402
+from bnviz import device as devices
+from bnviz.data import batches, load_fashion_mnist
+from bnviz.engine import Experiment
+from bnviz.experiment_process import ExperimentProcess, warm_up
+from bnviz.models import build_lenet
+from bnviz.snapshot import LaneSpec, Settings
+from bnviz.training import make_optimizer, train_step
 
 
 def engine_rate(data, device, steps, probe_every, warmup=20, cls=Experiment):
     """Images/s (all lanes together) over ``steps`` lockstep steps after a warm-up."""
-    settings = Settings(device=device, probe_every=probe_every, val_every=10 ** 9, epochs=100)
+    settings = Settings(device=device, probe_every=probe_every, val_every=10**9, epochs=100)
     exp = cls(data, settings, [LaneSpec("none"), LaneSpec("scratch")], shared_cpu=False)
     try:
         exp.step(warmup)
@@ -72,10 +71,11 @@ def bare_rate(data, device, steps, warmup=20):
 def probe_cost(data, device, pairs=200):
     """Seconds of a plain step and of a probed step of one lane, alternated so drift hits both alike."""
     import dataclasses
-    settings = Settings(device=device, probe_every=10 ** 9, val_every=10 ** 9, epochs=100)
+
+    settings = Settings(device=device, probe_every=10**9, val_every=10**9, epochs=100)
     exp = Experiment(data, settings, [LaneSpec("scratch")], shared_cpu=False)
     lane = exp.lanes[0]  # driven from this thread: the worker stays idle
-    plain = dataclasses.replace(settings, probe_every=10 ** 9)
+    plain = dataclasses.replace(settings, probe_every=10**9)
     probed = dataclasses.replace(settings, probe_every=1)
     times = {"plain": [], "probed": []}
     try:
@@ -109,17 +109,22 @@ def main(argv=None):
     best = {"bare": 0.0, "engine_no_probes": 0.0, "engine_probes": 0.0, "engine_process_probes": 0.0}
     for _ in range(args.repeats):  # interleaved, so a busy moment hurts every variant alike
         best["bare"] = max(best["bare"], bare_rate(data, args.device, args.steps))
-        best["engine_no_probes"] = max(best["engine_no_probes"], engine_rate(data, args.device, args.steps, 10 ** 9))
+        best["engine_no_probes"] = max(best["engine_no_probes"], engine_rate(data, args.device, args.steps, 10**9))
         best["engine_probes"] = max(best["engine_probes"], engine_rate(data, args.device, args.steps, 20))
-        best["engine_process_probes"] = max(best["engine_process_probes"],
-                                            engine_rate(data, args.device, args.steps, 20, cls=ExperimentProcess))
+        best["engine_process_probes"] = max(
+            best["engine_process_probes"], engine_rate(data, args.device, args.steps, 20, cls=ExperimentProcess)
+        )
     plain_s, probed_s = probe_cost(data, args.device)
     dev = devices.resolve_device(args.device)
     result = {
-        "step_s": plain_s, "probed_step_s": probed_s,
+        "step_s": plain_s,
+        "probed_step_s": probed_s,
         "probe_overhead_at_20": (probed_s - plain_s) / (20 * plain_s),
-        "device": devices.describe(dev), "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "steps": args.steps,
+        "device": devices.describe(dev),
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "steps": args.steps,
         "images_per_s": best,
         "probe_overhead": 1 - best["engine_probes"] / best["engine_no_probes"],
         "engine_vs_bare": best["engine_no_probes"] / best["bare"],
@@ -132,11 +137,15 @@ def main(argv=None):
     print(f"device: {result['device']} · torch {result['torch']} · {result['threads']} threads")
     for k, v in best.items():
         print(f"  {k:>18}: {v:9,.0f} images/s (both lanes together)")
-    print(f"  throughput with probes every 20 steps vs none: {1 - result['probe_overhead']:.1%} "
-          f"(noisy on a shared machine); engine/bare = {result['engine_vs_bare']:.2f}; "
-          f"in a child process / in this one = {result['process_vs_engine']:.2f}")
-    print(f"  one lane step {plain_s * 1e3:.2f} ms, a probed step {probed_s * 1e3:.2f} ms (medians of 200 "
-          f"alternated pairs): probing every 20 steps costs {result['probe_overhead_at_20']:.1%} of training")
+    print(
+        f"  throughput with probes every 20 steps vs none: {1 - result['probe_overhead']:.1%} "
+        f"(noisy on a shared machine); engine/bare = {result['engine_vs_bare']:.2f}; "
+        f"in a child process / in this one = {result['process_vs_engine']:.2f}"
+    )
+    print(
+        f"  one lane step {plain_s * 1e3:.2f} ms, a probed step {probed_s * 1e3:.2f} ms (medians of 200 "
+        f"alternated pairs): probing every 20 steps costs {result['probe_overhead_at_20']:.1%} of training"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return result

@@ -1,4 +1,5 @@
 """bnviz: see Batch Normalization work. The engine; the Streamlit page lives in dashboard.py."""
+
 from .batchnorm import BatchNorm, batch_norm
 from .models import BNLeNet, BNLeNetScratch, ChapterLeNet, PlainLeNet, build_lenet
 

@@ -7,6 +7,7 @@ four original files (``train-images-idx3-ubyte[.gz]`` ...) directly or in torchv
 ``torchvision.datasets.FashionMNIST``. Debian recompressed its gz files, so their md5 differs from
 torchvision's list: we check what we load by its content instead (shapes, 6,000 + 1,000 per class).
 """
+
 import gzip
 import os
 import shutil
@@ -17,15 +18,17 @@ from pathlib import Path
 
 import torch
 
-CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+from . import env
+
+CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 HOW_TO_FIX = (
     "To fix it, do one of: install Debian's package (sudo apt-get install dataset-fashion-mnist, which fills "
     f"{DEBIAN_DIR}); copy the four Fashion-MNIST files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
     "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) into ./data or a folder named by $BNVIZ_DATA; "
-    "or connect to the internet once so torchvision can download them into ./data.")
+    "or connect to the internet once so torchvision can download them into ./data."
+)
 
 
 class DataError(RuntimeError):
@@ -34,7 +37,7 @@ class DataError(RuntimeError):
 
 def search_dirs():
     """The places we look, in order."""
-    dirs = [Path(os.environ["BNVIZ_DATA"])] if os.environ.get("BNVIZ_DATA") else []
+    dirs = [env.data_dir()] if env.data_dir() else []
     return dirs + [Path("data"), DEBIAN_DIR]
 
 
@@ -64,14 +67,16 @@ def _unpack_into(files, root):
             continue
         fd, tmp = tempfile.mkstemp(dir=raw, prefix=f".{name}.")
         try:
-            with os.fdopen(fd, "wb") as out, (gzip.open(src) if src.suffix == ".gz" else open(src, "rb")) as f:
+            with os.fdopen(fd, "wb") as out, gzip.open(src) if src.suffix == ".gz" else open(src, "rb") as f:
                 shutil.copyfileobj(f, out)
             os.chmod(tmp, 0o644)
             os.replace(tmp, dst)  # atomic: never a half-written file under the real name
         except (OSError, EOFError, zlib.error) as e:  # zlib.error: a garbled deflate stream
             Path(tmp).unlink(missing_ok=True)
-            raise DataError(f"Could not read {src}: {e}. The file is truncated or corrupt; delete it and "
-                            f"fetch it again. {HOW_TO_FIX}") from e
+            raise DataError(
+                f"Could not read {src}: {e}. The file is truncated or corrupt; delete it and "
+                f"fetch it again. {HOW_TO_FIX}"
+            ) from e
     return root
 
 
@@ -96,6 +101,7 @@ def locate(download=True):
             return _unpack_into(files, folder if writable else _staging_root())
     if download:
         from torchvision.datasets import FashionMNIST
+
         root = _staging_root()
         try:
             FashionMNIST(root, train=True, download=True)
@@ -112,6 +118,7 @@ def locate(download=True):
 @dataclass(frozen=True)
 class FashionMNISTData:
     """The whole dataset in memory: images uint8 (N, 28, 28), labels int64 (N,)."""
+
     train_images: torch.Tensor
     train_labels: torch.Tensor
     test_images: torch.Tensor
@@ -119,8 +126,10 @@ class FashionMNISTData:
     source: str = ""
 
     def to(self, device):
-        return FashionMNISTData(*(t.to(device) for t in (self.train_images, self.train_labels,
-                                                         self.test_images, self.test_labels)), self.source)
+        return FashionMNISTData(
+            *(t.to(device) for t in (self.train_images, self.train_labels, self.test_images, self.test_labels)),
+            self.source,
+        )
 
 
 def check_content(images, labels, n, what):
@@ -133,8 +142,10 @@ def check_content(images, labels, n, what):
     elif torch.bincount(labels.long(), minlength=10).tolist() != [n // 10] * 10:
         problems.append(f"labels per class are {torch.bincount(labels.long()).tolist()}, expected {n // 10} each")
     if problems:
-        raise DataError(f"The {what} set is not Fashion-MNIST: {'; '.join(problems)}. "
-                        f"The files are truncated, corrupt or another dataset; delete them. {HOW_TO_FIX}")
+        raise DataError(
+            f"The {what} set is not Fashion-MNIST: {'; '.join(problems)}. "
+            f"The files are truncated, corrupt or another dataset; delete them. {HOW_TO_FIX}"
+        )
 
 
 _cache = {}
@@ -143,6 +154,7 @@ _cache = {}
 def load_fashion_mnist(root=None, *, download=True):
     """Load (and cache in this process) the dataset on the CPU, checked by content."""
     from torchvision.datasets import FashionMNIST
+
     root = Path(root) if root is not None else locate(download=download)
     key = str(root.resolve())
     if key not in _cache:
@@ -152,9 +164,11 @@ def load_fashion_mnist(root=None, *, download=True):
             try:
                 ds = FashionMNIST(root, train=train, download=False)
             except Exception as e:
-                raise DataError(f"Could not read the {what} files under {root / 'FashionMNIST' / 'raw'} "
-                                f"({type(e).__name__}: {e}). They are truncated or corrupt; delete them. "
-                                f"{HOW_TO_FIX}") from e
+                raise DataError(
+                    f"Could not read the {what} files under {root / 'FashionMNIST' / 'raw'} "
+                    f"({type(e).__name__}: {e}). They are truncated or corrupt; delete them. "
+                    f"{HOW_TO_FIX}"
+                ) from e
             check_content(ds.data, ds.targets, n, what)
             parts += [ds.data.contiguous(), ds.targets.long()]
         _cache[key] = FashionMNISTData(*parts, source=str(root))
@@ -177,7 +191,7 @@ def batches(images, labels, batch_size, *, shuffle=False, seed=0, epoch=0):
     for start in range(0, n, batch_size):
         if shuffle and n - start < 2:
             break
-        idx = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
+        idx = order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
         yield images[idx].unsqueeze(1).float().div_(255), labels[idx]
 
 
@@ -190,7 +204,10 @@ def num_batches(n, batch_size, shuffle=True):
 def random_dataset(n_train, n_test, seed=0):
     """Random images and labels shaped like Fashion-MNIST: for tests and smoke runs, never for lessons."""
     g = torch.Generator().manual_seed(seed)
-    return FashionMNISTData(torch.randint(0, 256, (n_train, 28, 28), dtype=torch.uint8, generator=g),
-                            torch.randint(0, 10, (n_train,), generator=g),
-                            torch.randint(0, 256, (n_test, 28, 28), dtype=torch.uint8, generator=g),
-                            torch.randint(0, 10, (n_test,), generator=g), source="random")
+    return FashionMNISTData(
+        torch.randint(0, 256, (n_train, 28, 28), dtype=torch.uint8, generator=g),
+        torch.randint(0, 10, (n_train,), generator=g),
+        torch.randint(0, 256, (n_test, 28, 28), dtype=torch.uint8, generator=g),
+        torch.randint(0, 10, (n_test,), generator=g),
+        source="random",
+    )

@@ -1,7 +1,10 @@
 """Which device to train on, and how many CPU threads torch should use for these tiny models."""
+
 import os
 
 import torch
+
+from . import env
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -22,8 +25,10 @@ def resolve_device(name="auto"):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("CUDA was asked for but this machine has no usable CUDA GPU "
-                          "(or torch was installed without CUDA). Use --device auto or cpu.")
+        raise DeviceError(
+            "CUDA was asked for but this machine has no usable CUDA GPU "
+            "(or torch was installed without CUDA). Use --device auto or cpu."
+        )
     if name == "mps" and not mps_available():
         raise DeviceError("MPS (Apple GPU) was asked for but is not available here. Use --device auto or cpu.")
     return torch.device(name)
@@ -46,8 +51,8 @@ def choose_threads(shared):
     headless CLI uses up to 4 cores, and anything sharing the machine keeps two cores free.
     $BNVIZ_THREADS overrides both.
     """
-    if os.environ.get("BNVIZ_THREADS", "").isdigit() and int(os.environ["BNVIZ_THREADS"]) > 0:
-        return int(os.environ["BNVIZ_THREADS"])  # the user knows this machine
+    if env.threads():
+        return env.threads()  # the user knows this machine
     cores = os.cpu_count() or 1
     return max(1, min(4, cores - 2)) if shared else max(1, min(4, cores))
 

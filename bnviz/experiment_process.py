@@ -13,9 +13,12 @@ only for the rows it lacks.
     mirror LaneHistory.apply(rows) ◄─────────────────  new rows only (a thinned table whole)
     └─► Snapshot, exactly as engine.Experiment.snapshot() would return it
 
+Every reply carries the child's state (status, error, settings, lanes), and ``status`` answers from the last
+one: reading it never waits on the child. ``refresh()`` asks for the state now, with a short deadline.
+
 On Linux, processes come from a forkserver that imported torch and bnviz once, so a new child is a fork of
-a warm process (30-60 ms) rather than a fresh interpreter importing torch (2 s); elsewhere they are spawned. The dataset's
-tensors travel as shared memory (torch's multiprocessing reductions): no copy per experiment.
+a warm process (30-60 ms) rather than a fresh interpreter importing torch (2 s); elsewhere they are spawned.
+The dataset's tensors travel as shared memory (torch's multiprocessing reductions): no copy per experiment.
 
 Streamlit runs the page as a fake ``__main__`` module; multiprocessing would re-run that file in every
 child to recreate ``__main__``. ``_install`` strips the main module from the preparation data of our
@@ -24,10 +27,10 @@ own processes (named ``bnviz-…``) and of nothing else.
 If the child dies (killed, out of memory), the experiment shows status "error" with a message, keeps the
 curves it had, and ``reset()`` starts a new child.
 """
+
 import dataclasses
 import itertools
 import multiprocessing
-import os
 import pickle
 import sys
 import threading
@@ -40,13 +43,26 @@ import torch
 import torch.multiprocessing  # noqa: F401  (registers the reductions that share tensors through shared memory)
 
 from . import device as devices
-from .engine import DEFAULT_LANES, MAX_LANES, Experiment, LaneView, Settings, Snapshot
+from . import env
+from .engine import Experiment
 from .history import LaneHistory
 from .models import build_lenet, set_bn_bypass
+from .snapshot import DEFAULT_LANES, MAX_LANES, LaneView, Settings, Snapshot, Status
 
 PREFIX = "bnviz-process-"
-COMMANDS = ("start", "pause", "step", "set_lr", "set_lane", "set_bn_bypass", "add_lane", "remove_lane", "reset",
-            "header")
+COMMANDS = (
+    "start",
+    "pause",
+    "step",
+    "set_lr",
+    "set_lane",
+    "set_bn_bypass",
+    "extend",
+    "add_lane",
+    "remove_lane",
+    "reset",
+    "header",
+)
 _context, _context_lock = None, threading.Lock()
 
 
@@ -57,8 +73,8 @@ def start_method():
     experiment then imports torch, a few seconds): on macOS a process that has loaded torch's Metal (MPS)
     support must not be forked.
     """
-    chosen = os.environ.get("BNVIZ_START_METHOD", "")
-    if chosen in ("forkserver", "spawn"):
+    chosen = env.start_method()
+    if chosen:
         return chosen
     linux = sys.platform.startswith("linux")
     return "forkserver" if linux and "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
@@ -82,6 +98,7 @@ def _install():
                     data.pop("init_main_from_name", None)
                     data.pop("init_main_from_path", None)
                 return data
+
             spawn.get_preparation_data = preparation_data
             _context = ctx
     return _context
@@ -91,12 +108,14 @@ def warm_up():
     """Start the forkserver now (it imports torch once, about 2 s), so the first experiment starts at once."""
     if _install().get_start_method() == "forkserver":
         from multiprocessing import forkserver
+
         forkserver.ensure_running()
 
 
 @dataclass(frozen=True)
 class LaneInfo:
     """What the server knows of a lane between snapshots."""
+
     index: int
     spec: object
 
@@ -106,8 +125,9 @@ class ExperimentProcess:
 
     _running = weakref.WeakSet()  # experiments of this server last seen training: they share the CPU threads
 
-    def __init__(self, data, settings=Settings(), lanes=DEFAULT_LANES, *, name="experiment", shared_cpu=True,
-                 timeout=60.0):
+    def __init__(
+        self, data, settings=Settings(), lanes=DEFAULT_LANES, *, name="experiment", shared_cpu=True, timeout=60.0
+    ):
         if not 1 <= len(lanes) <= MAX_LANES:
             raise ValueError(f"an experiment has 1 to {MAX_LANES} lanes, got {len(lanes)}")
         self.name, self.shared_cpu, self.timeout = name, shared_cpu, timeout
@@ -122,15 +142,18 @@ class ExperimentProcess:
     def _spawn(self, settings, lanes):
         ctx = _install()
         here, there = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(there, self._dataset, settings, lanes, self.name,
-                                                      self.shared_cpu, self._threads()),
-                                 name=f"{PREFIX}{self.name}", daemon=True)
+        self._proc = ctx.Process(
+            target=_serve,
+            args=(there, self._dataset, settings, lanes, self.name, self.shared_cpu, self._threads()),
+            name=f"{PREFIX}{self.name}",
+            daemon=True,
+        )
         self._proc.start()
         there.close()
         self._conn, self._dead, self._mirrors = here, None, {}
         self._last = getattr(self, "_last", None)  # after a failed restart, the page keeps the old curves
         self.settings, self.lanes = settings, [LaneInfo(i, s) for i, s in enumerate(lanes)]
-        self._state = {"status": "idle", "error": None, "busy": False}
+        self._state = {"status": Status.IDLE, "error": None, "busy": False}
         try:
             self._sync()  # waits for the child: raises what its set-up raised
         except BaseException:
@@ -157,6 +180,8 @@ class ExperimentProcess:
                     got, ok, value, state = self._conn.recv()
                     if got == rid:  # a reply to a request that timed out earlier is dropped
                         break
+            except TimeoutError:  # an OSError, but the child may only be busy: it is not declared dead
+                raise
             except (EOFError, OSError):
                 self._died()
                 raise RuntimeError(self._dead) from None
@@ -170,15 +195,20 @@ class ExperimentProcess:
         self._state = state
         self.settings = state["settings"]
         self.lanes = [LaneInfo(i, spec) for i, spec in enumerate(state["lanes"])]
-        (self._running.add if state["status"] == "running" else self._running.discard)(self)
+        (self._running.add if state["status"] == Status.RUNNING else self._running.discard)(self)
 
     def _died(self):
         self._proc.join(1.0)
         code = self._proc.exitcode
-        why = ("it was killed, perhaps for lack of memory" if code == -9
-               else f"exit code {code}" if code is not None else "it stopped answering")
+        why = (
+            "it was killed, perhaps for lack of memory"
+            if code == -9
+            else f"exit code {code}"
+            if code is not None
+            else "it stopped answering"
+        )
         self._dead = f"the training process ended unexpectedly ({why}). Press Reset to start it again."
-        self._state = dict(self._state, status="error", error=self._dead, busy=False)
+        self._state = dict(self._state, status=Status.ERROR, error=self._dead, busy=False)
         self._running.discard(self)
         try:
             self._conn.close()
@@ -209,6 +239,9 @@ class ExperimentProcess:
     def set_bn_bypass(self, index, bypass):
         return self._request("call", "set_bn_bypass", index, bypass)
 
+    def extend(self, epochs=1):
+        return self._request("call", "extend", epochs)
+
     def add_lane(self, spec):
         return self._request("call", "add_lane", spec)
 
@@ -228,8 +261,9 @@ class ExperimentProcess:
     def clone_model(self, index):
         """A copy of lane ``index``'s network as it is now, on the CPU."""
         spec, settings, state, bypassed = self._request("clone", index)
-        model = build_lenet(spec.norm, spec.activation, seed=settings.seed, bn_eps=settings.bn_eps,
-                            bn_momentum=settings.bn_momentum)
+        model = build_lenet(
+            spec.norm, spec.activation, seed=settings.seed, bn_eps=settings.bn_eps, bn_momentum=settings.bn_momentum
+        )
         model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
         if bypassed:
             set_bn_bypass(model, True)
@@ -247,7 +281,7 @@ class ExperimentProcess:
                 except OSError:
                     pass
             self._stopped = True
-            self._state = dict(self._state, status="stopped", busy=False)
+            self._state = dict(self._state, status=Status.STOPPED, busy=False)
             self._running.discard(self)
         if timeout:
             self._proc.join(timeout)
@@ -258,13 +292,27 @@ class ExperimentProcess:
 
     close = stop
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
     # ------------------------------------------------------------------ state
     @property
     def status(self):
+        """The status in the child's last reply (every command, snapshot and refresh brings one): no waiting."""
+        return self._state["status"]
+
+    def refresh(self, timeout=2.0):
+        """Ask the child for its state now and return the status; TimeoutError if it does not answer in time.
+
+        A child that has died or was stopped is not asked: its status says so.
+        """
         if not self._dead and not self._stopped:
             try:
-                self._request("state", timeout=5.0)
-            except (RuntimeError, TimeoutError):
+                self._request("state", timeout=timeout)
+            except RuntimeError:  # it died just now: _died() set the status to "error"
                 pass
         return self._state["status"]
 
@@ -277,8 +325,8 @@ class ExperimentProcess:
         end = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
-                self._request("state")
-            except (RuntimeError, TimeoutError):
+                self.refresh(timeout=self.timeout)
+            except TimeoutError:  # as ever: a child that stops answering is not waited on forever
                 return True
             if not self._state["busy"]:
                 return True
@@ -304,15 +352,26 @@ class ExperimentProcess:
                 mirrors[sid] = (history, marks)
                 views.append(LaneView(tables=history.view(), **meta))
             self._mirrors = mirrors
-            self._last = Snapshot(self._state["status"], self._state["error"], self.settings, reply["device"],
-                                  tuple(views), reply["wall_s"])
+            self._last = Snapshot(
+                self._state["status"],
+                self._state["error"],
+                self.settings,
+                reply["device"],
+                tuple(views),
+                reply["wall_s"],
+            )
             return self._last
 
 
 # ---------------------------------------------------------------------- in the child process
 def _state(exp):
-    return {"status": exp.status, "error": exp._error, "busy": exp.busy, "settings": exp.settings,
-            "lanes": [lane.spec for lane in exp.lanes]}
+    return {
+        "status": exp.status,
+        "error": exp._error,
+        "busy": exp.busy,
+        "settings": exp.settings,
+        "lanes": [lane.spec for lane in exp.lanes],
+    }
 
 
 _sync_ids = itertools.count(1)
@@ -326,9 +385,18 @@ def _sync(exp, marks):
             history = lane.history
             sid = history.__dict__.setdefault("sync_id", next(_sync_ids))  # a new history: a new mirror
             changes, new_marks = history.rows_since(marks.get(sid, {}))
-            meta = dict(index=lane.index, spec=lane.spec, status=lane.status, error=lane.error, step=lane.step,
-                        epoch=lane.epoch, steps_per_epoch=lane.steps_per_epoch, images_per_s=lane.images_per_s,
-                        diverged_at=lane.diverged_at, bn_bypassed=lane.bn_bypassed)
+            meta = dict(
+                index=lane.index,
+                spec=lane.spec,
+                status=lane.status,
+                error=lane.error,
+                step=lane.step,
+                epoch=lane.epoch,
+                steps_per_epoch=lane.steps_per_epoch,
+                images_per_s=lane.images_per_s,
+                diverged_at=lane.diverged_at,
+                bn_bypassed=lane.bn_bypassed,
+            )
             lanes.append((sid, meta, changes, new_marks))
     return {"lanes": lanes, "device": devices.describe(exp.device), "wall_s": exp._wall_s()}
 
@@ -353,7 +421,7 @@ def _portable(e):
 
 def _serve(conn, data, settings, lanes, name, shared_cpu, threads):
     """The child's main thread: answer the server's requests until it says stop or goes away."""
-    os.environ["BNVIZ_THREADS"] = str(threads)  # the engine's thread budget reads it
+    env.set_threads(threads)  # the engine's thread budget reads it
     torch.set_num_threads(threads)
     try:
         exp = Experiment(data, settings, lanes, name=name, shared_cpu=shared_cpu)
@@ -372,13 +440,15 @@ def _serve(conn, data, settings, lanes, name, shared_cpu, threads):
                 break
             if op == "stop":
                 break
+            state = None
             try:
                 if op == "sync":
+                    state = _state(exp)  # before the tables: a snapshot that says "finished" holds every row
                     value = _sync(exp, *args)
                 elif op == "state":
                     value = None
                 elif op == "threads":
-                    os.environ["BNVIZ_THREADS"] = str(args[0])
+                    env.set_threads(args[0])
                     value = None
                 elif op == "clone":
                     value = _clone(exp, *args)
@@ -386,7 +456,7 @@ def _serve(conn, data, settings, lanes, name, shared_cpu, threads):
                     value = getattr(exp, args[0])(*args[1:])
                 else:
                     raise ValueError(f"unknown request {op!r}")
-                reply = (rid, True, value, _state(exp))
+                reply = (rid, True, value, state or _state(exp))
             except Exception as e:
                 reply = (rid, False, _portable(e), _state(exp))
             try:
@@ -395,4 +465,3 @@ def _serve(conn, data, settings, lanes, name, shared_cpu, threads):
                 break
     finally:
         exp.stop(timeout=5.0)
-

@@ -3,6 +3,7 @@
 Every lane keeps one colour everywhere; histograms arrive pre-binned; no trace carries more than
 ``MAX_POINTS`` points (long runs are averaged into buckets), so a refresh stays cheap in the browser.
 """
+
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -10,13 +11,18 @@ from plotly.subplots import make_subplots
 from .models import BN_LAYERS
 from .probes import ACT_RANGES, bin_edges
 
-LANE_COLORS = ("#E4572E", "#1F77B4", "#2CA02C")   # lane A, B, C: one colour each, everywhere
+LANE_COLORS = ("#E4572E", "#1F77B4", "#2CA02C")  # lane A, B, C: one colour each, everywhere
+CHANNEL_COLORS = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880")
 MAX_POINTS = 2000
 FONT = dict(size=16)
 LOG_TICKS = dict(tickformat="~g", dtick="D2")  # log axes labelled 0.1 / 0.2 / 0.5 / 1 / 2, not bare digits
 THRESHOLDS = (0.5, 0.7, 0.8)
-POSITION_NAMES = {"bn1": "bn1 · after conv1 (6 channels)", "bn2": "bn2 · after conv2 (16 channels)",
-                  "bn3": "bn3 · after fc1 (120 units)", "bn4": "bn4 · after fc2 (84 units)"}
+POSITION_NAMES = {
+    "bn1": "bn1 · after conv1 (6 channels)",
+    "bn2": "bn2 · after conv2 (16 channels)",
+    "bn3": "bn3 · after fc1 (120 units)",
+    "bn4": "bn4 · after fc2 (84 units)",
+}
 KIND_NAMES = {"in": "entering BN", "out": "leaving BN", "act": "after the activation"}
 
 
@@ -58,8 +64,9 @@ def smooth(y, n=20):
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-GRID = dict(showgrid=True, gridcolor="#E5ECF6", zeroline=False, linecolor="#B0B8C4", ticks="outside",
-            tickcolor="#B0B8C4")
+GRID = dict(
+    showgrid=True, gridcolor="#E5ECF6", zeroline=False, linecolor="#B0B8C4", ticks="outside", tickcolor="#B0B8C4"
+)
 
 
 def new_figure(**subplots):
@@ -74,9 +81,16 @@ def new_figure(**subplots):
 
 
 def _layout(fig, title, height=380, **kw):
-    fig.update_layout(title=dict(text=title, font=dict(size=19)), font=FONT, height=height,
-                      margin=dict(l=60, r=20, t=60, b=40), legend=dict(orientation="h", y=-0.32, yanchor="top"),
-                      paper_bgcolor="white", plot_bgcolor="white", **kw)
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=19)),
+        font=FONT,
+        height=height,
+        margin=dict(l=60, r=20, t=60, b=40),
+        legend=dict(orientation="h", y=-0.32, yanchor="top"),
+        paper_bgcolor="white",
+        plot_bgcolor="white",
+        **kw,
+    )
     fig.update_xaxes(**GRID)
     fig.update_yaxes(exponentformat="power", **GRID)
     return fig
@@ -87,16 +101,56 @@ def _empty(fig, text="No data yet: press Start"):
     return fig
 
 
-def _divergence_marks(fig, snap, **where):
-    """Dotted lines where a lane diverged, dashed ones where BN was switched off or back on."""
+MARK_HEIGHTS = (0.99, 0.88, 0.77, 0.66)  # labels of neighbouring marks sit at different heights, never on top
+
+
+def teacher_marks(snap, last_n=None):
+    """What happened during the run, as (step, label, colour, dash): divergences, BN switched off and on,
+    learning-rate changes and epoch boundaries (no label), sorted by step."""
+    marks = []
     for lane in snap.lanes:
+        c = lane_color(lane)
         if lane.diverged_at:
-            fig.add_vline(x=lane.diverged_at, line=dict(color=lane_color(lane), dash="dot"),
-                          annotation_text=f"{lane.label} diverged", **where)
+            marks.append((float(lane.diverged_at), f"{lane.label.split(' · ')[0]} diverged", c, "dot"))
         ev = lane.tables.get("events", {})
         for step, on in zip(ev.get("step", []), ev.get("bn_on", [])):
-            fig.add_vline(x=float(step), line=dict(color=lane_color(lane), dash="dash"),
-                          annotation_text="BN back on" if on else "BN switched off", **where)
+            marks.append((float(step), f"{lane.label.split(' · ')[0]}: BN {'on' if on else 'off'}", c, "dash"))
+    lead = max(snap.lanes, key=lambda l: len(l.tables["steps"].get("step", [])), default=None)
+    if lead is not None:
+        steps = lead.tables["steps"]
+        lr = np.asarray(steps.get("lr", []), dtype=float)
+        for i in np.flatnonzero(lr[1:] != lr[:-1]) + 1:
+            marks.append((float(steps["step"][i]), f"lr {lr[i - 1]:g} → {lr[i]:g}", "#555555", "dashdot"))
+        last = float(steps["step"][-1]) if len(steps.get("step", [])) else 0.0
+        for step in lead.tables["epochs"].get("step", []):
+            if float(step) < last:  # an epoch boundary inside the curves, not their end
+                marks.append((float(step), "", "#BBBBBB", "solid"))
+    if last_n is not None and lead is not None and len(lead.tables["steps"].get("step", [])):
+        first = float(lead.tables["steps"]["step"][-1]) - last_n
+        marks = [m for m in marks if m[0] > first]
+    return sorted(marks, key=lambda m: m[0])
+
+
+def _marks(fig, snap, last_n=None):
+    """Vertical lines for teacher_marks(), labelled at staggered heights so neighbouring labels do not collide."""
+    labelled = 0
+    for step, label, color, dash in teacher_marks(snap, last_n):
+        kw = {}
+        if label:
+            kw = dict(
+                annotation=dict(
+                    text=label,
+                    y=MARK_HEIGHTS[labelled % len(MARK_HEIGHTS)],
+                    yref="paper",
+                    yanchor="top",
+                    font=dict(size=13, color=color),
+                    bgcolor="rgba(255,255,255,0.8)",
+                    showarrow=False,
+                ),
+                annotation_position="top right",
+            )
+            labelled += 1
+        fig.add_vline(x=step, line=dict(color=color, dash=dash, width=1 if not label else 1.5), **kw)
 
 
 # --------------------------------------------------------------------------------------- training
@@ -107,7 +161,7 @@ def loss_figure(snap, last_n=None, log_y=True):
         if len(t.get("step", [])):
             x, y = downsample(t["step"], t["train_loss"])
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{lane.label}", line=dict(color=lane_color(lane))))
-    _divergence_marks(fig, snap)
+    _marks(fig, snap, last_n)
     if not fig.data:
         _empty(fig)
     fig.update_yaxes(type="log", **LOG_TICKS) if log_y else fig.update_yaxes(type="linear")
@@ -121,18 +175,31 @@ def accuracy_figure(snap, last_n=None):
         t = window(lane.tables["steps"], last_n)
         if len(t.get("step", [])):
             x, y = downsample(t["step"], smooth(t["train_acc"]))
-            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{lane.label} · train",
-                                     line=dict(color=c, width=1.5), opacity=0.6))
+            fig.add_trace(
+                go.Scatter(
+                    x=x, y=y, mode="lines", name=f"{lane.label} · train", line=dict(color=c, width=1.5), opacity=0.6
+                )
+            )
         v = window(lane.tables["val"], last_n)
         if len(v.get("step", [])):
             x, y = downsample(v["step"], v["val_acc"])
-            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{lane.label} · validation",
-                                     line=dict(color=c, width=3)))
+            fig.add_trace(
+                go.Scatter(
+                    x=x, y=y, mode="lines+markers", name=f"{lane.label} · validation", line=dict(color=c, width=3)
+                )
+            )
         e = window(lane.tables["epochs"], last_n)
         if len(e.get("step", [])):
-            fig.add_trace(go.Scatter(x=e["step"], y=e["val_acc"], mode="markers", name=f"{lane.label} · test (epoch)",
-                                     marker=dict(color=c, size=13, symbol="diamond", line=dict(color="black", width=1))))
-    _divergence_marks(fig, snap)
+            fig.add_trace(
+                go.Scatter(
+                    x=e["step"],
+                    y=e["val_acc"],
+                    mode="markers",
+                    name=f"{lane.label} · test (epoch)",
+                    marker=dict(color=c, size=13, symbol="diamond", line=dict(color="black", width=1)),
+                )
+            )
+    _marks(fig, snap, last_n)
     if not fig.data:
         _empty(fig)
     return _layout(fig, "Accuracy", xaxis_title="step", yaxis_title="accuracy", yaxis_range=[0, 1])
@@ -166,8 +233,9 @@ def _latest(lane, key):
 
 def histogram_figure(snap, position, activation="sigmoid"):
     """Before BN | after BN | after the activation, latest probe, lanes overlaid on shared bins."""
-    fig = new_figure(rows=1, cols=3, subplot_titles=[KIND_NAMES[k] for k in ("in", "out", "act")],
-                        horizontal_spacing=0.06)
+    fig = new_figure(
+        rows=1, cols=3, subplot_titles=[KIND_NAMES[k] for k in ("in", "out", "act")], horizontal_spacing=0.06
+    )
     step = None
     for col, kind in enumerate(("in", "out", "act"), 1):
         for lane in snap.lanes:
@@ -176,9 +244,20 @@ def histogram_figure(snap, position, activation="sigmoid"):
                 continue
             edges = bin_edges(kind, lane.spec.activation, bins=len(h))
             centers = (edges[:-1] + edges[1:]) / 2
-            fig.add_trace(go.Bar(x=centers, y=h, width=np.diff(edges), name=lane.label, legendgroup=lane.label,
-                                 showlegend=col == 1, marker=dict(color=lane_color(lane)), opacity=0.55),
-                          row=1, col=col)
+            fig.add_trace(
+                go.Bar(
+                    x=centers,
+                    y=h,
+                    width=np.diff(edges),
+                    name=lane.label,
+                    legendgroup=lane.label,
+                    showlegend=col == 1,
+                    marker=dict(color=lane_color(lane)),
+                    opacity=0.55,
+                ),
+                row=1,
+                col=col,
+            )
     fig.update_layout(barmode="overlay", bargap=0)
     fig.update_yaxes(title_text="fraction of values", row=1, col=1)
     if not fig.data:
@@ -199,16 +278,47 @@ def percentile_figure(snap, position, kind="out", last_n=None):
         x, lo = downsample(p["step"], p[f"{key}.p15"])
         _, mid = downsample(p["step"], p[f"{key}.p50"])
         _, hi = downsample(p["step"], p[f"{key}.p85"])
-        fig.add_trace(go.Scatter(x=x, y=hi, mode="lines", line=dict(width=0, color=c), showlegend=False,
-                                 legendgroup=lane.label, hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=x, y=lo, mode="lines", line=dict(width=0, color=c), fill="tonexty",
-                                 opacity=0.25, name=f"{lane.label} · 15–85%", legendgroup=lane.label))
-        fig.add_trace(go.Scatter(x=x, y=mid, mode="lines", line=dict(color=c, width=3),
-                                 name=f"{lane.label} · median", legendgroup=lane.label))
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=hi,
+                mode="lines",
+                line=dict(width=0, color=c),
+                showlegend=False,
+                legendgroup=lane.label,
+                hoverinfo="skip",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=lo,
+                mode="lines",
+                line=dict(width=0, color=c),
+                fill="tonexty",
+                opacity=0.25,
+                name=f"{lane.label} · 15–85%",
+                legendgroup=lane.label,
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=mid,
+                mode="lines",
+                line=dict(color=c, width=3),
+                name=f"{lane.label} · median",
+                legendgroup=lane.label,
+            )
+        )
     if not fig.data:
         _empty(fig)
-    return _layout(fig, f"{position}: percentiles of the input to the activation over training",
-                   xaxis_title="step", yaxis_title="value")
+    return _layout(
+        fig,
+        f"{position}: percentiles of the input to the activation over training",
+        xaxis_title="step",
+        yaxis_title="value",
+    )
 
 
 def heatmap_figure(lane, position, kind="in"):
@@ -218,12 +328,24 @@ def heatmap_figure(lane, position, kind="in"):
     fig = new_figure()
     if key in d and len(d[key]):
         edges = bin_edges(kind, lane.spec.activation, bins=np.asarray(d[key]).shape[1])
-        fig.add_trace(go.Heatmap(x=d["step"], y=(edges[:-1] + edges[1:]) / 2, z=np.asarray(d[key]).T,
-                                 colorscale="Viridis", colorbar=dict(title="fraction")))
+        fig.add_trace(
+            go.Heatmap(
+                x=d["step"],
+                y=(edges[:-1] + edges[1:]) / 2,
+                z=np.asarray(d[key]).T,
+                colorscale="Viridis",
+                colorbar=dict(title="fraction"),
+            )
+        )
     else:
         _empty(fig)
-    return _layout(fig, f"{lane.label}: {position} {KIND_NAMES[kind]}, over time", xaxis_title="step",
-                   yaxis_title="value", height=340)
+    return _layout(
+        fig,
+        f"{lane.label}: {position} {KIND_NAMES[kind]}, over time",
+        xaxis_title="step",
+        yaxis_title="value",
+        height=340,
+    )
 
 
 # --------------------------------------------------------------------------------------- BN state
@@ -235,16 +357,32 @@ def running_stats_figure(lane, position):
     d = lane.tables["dists"]
     fig = new_figure(rows=1, cols=2, subplot_titles=("running mean", "running variance"))
     if f"{position}.running_mean" not in d or not len(d["step"]):
-        return _layout(_empty(fig, "No BN in this lane" if len(d.get("step", [])) else "No data yet"),
-                       f"{lane.label}: {position} running statistics")
+        return _layout(
+            _empty(fig, "No BN in this lane" if len(d.get("step", [])) else "No data yet"),
+            f"{lane.label}: {position} running statistics",
+        )
     for col, key in enumerate(("running_mean", "running_var"), 1):
         values = np.asarray(d[f"{position}.{key}"])
         for ch in range(min(values.shape[1], MAX_CHANNEL_LINES)):
-            fig.add_trace(go.Scatter(x=d["step"], y=values[:, ch], mode="lines", name=f"channel {ch}",
-                                     legendgroup=str(ch), showlegend=col == 1), row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=d["step"],
+                    y=values[:, ch],
+                    mode="lines",
+                    name=f"channel {ch}",
+                    legendgroup=str(ch),
+                    showlegend=col == 1,
+                    line=dict(color=CHANNEL_COLORS[ch % len(CHANNEL_COLORS)]),  # the same colour in both panels
+                ),
+                row=1,
+                col=col,
+            )
     more = values.shape[1] - MAX_CHANNEL_LINES
-    return _layout(fig, f"{lane.label}: {position} running statistics"
-                   + (f" (first {MAX_CHANNEL_LINES} of {values.shape[1]} channels)" if more > 0 else ""))
+    return _layout(
+        fig,
+        f"{lane.label}: {position} running statistics"
+        + (f" (first {MAX_CHANNEL_LINES} of {values.shape[1]} channels)" if more > 0 else ""),
+    )
 
 
 def batch_vs_running_figure(lane, position):
@@ -252,15 +390,28 @@ def batch_vs_running_figure(lane, position):
     d = lane.tables["dists"]
     fig = new_figure(rows=1, cols=2, subplot_titles=("mean per channel", "variance per channel"))
     if f"{position}.running_mean" not in d or not len(d["step"]):
-        return _layout(_empty(fig, "No BN in this lane" if len(d.get("step", [])) else "No data yet"),
-                       f"{lane.label}: {position} batch vs running statistics")
+        return _layout(
+            _empty(fig, "No BN in this lane" if len(d.get("step", [])) else "No data yet"),
+            f"{lane.label}: {position} batch vs running statistics",
+        )
     for col, stat in enumerate(("mean", "var"), 1):
         batch, running = d[f"{position}.batch_{stat}"][-1], d[f"{position}.running_{stat}"][-1]
         ch = np.arange(len(batch))
-        fig.add_trace(go.Bar(x=ch, y=batch, name="this batch", marker_color="#9E9E9E", showlegend=col == 1),
-                      row=1, col=col)
-        fig.add_trace(go.Scatter(x=ch, y=running, mode="markers", name="running", showlegend=col == 1,
-                                 marker=dict(color=lane_color(lane), size=9)), row=1, col=col)
+        fig.add_trace(
+            go.Bar(x=ch, y=batch, name="this batch", marker_color="#9E9E9E", showlegend=col == 1), row=1, col=col
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=ch,
+                y=running,
+                mode="markers",
+                name="running",
+                showlegend=col == 1,
+                marker=dict(color=lane_color(lane), size=9),
+            ),
+            row=1,
+            col=col,
+        )
     fig.update_xaxes(title_text="channel")
     return _layout(fig, f"{lane.label}: {position} batch vs running statistics (step {int(d['step'][-1]):,})")
 
@@ -268,22 +419,58 @@ def batch_vs_running_figure(lane, position):
 def gamma_beta_figure(lane, position):
     """gamma and beta per channel now (bars), and each over training (mean, with a min–max band)."""
     d = lane.tables["dists"]
-    fig = new_figure(rows=1, cols=3, subplot_titles=("now, per channel", "gamma over training (starts at 1)",
-                                                        "beta over training (starts at 0)"))
+    fig = new_figure(
+        rows=1,
+        cols=3,
+        subplot_titles=("now, per channel", "gamma over training (starts at 1)", "beta over training (starts at 0)"),
+    )
     if f"{position}.gamma" not in d or not len(d["step"]):
-        return _layout(_empty(fig, "No BN in this lane" if len(d.get("step", [])) else "No data yet"),
-                       f"{lane.label}: {position} gamma and beta")
+        return _layout(
+            _empty(fig, "No BN in this lane" if len(d.get("step", [])) else "No data yet"),
+            f"{lane.label}: {position} gamma and beta",
+        )
     gamma, beta = np.asarray(d[f"{position}.gamma"]), np.asarray(d[f"{position}.beta"])
     ch = np.arange(gamma.shape[1])
     fig.add_trace(go.Bar(x=ch, y=gamma[-1], name="gamma (scale)", marker_color="#1F77B4"), row=1, col=1)
     fig.add_trace(go.Bar(x=ch, y=beta[-1], name="beta (shift)", marker_color="#FF7F0E"), row=1, col=1)
     for col, values, name, color in ((2, gamma, "gamma", "#1F77B4"), (3, beta, "beta", "#FF7F0E")):
-        fig.add_trace(go.Scatter(x=d["step"], y=values.max(1), mode="lines", line=dict(width=0, color=color),
-                                 showlegend=False, hoverinfo="skip"), row=1, col=col)
-        fig.add_trace(go.Scatter(x=d["step"], y=values.min(1), mode="lines", line=dict(width=0, color=color),
-                                 fill="tonexty", opacity=0.3, showlegend=False, hoverinfo="skip"), row=1, col=col)
-        fig.add_trace(go.Scatter(x=d["step"], y=values.mean(1), mode="lines", name=f"{name}: mean and min–max",
-                                 line=dict(color=color, width=3)), row=1, col=col)
+        fig.add_trace(
+            go.Scatter(
+                x=d["step"],
+                y=values.max(1),
+                mode="lines",
+                line=dict(width=0, color=color),
+                showlegend=False,
+                hoverinfo="skip",
+            ),
+            row=1,
+            col=col,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=d["step"],
+                y=values.min(1),
+                mode="lines",
+                line=dict(width=0, color=color),
+                fill="tonexty",
+                opacity=0.3,
+                showlegend=False,
+                hoverinfo="skip",
+            ),
+            row=1,
+            col=col,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=d["step"],
+                y=values.mean(1),
+                mode="lines",
+                name=f"{name}: mean and min–max",
+                line=dict(color=color, width=3),
+            ),
+            row=1,
+            col=col,
+        )
     fig.update_layout(barmode="group")
     fig.update_xaxes(title_text="channel", row=1, col=1)
     fig.update_xaxes(title_text="step", row=1, col=2)
@@ -302,8 +489,15 @@ def _probe_lines(snap, names, suffix, last_n):
             key = f"{name}.{suffix}"
             if key in p and len(p[key]):
                 x, y = downsample(p["step"], p[key])
-                fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{lane.label} · {name}",
-                                         line=dict(color=lane_color(lane), dash=dash)))
+                fig.add_trace(
+                    go.Scatter(
+                        x=x,
+                        y=y,
+                        mode="lines",
+                        name=f"{lane.label} · {name}",
+                        line=dict(color=lane_color(lane), dash=dash),
+                    )
+                )
     if not fig.data:
         _empty(fig)
     return fig
@@ -321,23 +515,44 @@ def saturation_figure(snap, last_n=None):
     """Fraction of saturated sigmoid units (or inactive ReLUs) per BN position, per lane."""
     fig = _probe_lines(snap, BN_LAYERS, "saturated", last_n)
     fig.update_yaxes(rangemode="tozero")
-    return _layout(fig, "Saturated units (sigmoid < 0.05 or > 0.95; ReLU = 0)", xaxis_title="step",
-                   yaxis_title="fraction", height=440)
+    return _layout(
+        fig,
+        "Saturated units (sigmoid < 0.05 or > 0.95; ReLU = 0)",
+        xaxis_title="step",
+        yaxis_title="fraction",
+        height=440,
+    )
 
 
 # --------------------------------------------------------------------------------------- studies
 def landscape_figure(snap, last_n=None):
     """Santurkar et al. (2018), light: loss spread and gradient change along the gradient, per lane."""
-    fig = new_figure(rows=1, cols=2, subplot_titles=("loss spread along the gradient (max − min)",
-                                                        "effective smoothness: max |Δ gradient| / |step|"))
+    fig = new_figure(
+        rows=1,
+        cols=2,
+        subplot_titles=(
+            "loss spread along the gradient (max − min)",
+            "effective smoothness: max |Δ gradient| / |step|",
+        ),
+    )
     for lane in snap.lanes:
         t = window(lane.tables.get("landscape", {}), last_n)
         if not len(t.get("step", [])):
             continue
         for col, key in enumerate(("loss_spread", "smoothness"), 1):
-            fig.add_trace(go.Scatter(x=t["step"], y=t[key], mode="lines+markers", name=lane.label,
-                                     legendgroup=lane.label, showlegend=col == 1,
-                                     line=dict(color=lane_color(lane), width=3)), row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=t["step"],
+                    y=t[key],
+                    mode="lines+markers",
+                    name=lane.label,
+                    legendgroup=lane.label,
+                    showlegend=col == 1,
+                    line=dict(color=lane_color(lane), width=3),
+                ),
+                row=1,
+                col=col,
+            )
     fig.update_yaxes(type="log", **LOG_TICKS)
     fig.update_xaxes(title_text="step")
     if not fig.data:
@@ -355,15 +570,34 @@ def race_figure(results):
         col = lanes.index(r.lane) + 1
         color = palette[lrs.index(r.lr) % len(palette)]
         x, y = downsample(r.steps, np.clip(r.loss, 1e-3, 1e3))
-        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"lr {r.lr:g}", legendgroup=f"{r.lr:g}",
-                                 showlegend=col == 1, line=dict(color=color, width=2.5)), row=1, col=col)
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=y,
+                mode="lines",
+                name=f"lr {r.lr:g}",
+                legendgroup=f"{r.lr:g}",
+                showlegend=col == 1,
+                line=dict(color=color, width=2.5),
+            ),
+            row=1,
+            col=col,
+        )
         if r.diverged_at:
             at = min(int(np.searchsorted(r.steps, r.diverged_at)), len(r.loss) - 1)
             mark = float(np.clip(np.nan_to_num(r.loss[at], nan=1e3, posinf=1e3), 1e-3, 1e3))
-            fig.add_trace(go.Scatter(x=[r.diverged_at], y=[mark],
-                                     mode="markers", marker=dict(symbol="x", size=16, color=color),
-                                     showlegend=False, hovertext=f"lr {r.lr:g} diverged at step {r.diverged_at}"),
-                          row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=[r.diverged_at],
+                    y=[mark],
+                    mode="markers",
+                    marker=dict(symbol="x", size=16, color=color),
+                    showlegend=False,
+                    hovertext=f"lr {r.lr:g} diverged at step {r.diverged_at}",
+                ),
+                row=1,
+                col=col,
+            )
     fig.update_yaxes(type="log", **LOG_TICKS)
     fig.update_yaxes(title_text="training loss", col=1)
     fig.update_xaxes(title_text="step")
@@ -373,32 +607,79 @@ def race_figure(results):
 
 
 def race_table(results):
-    return [{"learning rate": f"{r.lr:g}", "lane": r.lane, "result": r.verdict,
-             "final loss": "-" if r.diverged_at else f"{r.final_loss:.3f}",
-             "validation accuracy": "-" if r.diverged_at else f"{r.val_acc:.1%}"} for r in results]
+    return [
+        {
+            "learning rate": f"{r.lr:g}",
+            "lane": r.lane,
+            "result": r.verdict,
+            "final loss": "-" if r.diverged_at else f"{r.final_loss:.3f}",
+            "validation accuracy": "-" if r.diverged_at else f"{r.val_acc:.1%}",
+        }
+        for r in results
+    ]
 
 
 def batch_stats_figure(result):
     """Train-mode vs eval-mode accuracy over batch sizes, and how far batch statistics stray."""
-    fig = new_figure(rows=1, cols=2, subplot_titles=(
-        "test accuracy", f"{result.position}: spread of the batch statistics around the running ones"))
+    fig = new_figure(
+        rows=1,
+        cols=2,
+        subplot_titles=("test accuracy", f"{result.position}: spread of the batch statistics around the running ones"),
+    )
     bs = list(result.batch_sizes)
-    fig.add_trace(go.Scatter(x=bs, y=result.train_mode_acc, mode="lines+markers", name="batch statistics (train mode)",
-                             line=dict(color="#E4572E", width=3)), row=1, col=1)
-    fig.add_trace(go.Scatter(x=bs, y=[result.eval_mode_acc] * len(bs), mode="lines",
-                             name="running statistics (eval mode)", line=dict(color="#1F77B4", width=3, dash="dash")),
-                  row=1, col=1)
-    fig.add_trace(go.Scatter(x=bs, y=result.mean_spread, mode="lines+markers", name="mean: std of (batch − running)",
-                             line=dict(color="#2CA02C", width=3)), row=1, col=2)
-    fig.add_trace(go.Scatter(x=bs, y=result.var_spread, mode="lines+markers",
-                             name="variance: std of (batch − running) / running", line=dict(color="#9467BD", width=3)),
-                  row=1, col=2)
+    fig.add_trace(
+        go.Scatter(
+            x=bs,
+            y=result.train_mode_acc,
+            mode="lines+markers",
+            name="batch statistics (train mode)",
+            line=dict(color="#E4572E", width=3),
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=bs,
+            y=[result.eval_mode_acc] * len(bs),
+            mode="lines",
+            name="running statistics (eval mode)",
+            line=dict(color="#1F77B4", width=3, dash="dash"),
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=bs,
+            y=result.mean_spread,
+            mode="lines+markers",
+            name="mean: std of (batch − running)",
+            line=dict(color="#2CA02C", width=3),
+        ),
+        row=1,
+        col=2,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=bs,
+            y=result.var_spread,
+            mode="lines+markers",
+            name="variance: std of (batch − running) / running",
+            line=dict(color="#9467BD", width=3),
+        ),
+        row=1,
+        col=2,
+    )
     fig.update_xaxes(type="log", title_text="batch size")
     fig.update_yaxes(title_text="accuracy", row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=2, **LOG_TICKS)
     return _layout(fig, "Batch statistics against running statistics", height=440)
 
 
-PNG_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2},
-              "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
+PNG_CONFIG = {
+    "displaylogo": False,
+    "toImageButtonOptions": {"format": "png", "scale": 2},
+    "modeBarButtonsToRemove": ["select2d", "lasso2d"],
+}
 ACT_RANGES = ACT_RANGES  # re-exported for the dashboard's captions

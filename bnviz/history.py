@@ -10,6 +10,7 @@ The experiment file is a NumPy ``.npz`` (no pickle: safe to load from anyone) ho
 ``lane{i}/{table}/{column}`` plus a JSON header; it is written to a temporary file and renamed, so a crash
 mid-write never leaves a half file.
 """
+
 import csv
 import io
 import json
@@ -33,7 +34,7 @@ class RecordingError(ValueError):
 class Table:
     def __init__(self):
         self._cols = {}
-        self._n = 0    # rows
+        self._n = 0  # rows
         self._cap = 0  # rows allocated
         self.generation = 0  # changes whenever rows already read may have changed (a thinning, a clear)
 
@@ -56,7 +57,7 @@ class Table:
     def _grow(self, capacity):
         for key, col in self._cols.items():
             new = np.full((capacity,) + col.shape[1:], np.nan, dtype=col.dtype)
-            new[:self._n] = col[:self._n]
+            new[: self._n] = col[: self._n]
             self._cols[key] = new
         self._cap = capacity
 
@@ -71,14 +72,14 @@ class Table:
             a = np.asarray(a)
             if key not in self._cols:  # a new column: earlier rows read NaN
                 self._cols[key] = np.full((self._cap,) + a.shape[1:], np.nan, dtype=a.dtype)
-            self._cols[key][self._n:self._n + m] = a
+            self._cols[key][self._n : self._n + m] = a
         for key in self._cols.keys() - cols.keys():
-            self._cols[key][self._n:self._n + m] = np.nan
+            self._cols[key][self._n : self._n + m] = np.nan
         self._n += m
 
     def rows(self, start=0):
         """Copies of the rows from ``start`` on, as columns."""
-        return {key: col[start:self._n].copy() for key, col in self._cols.items()}
+        return {key: col[start : self._n].copy() for key, col in self._cols.items()}
 
     def clear(self):
         self._cols, self._n, self._cap = {}, 0, 0
@@ -87,7 +88,7 @@ class Table:
     def _keep_every_other(self):
         kept = len(range(0, self._n, 2))
         for col in self._cols.values():
-            col[:kept] = col[:self._n:2].copy()
+            col[:kept] = col[: self._n : 2].copy()
         self._n = kept
         self.generation += 1
 
@@ -95,7 +96,7 @@ class Table:
         """An immutable copy: {column: read-only array of the rows so far}."""
         out = {}
         for key, col in self._cols.items():
-            a = col[:self._n].copy()
+            a = col[: self._n].copy()
             a.setflags(write=False)
             out[key] = a
         return out
@@ -131,13 +132,13 @@ class LaneHistory:
     """Everything recorded for one lane."""
 
     def __init__(self, dist_capacity=200):
-        self.steps = Table()     # step, epoch, lr, train_loss, train_acc: every step, kept whole
-        self.val = Table()       # step, val_loss, val_acc: the fixed validation subset, every K steps
-        self.epochs = Table()    # epoch, step, train_loss, train_acc, val_loss, val_acc, images_per_s
-        self.probes = Table()    # step and scalar probe results (percentiles, mean, std, grad norms...)
+        self.steps = Table()  # step, epoch, lr, train_loss, train_acc: every step, kept whole
+        self.val = Table()  # step, val_loss, val_acc: the fixed validation subset, every K steps
+        self.epochs = Table()  # epoch, step, train_loss, train_acc, val_loss, val_acc, images_per_s
+        self.probes = Table()  # step and scalar probe results (percentiles, mean, std, grad norms...)
         self.dists = ThinnedTable(dist_capacity)  # step, histograms and per-channel vectors: bounded
         self.landscape = Table()  # step, loss_spread, grad_change, smoothness (when switched on)
-        self.events = Table()     # step, bn_on: BN switched off (0) or back on (1) mid-training
+        self.events = Table()  # step, bn_on: BN switched off (0) or back on (1) mid-training
 
     def view(self):
         return {name: getattr(self, name).view() for name in TABLES}
@@ -171,6 +172,7 @@ class LaneHistory:
 
 # ---------------------------------------------------------------------------------------------------
 # The experiment file
+
 
 def save_experiment(path, header, lane_views):
     """Write header (JSON-able dict) and each lane's tables (as from LaneHistory.view()) atomically."""
@@ -227,33 +229,75 @@ def load_experiment(source):
                 lanes[int(lane[4:])][table][col] = a
     except RecordingError:
         raise
-    except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile, json.JSONDecodeError,
-            zlib.error, NotImplementedError, RuntimeError) as e:  # RuntimeError: zipfile's "encrypted"
-        raise RecordingError(f"{what} is not a bnviz experiment or is damaged ({type(e).__name__}: {e}). "
-                             "Load a file saved by bnviz (Export → experiment, or `python -m bnviz train --out`).") from e
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        IndexError,
+        EOFError,
+        zipfile.BadZipFile,
+        json.JSONDecodeError,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,
+    ) as e:  # RuntimeError: zipfile's "encrypted"
+        raise RecordingError(
+            f"{what} is not a bnviz experiment or is damaged ({type(e).__name__}: {e}). "
+            "Load a file saved by bnviz (Export → experiment, or `python -m bnviz train --out`)."
+        ) from e
     return header, lanes
 
 
 def metrics_csv(lane_names, lane_views):
-    """Per-step metrics of every lane as CSV text: lane, step, epoch, lr, train_loss, train_acc, val_loss, val_acc."""
+    """Per-step metrics of every lane as CSV text, one row per step.
+
+    Columns: lane, step, epoch, lr, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc. ``val_*`` are
+    filled on the steps where the validation subset was checked; ``test_*`` (the full test set, from the
+    ``epochs`` table) on the step where an epoch ended; both are empty elsewhere.
+    """
+
+    def by_step(table, loss, acc):
+        steps = table.get("step", np.array([])).astype(int).tolist()
+        return dict(zip(steps, zip(table.get(loss, []), table.get(acc, []))))
+
+    def number(x):
+        return x if x == "" else f"{x:.6g}"
+
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["lane", "step", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc"])
+    w.writerow(
+        ["lane", "step", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"]
+    )
     for name, tables in zip(lane_names, lane_views):
-        steps, val = tables["steps"], tables["val"]
-        val_at = dict(zip(val.get("step", np.array([])).astype(int).tolist(),
-                          zip(val.get("val_loss", []), val.get("val_acc", []))))
+        steps = tables["steps"]
+        val_at = by_step(tables["val"], "val_loss", "val_acc")
+        test_at = by_step(tables["epochs"], "val_loss", "val_acc")  # the epochs table's val_* are the full test set
         for i in range(len(steps.get("step", []))):
             s = int(steps["step"][i])
             vl, va = val_at.get(s, ("", ""))
-            w.writerow([name, s, int(steps["epoch"][i]), f"{steps['lr'][i]:g}", f"{steps['train_loss'][i]:.6g}",
-                        f"{steps['train_acc'][i]:.6g}", vl if vl == "" else f"{vl:.6g}", va if va == "" else f"{va:.6g}"])
+            tl, ta = test_at.get(s, ("", ""))
+            w.writerow(
+                [
+                    name,
+                    s,
+                    int(steps["epoch"][i]),
+                    f"{steps['lr'][i]:g}",
+                    f"{steps['train_loss'][i]:.6g}",
+                    f"{steps['train_acc'][i]:.6g}",
+                    number(vl),
+                    number(va),
+                    number(tl),
+                    number(ta),
+                ]
+            )
     return buf.getvalue()
 
 
 def to_jsonable(tables):
     """Tables as nested lists (NaN as null), for JSON export."""
+
     def clean(a):
         a = np.asarray(a, dtype=float)
         return np.where(np.isfinite(a), a, None).tolist() if a.size else []
+
     return {t: {c: clean(a) for c, a in cols.items()} for t, cols in tables.items()}

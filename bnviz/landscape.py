@@ -9,12 +9,13 @@ With BN all three are smaller: the landscape is smoother, so larger steps are sa
 
 It works on a copy of the model, so training is not disturbed.
 """
+
 import copy
 
 import torch
 from torch import nn
 
-STEP_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)   # step sizes, as multiples of the learning rate
+STEP_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)  # step sizes, as multiples of the learning rate
 
 
 def _loss_and_grad(model, params, X, y):
@@ -42,7 +43,17 @@ def measure(model, X, y, lr, factors=STEP_FACTORS):
         losses.append(loss)
         changes.append(change)
         ratios.append(change / (eta * g0_norm + 1e-12))
-    numbers = torch.stack([torch.stack(losses).min(), torch.stack(losses).max(), torch.stack(changes).max(),
-                           torch.stack(ratios).max()]).cpu().tolist()  # one transfer
+    numbers = (
+        torch.stack(
+            [
+                torch.stack(losses).min(),
+                torch.stack(losses).max(),
+                torch.stack(changes).max(),
+                torch.stack(ratios).max(),
+            ]
+        )
+        .cpu()
+        .tolist()
+    )  # one transfer
     lo, hi, change, smooth = numbers
     return {"loss_min": lo, "loss_max": hi, "loss_spread": hi - lo, "grad_change": change, "smoothness": smooth}

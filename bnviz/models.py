@@ -12,6 +12,7 @@ With ``norm="none"`` the four BN layers are ``nn.Identity``: they hold no parame
 numbers and compute nothing, so the two networks differ only by BN, and every variant has the same layer
 names (bn1..bn4 mark the places where BN sits or would sit).
 """
+
 from dataclasses import dataclass
 
 import torch
@@ -21,16 +22,16 @@ from .batchnorm import BatchNorm
 
 NORMS = ("none", "scratch", "torch")
 ACTIVATIONS = ("sigmoid", "relu")
-BN_LAYERS = ("bn1", "bn2", "bn3", "bn4")     # where BN sits (or would sit)
+BN_LAYERS = ("bn1", "bn2", "bn3", "bn4")  # where BN sits (or would sit)
 BN_INPUTS = ("conv1", "conv2", "fc1", "fc2")  # the layer whose output enters each BN
 BN_ACTIVATIONS = ("act1", "act2", "act3", "act4")  # the activation after each BN
 
 
 @dataclass(frozen=True)
 class LeNetConfig:
-    norm: str = "scratch"          # none | scratch (ours) | torch (nn.BatchNorm1d/2d)
-    activation: str = "sigmoid"    # sigmoid (the chapter) | relu
-    first_padding: int = 0         # the chapter's plain LeNet pads the first conv by 2
+    norm: str = "scratch"  # none | scratch (ours) | torch (nn.BatchNorm1d/2d)
+    activation: str = "sigmoid"  # sigmoid (the chapter) | relu
+    first_padding: int = 0  # the chapter's plain LeNet pads the first conv by 2
     num_classes: int = 10
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
@@ -60,8 +61,8 @@ class LeNet(nn.Module):
     def __init__(self, config=LeNetConfig()):
         super().__init__()
         self.config = c = config
-        side = (28 + 2 * c.first_padding - 4) // 2   # after conv1 and pool1: 12 (or 14 with padding 2)
-        side = (side - 4) // 2                       # after conv2 and pool2: 4 (or 5)
+        side = (28 + 2 * c.first_padding - 4) // 2  # after conv1 and pool1: 12 (or 14 with padding 2)
+        side = (side - 4) // 2  # after conv2 and pool2: 4 (or 5)
         self.conv1 = nn.Conv2d(1, 6, kernel_size=5, padding=c.first_padding)
         self.bn1, self.act1, self.pool1 = norm_layer(c, 6, 4), activation_layer(c), nn.AvgPool2d(2, 2)
         self.conv2 = nn.Conv2d(6, 16, kernel_size=5)
@@ -73,13 +74,13 @@ class LeNet(nn.Module):
         self.bn4, self.act4 = norm_layer(c, 84, 2), activation_layer(c)
         self.fc3 = nn.Linear(84, c.num_classes)
 
-    def forward(self, x):                                  # (B, 1, 28, 28)
+    def forward(self, x):  # (B, 1, 28, 28)
         x = self.pool1(self.act1(self.bn1(self.conv1(x))))  # (B, 6, 12, 12)
         x = self.pool2(self.act2(self.bn2(self.conv2(x))))  # (B, 16, 4, 4)
-        x = self.flatten(x)                                 # (B, 256)
-        x = self.act3(self.bn3(self.fc1(x)))                # (B, 120)
-        x = self.act4(self.bn4(self.fc2(x)))                # (B, 84)
-        return self.fc3(x)                                  # (B, 10)
+        x = self.flatten(x)  # (B, 256)
+        x = self.act3(self.bn3(self.fc1(x)))  # (B, 120)
+        x = self.act4(self.bn4(self.fc2(x)))  # (B, 84)
+        return self.fc3(x)  # (B, 10)
 
     def bn_layers(self):
         """{name: layer} of the BN positions that hold a BN layer (empty with norm='none')."""
@@ -101,8 +102,9 @@ def init_weights(model, seed):
 
 
 def build_lenet(norm="scratch", activation="sigmoid", *, first_padding=0, seed=0, bn_eps=1e-5, bn_momentum=0.1):
-    config = LeNetConfig(norm=norm, activation=activation, first_padding=first_padding,
-                         bn_eps=bn_eps, bn_momentum=bn_momentum)
+    config = LeNetConfig(
+        norm=norm, activation=activation, first_padding=first_padding, bn_eps=bn_eps, bn_momentum=bn_momentum
+    )
     return init_weights(LeNet(config), seed)
 
 

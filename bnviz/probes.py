@@ -15,6 +15,7 @@ At every BN position (bn1..bn4) a probe records, from the very forward pass that
 - per weight layer: the gradient norm and the update-to-weight ratio ``lr * |grad| / |w|`` (plain SGD).
 All of it is gathered as tensors and moved to the CPU in one transfer.
 """
+
 from functools import partial
 
 import numpy as np
@@ -24,14 +25,14 @@ from torch import nn
 from .batchnorm import BatchNorm
 from .models import BN_ACTIVATIONS, BN_INPUTS, BN_LAYERS
 
-HIST_RANGE = (-5.0, 5.0)          # bins for the tensors entering and leaving BN: 0.1 wide
+HIST_RANGE = (-5.0, 5.0)  # bins for the tensors entering and leaving BN: 0.1 wide
 HIST_BINS = 100
 ACT_RANGES = {"sigmoid": (0.0, 1.0), "relu": (0.0, 6.0)}  # bins for the activation's output
 ACT_BINS = 40
 PERCENTILES = (0.15, 0.50, 0.85)
 WEIGHT_LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")
-HIST_SAMPLE = 32_768               # histograms, mean, std and saturation from a random subset this big
-QUANTILE_SAMPLE = 4_096            # percentiles from 4,096 of those (standard error < 1 percentile point)
+HIST_SAMPLE = 32_768  # histograms, mean, std and saturation from a random subset this big
+QUANTILE_SAMPLE = 4_096  # percentiles from 4,096 of those (standard error < 1 percentile point)
 SATURATION = (0.05, 0.95)
 
 
@@ -49,7 +50,10 @@ class Hook:
         self.handle = module.register_forward_hook(partial(fn or _keep_output, self))
 
     def remove(self):
-        self.handle.remove()
+        """Take the hook off its module; a second call does nothing."""
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
 
     def __enter__(self):
         return self
@@ -69,6 +73,7 @@ class Hooks(list):
         super().__init__(Hook(m, fn) for m in modules)
 
     def remove(self):
+        """Take every hook off; a second call does nothing."""
         for h in self:
             h.remove()
 
@@ -117,8 +122,10 @@ class Probe:
 
     def __init__(self, model, activation="sigmoid"):
         self.model, self.activation = model, activation
-        self.modules = {kind: [getattr(model, n) for n in names]
-                        for kind, names in (("in", BN_INPUTS), ("out", BN_LAYERS), ("act", BN_ACTIVATIONS))}
+        self.modules = {
+            kind: [getattr(model, n) for n in names]
+            for kind, names in (("in", BN_INPUTS), ("out", BN_LAYERS), ("act", BN_ACTIVATIONS))
+        }
 
     def __enter__(self):
         self.hooks = {kind: Hooks(mods) for kind, mods in self.modules.items()}
@@ -147,7 +154,7 @@ class Probe:
             x = self.hooks["in"][i].stored
             dims = (0, 2, 3) if x.dim() == 4 else (0,)
             n = x.numel() // x.shape[1]
-            mean = x.float().sum(dim=dims) / n   # sums, not var_mean: 10x cheaper over (0, 2, 3)
+            mean = x.float().sum(dim=dims) / n  # sums, not var_mean: 10x cheaper over (0, 2, 3)
             var = ((x.float() * x.float()).sum(dim=dims) / n - mean * mean).clamp_min(0)
             named += [(f"{pos}.batch_mean", mean), (f"{pos}.batch_var", var)]
             state = bn_state(getattr(self.model, pos))

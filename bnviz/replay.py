@@ -1,20 +1,24 @@
 """A recorded experiment, seen as the live engine's snapshots: every chart works the same on it.
 
-``Recording.snapshot(at_step)`` cuts every table at a step, so a timeline can play a run back.
+``Recording.snapshot(at_step)`` cuts every table at a step, so a timeline can play a run back. A recording
+is read-only: it offers what ``interface.ExperimentView`` declares (``settings``, ``snapshot()``, ``header()``).
 """
+
 import math
 
-from .engine import LaneSpec, LaneView, Settings, Snapshot
+from .data import num_batches
 from .history import RecordingError, load_experiment
+from .snapshot import LaneSpec, LaneStatus, LaneView, Settings, Snapshot, Status
 
 
 class Recording:
-    def __init__(self, header, lane_tables, name=""):
-        self.header, self.lane_tables, self.name = header, lane_tables, name or header.get("name", "recording")
+    def __init__(self, meta, lane_tables, name=""):
+        """meta: the experiment file's header (name, settings, device, lanes, ...); lane_tables: one per lane."""
+        self.meta, self.lane_tables, self.name = meta, lane_tables, name or meta.get("name", "recording")
         try:
             known = Settings.__dataclass_fields__
-            self.settings = Settings(**{k: v for k, v in header.get("settings", {}).items() if k in known})
-            self.specs = [LaneSpec(**l) for l in header["lanes"]]
+            self.settings = Settings(**{k: v for k, v in meta.get("settings", {}).items() if k in known})
+            self.specs = [LaneSpec(**l) for l in meta["lanes"]]
         except (TypeError, ValueError, KeyError) as e:
             raise RecordingError(f"The experiment's settings cannot be read ({e}).") from e
         if not self.specs or len(self.specs) != len(lane_tables):
@@ -22,13 +26,18 @@ class Recording:
 
     @classmethod
     def load(cls, source, name=""):
-        header, lanes = load_experiment(source)
-        return cls(header, lanes, name)
+        meta, lanes = load_experiment(source)
+        return cls(meta, lanes, name)
+
+    def header(self):
+        """What the experiment file records besides the tables (as ``Experiment.header()``): ``self.meta``."""
+        return self.meta
 
     @property
     def last_step(self):
-        return max((int(t["steps"]["step"][-1]) for t in self.lane_tables if len(t["steps"].get("step", []))),
-                   default=0)
+        return max(
+            (int(t["steps"]["step"][-1]) for t in self.lane_tables if len(t["steps"].get("step", []))), default=0
+        )
 
     def snapshot(self, at_step=None):
         """The run as it stood after ``at_step`` steps (the end when None)."""
@@ -43,12 +52,14 @@ class Recording:
             losses = cut["steps"].get("train_loss", [])
             diverged = first_divergence(steps, losses, self.settings)
             epochs = cut["epochs"].get("epoch", [])
-            status = "diverged" if diverged else ("finished" if step >= lane_end else "training")
+            status = (
+                LaneStatus.DIVERGED if diverged else (LaneStatus.FINISHED if step >= lane_end else LaneStatus.TRAINING)
+            )
             per_epoch = _steps_per_epoch(tables, self.settings)
             ips = float(cut["epochs"]["images_per_s"][-1]) if len(epochs) else 0.0
             epoch = int(cut["steps"]["epoch"][-1]) if len(steps) else 1
             lanes.append(LaneView(i, spec, status, None, step, epoch, per_epoch, ips, diverged, cut))
-        status = "finished" if at >= end else "paused"
+        status = Status.FINISHED if at >= end else Status.PAUSED
         return Snapshot(status, None, self.settings, f"replay of {self.name}", tuple(lanes))
 
 
@@ -71,8 +82,9 @@ def _rows_up_to(cols, at):
 
 
 def _steps_per_epoch(tables, settings):
+    """From the first epoch's row; before any epoch ended, what the engine's ``data.num_batches`` gives."""
     e = tables["epochs"]
     if len(e.get("step", [])):
         return int(e["step"][0])
     n = settings.train_size or 60_000
-    return max(1, n // settings.batch_size)
+    return max(1, num_batches(n, settings.batch_size))

@@ -6,6 +6,7 @@
   against the running ones (eval mode), over batch sizes from 2 to 1,024, and how far the batch mean and
   variance stray from the running values as the batch shrinks. Why running averages exist.
 """
+
 import copy
 import math
 from dataclasses import dataclass, field
@@ -14,8 +15,9 @@ import numpy as np
 import torch
 
 from .data import batches
-from .engine import Experiment, LaneSpec, Settings
+from .engine import Experiment
 from .probes import Hook, bn_state
+from .snapshot import LaneSpec, Settings
 
 RACE_LRS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 BATCH_SIZES = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -26,10 +28,10 @@ class RaceResult:
     lr: float
     lane: str
     norm: str
-    steps: np.ndarray          # the loss curve
+    steps: np.ndarray  # the loss curve
     loss: np.ndarray
-    final_loss: float          # mean of the last tenth of the steps (NaN if diverged)
-    val_acc: float             # on the validation subset at the end (NaN if diverged)
+    final_loss: float  # mean of the last tenth of the steps (NaN if diverged)
+    val_acc: float  # on the validation subset at the end (NaN if diverged)
     diverged_at: int | None
 
     @property
@@ -39,9 +41,21 @@ class RaceResult:
         return "learns" if self.val_acc >= 0.5 else "stalls"
 
 
-def lr_race(data, lrs=RACE_LRS, steps=300, norms=("none", "scratch"), *, activation="sigmoid", batch_size=128,
-            seed=0, train_size=None, val_size=1000, progress=None, should_stop=lambda: False,
-            experiment=Experiment):
+def lr_race(
+    data,
+    lrs=RACE_LRS,
+    steps=300,
+    norms=("none", "scratch"),
+    *,
+    activation="sigmoid",
+    batch_size=128,
+    seed=0,
+    train_size=None,
+    val_size=1000,
+    progress=None,
+    should_stop=lambda: False,
+    experiment=Experiment,
+):
     """Train each norm at each learning rate for ``steps`` steps; a list of RaceResult.
 
     ``experiment``: the engine to train with; the dashboard passes ``ExperimentProcess`` so that the race,
@@ -51,23 +65,37 @@ def lr_race(data, lrs=RACE_LRS, steps=300, norms=("none", "scratch"), *, activat
     for i, lr in enumerate(lrs):
         if should_stop():
             break
-        settings = Settings(lr=lr, batch_size=batch_size, epochs=10_000, seed=seed, train_size=train_size,
-                            probe_every=10 ** 9, val_every=steps, val_size=val_size)
-        exp = experiment(data, settings, [LaneSpec(n, activation) for n in norms], name=f"race-{lr:g}")
-        try:
+        settings = Settings(
+            lr=lr,
+            batch_size=batch_size,
+            epochs=10_000,
+            seed=seed,
+            train_size=train_size,
+            probe_every=10**9,
+            val_every=steps,
+            val_size=val_size,
+        )
+        with experiment(data, settings, [LaneSpec(n, activation) for n in norms], name=f"race-{lr:g}") as exp:
             exp.step(steps)
             exp.wait()
             snap = exp.snapshot()
-        finally:
-            exp.stop()
         for lane in snap.lanes:
             t, v = lane.tables["steps"], lane.tables["val"]
             loss = t["train_loss"]
-            tail = loss[-max(1, len(loss) // 10):]
+            tail = loss[-max(1, len(loss) // 10) :]
             val = float(v["val_acc"][-1]) if len(v.get("val_acc", [])) else math.nan
-            results.append(RaceResult(lr, lane.label, lane.spec.norm, t["step"], loss,
-                                      float(np.mean(tail)) if lane.diverged_at is None else math.nan,
-                                      val if lane.diverged_at is None else math.nan, lane.diverged_at))
+            results.append(
+                RaceResult(
+                    lr,
+                    lane.label,
+                    lane.spec.norm,
+                    t["step"],
+                    loss,
+                    float(np.mean(tail)) if lane.diverged_at is None else math.nan,
+                    val if lane.diverged_at is None else math.nan,
+                    lane.diverged_at,
+                )
+            )
         if progress:
             progress((i + 1) / len(lrs))
     return results
@@ -76,17 +104,25 @@ def lr_race(data, lrs=RACE_LRS, steps=300, norms=("none", "scratch"), *, activat
 @dataclass(frozen=True)
 class BatchStatsResult:
     batch_sizes: tuple
-    train_mode_acc: tuple      # BN normalises with each test batch's own statistics
-    eval_mode_acc: float       # BN uses the running statistics (independent of the batch size)
-    mean_spread: tuple         # bn1: mean over channels of std(batch mean - running mean) across batches
-    var_spread: tuple          # bn1: the same for the variance, relative to the running variance
+    train_mode_acc: tuple  # BN normalises with each test batch's own statistics
+    eval_mode_acc: float  # BN uses the running statistics (independent of the batch size)
+    mean_spread: tuple  # bn1: mean over channels of std(batch mean - running mean) across batches
+    var_spread: tuple  # bn1: the same for the variance, relative to the running variance
     position: str = "bn1"
     notes: dict = field(default_factory=dict)
 
 
 @torch.no_grad()
-def batch_statistics(model, images, labels, batch_sizes=BATCH_SIZES, position="bn1", max_images=1024,
-                     progress=None, should_stop=lambda: False):
+def batch_statistics(
+    model,
+    images,
+    labels,
+    batch_sizes=BATCH_SIZES,
+    position="bn1",
+    max_images=1024,
+    progress=None,
+    should_stop=lambda: False,
+):
     """Train-mode vs eval-mode test accuracy of a trained BN network, over batch sizes."""
     model = copy.deepcopy(model)
     layers = [m for m in model.modules() if bn_state(m) is not None]
@@ -122,10 +158,17 @@ def batch_statistics(model, images, labels, batch_sizes=BATCH_SIZES, position="b
         means, vars_ = torch.stack(means), torch.stack(vars_)
         # one batch has no spread to measure: NaN (left out of the chart), not 0
         mean_spreads.append(float((means - running_mean).std(0, correction=0).mean()) if len(means) > 1 else math.nan)
-        var_spreads.append(float(((vars_ - running_var) / running_var).std(0, correction=0).mean())
-                           if len(vars_) > 1 else math.nan)
-    return BatchStatsResult(tuple(batch_sizes[:len(train_accs)]), tuple(train_accs), eval_acc, tuple(mean_spreads),
-                            tuple(var_spreads), position)
+        var_spreads.append(
+            float(((vars_ - running_var) / running_var).std(0, correction=0).mean()) if len(vars_) > 1 else math.nan
+        )
+    return BatchStatsResult(
+        tuple(batch_sizes[: len(train_accs)]),
+        tuple(train_accs),
+        eval_acc,
+        tuple(mean_spreads),
+        tuple(var_spreads),
+        position,
+    )
 
 
 def _accuracy(model, images, labels, batch_size):

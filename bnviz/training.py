@@ -3,6 +3,7 @@
 Nothing here synchronises with the device: losses and correct counts stay tensors until a caller
 asks for numbers, so a GPU is never held up by the Python loop.
 """
+
 import torch
 from torch import nn
 
@@ -32,12 +33,14 @@ def evaluate(model, images, labels, batch_size=1024):
     """(mean loss, accuracy) over the given images in eval mode (running BN statistics)."""
     was_training = model.training
     model.eval()
-    loss = torch.zeros((), device=images.device)
-    correct = torch.zeros((), dtype=torch.long, device=images.device)
-    for X, y in batches(images, labels, batch_size):
-        logits = model(X)
-        loss += loss_fn(logits, y)
-        correct += (logits.argmax(1) == y).sum()
-    model.train(was_training)
+    try:
+        loss = torch.zeros((), device=images.device)
+        correct = torch.zeros((), dtype=torch.long, device=images.device)
+        for X, y in batches(images, labels, batch_size):
+            logits = model(X)
+            loss += loss_fn(logits, y)
+            correct += (logits.argmax(1) == y).sum()
+    finally:  # a forward pass that raises leaves the model in the mode it came in
+        model.train(was_training)
     n = images.shape[0]
     return loss.item() / n, correct.item() / n

@@ -1,4 +1,5 @@
 """Shared fixtures: IDX files written by hand, isolated data search paths, and the real Fashion-MNIST."""
+
 import gzip
 import struct
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 import bnviz.data
+from bnviz import env
 from bnviz.data import FILES
 
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"
@@ -57,6 +59,20 @@ def write_dataset(folder, arrays, gz=False, layout="flat"):
     return {name: write_file(d / name, idx_bytes(a), gz=gz) for name, a in zip(FILES, arrays)}
 
 
+def missing(reason):
+    """An input this test needs is absent: a failure in CI (BNVIZ_REQUIRE_ALL=1), else a skip that says why."""
+    if env.require_all():
+        pytest.fail(f"{reason}; BNVIZ_REQUIRE_ALL=1 (CI) requires every input", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_collection_modifyitems(items):
+    """Tests on the real dataset carry the real_data marker, whether they ask for it directly or not."""
+    for item in items:
+        if {"real_data", "real_data_root"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real_data)
+
+
 @pytest.fixture
 def one_thread():
     """One intra-op thread for tests on tiny tensors (restored afterwards).
@@ -72,8 +88,7 @@ def one_thread():
 @pytest.fixture
 def idx():
     """The IDX helpers, for tests: idx.bytes, idx.write_file, idx.make_arrays, idx.write_dataset."""
-    return SimpleNamespace(bytes=idx_bytes, write_file=write_file, make_arrays=make_arrays,
-                           write_dataset=write_dataset)
+    return SimpleNamespace(bytes=idx_bytes, write_file=write_file, make_arrays=make_arrays, write_dataset=write_dataset)
 
 
 @pytest.fixture
@@ -111,10 +126,70 @@ def real_data_root(tmp_path_factory):
             if all(files[n] == raw / n for n in FILES):
                 return folder
             return bnviz.data._unpack_into(files, tmp_path_factory.mktemp("fashion_mnist"))
-    pytest.skip(f"the real Fashion-MNIST is in neither {REPO_DATA} nor {REAL_DEBIAN_DIR}")
+    missing(f"the real Fashion-MNIST is in neither {REPO_DATA} nor {REAL_DEBIAN_DIR}")
 
 
 @pytest.fixture(scope="session")
 def real_data(real_data_root):
     """The real dataset in memory (loaded once per session)."""
     return bnviz.data.load_fashion_mnist(real_data_root, download=False)
+
+
+# ============================================================================================= experiments
+# Shared by the engine, process, registry, history, studies, interface and jobs tests: tiny random data sets,
+# polling until a condition holds, and experiments that are always stopped (and checked gone) after a test.
+
+
+def tiny_dataset(n_train=256, n_test=200, seed=0):
+    """Random images shaped like Fashion-MNIST (bnviz.data.random_dataset): 8 steps an epoch at batch 32."""
+    return bnviz.data.random_dataset(n_train, n_test, seed)
+
+
+def until(condition, timeout=30.0, poll=0.005):
+    """Poll until condition() is true; False if the deadline passed first."""
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(poll)
+    return bool(condition())
+
+
+def worker_threads(name):
+    """The live threads of the in-process experiment called ``name``."""
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == f"bnviz-{name}" and t.is_alive()]
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+    """tiny_dataset(): 256 training and 200 test images, loaded once per session."""
+    return tiny_dataset()
+
+
+@pytest.fixture
+def make_experiment(tiny_data):
+    """make_experiment(settings=None, lanes=DEFAULT_LANES, *, cls=Experiment, data=tiny_data, **kwargs).
+
+    Every experiment made is stopped at teardown, and checked gone: its worker thread or its child process.
+    """
+    import uuid
+
+    from bnviz.engine import Experiment
+    from bnviz.snapshot import DEFAULT_LANES, Settings
+
+    made = []
+
+    def make(settings=None, lanes=DEFAULT_LANES, *, cls=Experiment, data=None, **kwargs):
+        kwargs.setdefault("name", f"test-{uuid.uuid4().hex[:10]}")
+        settings = settings or Settings(batch_size=32, val_size=50, device="cpu")
+        made.append(cls(tiny_data if data is None else data, settings, lanes, **kwargs))
+        return made[-1]
+
+    yield make
+    for e in made:
+        assert e.stop(timeout=10), f"{e.name} did not stop"
+        assert not e.alive and not worker_threads(e.name)

@@ -1,4 +1,5 @@
-"""Our BatchNorm against torch.nn.BatchNorm1d / BatchNorm2d."""
+"""Our BatchNorm against torch.nn.BatchNorm1d / BatchNorm2d, with both backward passes ("paper", "autograd")."""
+
 import copy
 
 import pytest
@@ -7,13 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from bnviz.batchnorm import BatchNorm, batch_norm
+from bnviz.batchnorm import BACKWARDS, BatchNorm, batch_norm
+from bnviz.models import build_lenet
+
+both_backwards = pytest.mark.parametrize("backward", BACKWARDS)
 
 
-def pair(num_features, num_dims, dtype, seed):
+def pair(num_features, num_dims, dtype, seed, backward):
     """Our layer and torch's, with the same random gamma and beta."""
     g = torch.Generator().manual_seed(seed)
-    ours = BatchNorm(num_features, num_dims).to(dtype)
+    ours = BatchNorm(num_features, num_dims, backward=backward).to(dtype)
     ref = (nn.BatchNorm2d if num_dims == 4 else nn.BatchNorm1d)(num_features).to(dtype)
     with torch.no_grad():
         gamma = torch.rand(num_features, generator=g, dtype=dtype) + 0.5
@@ -25,18 +29,23 @@ def pair(num_features, num_dims, dtype, seed):
     return ours, ref
 
 
+def is_paper(Y):
+    """Whether Y came out of the hand-written backward pass (bnviz/batchnorm_backward.py)."""
+    return type(Y.grad_fn).__name__ == "PaperBatchNormBackward"
+
+
 def shape_for(num_dims, n, c, hw):
     return (n, c) if num_dims == 2 else (n, c, hw, hw)
 
 
-def check_against_torch(num_dims, n, c, hw, seed, dtype, tol, steps=4):
+def check_against_torch(num_dims, n, c, hw, seed, dtype, tol, backward, steps=4):
     """Outputs, input/gamma/beta gradients, running statistics over several steps, then eval outputs.
 
     The tolerance is ``tol`` plus torch's own round-off in this dtype (measured against torch in float64):
     for a well-conditioned batch that is ~1e-7, but two close values per channel (variance near eps) make
     any float32 implementation, torch's included, err by more than 1e-5.
     """
-    ours, ref = pair(c, num_dims, dtype, seed)
+    ours, ref = pair(c, num_dims, dtype, seed, backward)
     exact = copy.deepcopy(ref).double()  # the same gamma and beta, in float64
     g = torch.Generator().manual_seed(seed + 1)
 
@@ -45,9 +54,10 @@ def check_against_torch(num_dims, n, c, hw, seed, dtype, tol, steps=4):
         torch.testing.assert_close(actual, expected, atol=tol * scale + 2 * slack, rtol=tol)
 
     for _ in range(steps):  # several training steps: outputs, gradients, running statistics
-        X = (torch.randn(shape_for(num_dims, n, c, hw), generator=g, dtype=torch.float64) * 3 + 2)
+        X = torch.randn(shape_for(num_dims, n, c, hw), generator=g, dtype=torch.float64) * 3 + 2
         X1, X2, X3 = (X.to(t).clone().requires_grad_() for t in (dtype, dtype, torch.float64))
         Y1, Y2, Y3 = ours(X1), ref(X2), exact(X3)
+        assert is_paper(Y1) == (backward == "paper")  # the path asked for is the one that ran
         close(Y1, Y2, Y3)
         upstream = torch.randn(Y1.shape, generator=g, dtype=torch.float64)
         (Y1 * upstream.to(dtype)).sum().backward()
@@ -66,53 +76,136 @@ def check_against_torch(num_dims, n, c, hw, seed, dtype, tol, steps=4):
     close(ours(X.to(dtype)), ref(X.to(dtype)), exact(X))
 
 
+@both_backwards
 @settings(max_examples=40, deadline=None)
-@given(num_dims=st.sampled_from([2, 4]), n=st.integers(2, 16), c=st.integers(1, 12), hw=st.integers(1, 7),
-       seed=st.integers(0, 2**16))
-def test_matches_torch_float32(num_dims, n, c, hw, seed):
-    check_against_torch(num_dims, n, c, hw, seed, torch.float32, 1e-5)
+@given(
+    num_dims=st.sampled_from([2, 4]),
+    n=st.integers(2, 16),
+    c=st.integers(1, 12),
+    hw=st.integers(1, 7),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_torch_float32(backward, num_dims, n, c, hw, seed):
+    check_against_torch(num_dims, n, c, hw, seed, torch.float32, 1e-5, backward)
 
 
+@both_backwards
 @settings(max_examples=20, deadline=None)
-@given(num_dims=st.sampled_from([2, 4]), n=st.integers(2, 16), c=st.integers(1, 12), hw=st.integers(1, 7),
-       seed=st.integers(0, 2**16))
-def test_matches_torch_float64(num_dims, n, c, hw, seed):
-    check_against_torch(num_dims, n, c, hw, seed, torch.float64, 1e-10)
+@given(
+    num_dims=st.sampled_from([2, 4]),
+    n=st.integers(2, 16),
+    c=st.integers(1, 12),
+    hw=st.integers(1, 7),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_torch_float64(backward, num_dims, n, c, hw, seed):
+    check_against_torch(num_dims, n, c, hw, seed, torch.float64, 1e-10, backward)
 
 
-def test_matches_torch_at_lenet_shape():
-    check_against_torch(4, 128, 6, 24, seed=0, dtype=torch.float32, tol=1e-5)
+@both_backwards
+def test_matches_torch_at_lenet_shape(backward):
+    check_against_torch(4, 128, 6, 24, seed=0, dtype=torch.float32, tol=1e-5, backward=backward)
 
 
-@pytest.mark.parametrize("num_dims", [2, 4])
-def test_gradcheck_float64(num_dims):
-    g = torch.Generator().manual_seed(0)
-    shape = shape_for(num_dims, 5, 3, 3)
-    X = torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True)
-    pshape = (1, 3) if num_dims == 2 else (1, 3, 1, 1)
-    gamma = torch.rand(pshape, generator=g, dtype=torch.float64, requires_grad=True)
-    beta = torch.randn(pshape, generator=g, dtype=torch.float64, requires_grad=True)
+def functional(num_dims, backward, seed=0, n=5, c=3, hw=3):
+    """f(X, gamma, beta) = Y of batch_norm in training mode, and float64 inputs that need gradients."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(shape_for(num_dims, n, c, hw), generator=g, dtype=torch.float64) * 3 + 2
+    pshape = (1, c) if num_dims == 2 else (1, c, 1, 1)
+    gamma = torch.rand(pshape, generator=g, dtype=torch.float64) + 0.5
+    beta = torch.randn(pshape, generator=g, dtype=torch.float64)
     mm, mv = torch.zeros(pshape, dtype=torch.float64), torch.ones(pshape, dtype=torch.float64)
 
     def f(X, gamma, beta):
-        return batch_norm(X, gamma, beta, mm, mv, eps=1e-5, momentum=0.1, training=True)[0]
-    assert torch.autograd.gradcheck(f, (X, gamma, beta))  # the written-out backward against finite differences
-    # the backward pass is once-differentiable: asking for a second derivative says so instead of being wrong
-    dX, = torch.autograd.grad(f(X, gamma, beta).pow(2).sum(), X, create_graph=True)
-    with pytest.raises(RuntimeError, match="once_differentiable|double backward|differentiable"):
-        dX.sum().backward()
+        return batch_norm(X, gamma, beta, mm, mv, eps=1e-5, momentum=0.1, training=True, backward=backward)[0]
+
+    return f, tuple(t.requires_grad_() for t in (X, gamma, beta))
 
 
-def test_running_variance_is_unbiased():
+@both_backwards
+@pytest.mark.parametrize("num_dims", [2, 4])
+def test_gradcheck_float64(num_dims, backward):
+    f, inputs = functional(num_dims, backward)
+    assert is_paper(f(*inputs)) == (backward == "paper")
+    assert torch.autograd.gradcheck(f, inputs)  # against finite differences
+    X = inputs[0]
+    if backward == "autograd":  # autograd's gradient is differentiable in turn
+        assert torch.autograd.gradgradcheck(f, inputs)
+    else:  # the written-out backward pass is once-differentiable: a second derivative says so instead of being wrong
+        (dX,) = torch.autograd.grad(f(*inputs).pow(2).sum(), X, create_graph=True)
+        with pytest.raises(RuntimeError, match="once_differentiable|double backward|differentiable"):
+            dX.sum().backward()
+
+
+@pytest.mark.parametrize("num_dims, n, c, hw", [(2, 5, 3, 1), (4, 5, 3, 3), (2, 128, 120, 1), (4, 16, 6, 24)])
+def test_the_two_backward_passes_agree_float64(num_dims, n, c, hw):
+    """The same outputs, moving statistics and gradients (X, gamma, beta) from both paths, to round-off."""
+    results = {}
+    for backward in BACKWARDS:
+        f, (X, gamma, beta) = functional(num_dims, backward, seed=7, n=n, c=c, hw=hw)
+        Y, mean, var = batch_norm(
+            X,
+            gamma,
+            beta,
+            torch.zeros_like(gamma),
+            torch.ones_like(gamma),
+            eps=1e-5,
+            momentum=0.1,
+            training=True,
+            backward=backward,
+        )
+        upstream = torch.randn(Y.shape, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+        grads = torch.autograd.grad((Y * upstream).sum(), (X, gamma, beta))
+        results[backward] = (Y, mean, var, *grads)
+    for name, paper, autograd in zip(("Y", "moving_mean", "moving_var", "dX", "dgamma", "dbeta"), *results.values()):
+        torch.testing.assert_close(paper, autograd, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_models_train_with_the_paper_backward_by_default():
+    assert BatchNorm(3, 2).backward == "paper"
+    assert all(layer.backward == "paper" for layer in build_lenet("scratch").bn_layers().values())
+    assert "backward='autograd'" in repr(BatchNorm(3, 4, backward="autograd"))
+
+
+def test_unknown_backward_is_named():
+    with pytest.raises(ValueError, match="backward must be 'paper' .* or 'autograd' .*got 'numpy'"):
+        BatchNorm(3, 2, backward="numpy")
+    for training in (True, False):
+        with pytest.raises(ValueError, match="backward must be .*got 'Paper'"):
+            batch_norm(
+                torch.randn(4, 3),
+                torch.ones(1, 3),
+                torch.zeros(1, 3),
+                torch.zeros(1, 3),
+                torch.ones(1, 3),
+                eps=1e-5,
+                momentum=0.1,
+                training=training,
+                backward="Paper",
+            )
+
+
+@both_backwards
+def test_running_variance_is_unbiased(backward):
     X = torch.tensor([[0.0], [2.0]])  # biased variance 1, unbiased 2
-    _, mean, var = batch_norm(X, torch.ones(1, 1), torch.zeros(1, 1), torch.zeros(1, 1), torch.ones(1, 1),
-                              eps=1e-5, momentum=1.0, training=True)
+    _, mean, var = batch_norm(
+        X,
+        torch.ones(1, 1),
+        torch.zeros(1, 1),
+        torch.zeros(1, 1),
+        torch.ones(1, 1),
+        eps=1e-5,
+        momentum=1.0,
+        training=True,
+        backward=backward,
+    )
     assert mean.item() == pytest.approx(1.0)
     assert var.item() == pytest.approx(2.0)
 
 
-def test_mode_follows_module_training_not_grad_mode():
-    bn = BatchNorm(3, 2)
+@both_backwards
+def test_mode_follows_module_training_not_grad_mode(backward):
+    bn = BatchNorm(3, 2, backward=backward)
     X = torch.randn(8, 3) * 5 + 7
     with torch.no_grad():  # train mode under no_grad: still batch statistics, still updates the buffers
         Y = bn(X)
@@ -145,16 +238,20 @@ def test_buffers_follow_the_device():
         bn(torch.randn(4, 2, dtype=torch.float64, device="cuda"))
 
 
-@pytest.mark.parametrize("num_dims, shape, message", [
-    (4, (8, 3), "expects 4-D"),
-    (2, (8, 3, 2, 2), "expects 2-D"),
-    (2, (8, 5), "expects 3 channels"),
-    (4, (1, 3, 1, 1), "more than 1 value per channel"),
-    (2, (1, 3), "more than 1 value per channel"),
-])
-def test_bad_input_is_named(num_dims, shape, message):
+@pytest.mark.parametrize(
+    "num_dims, shape, message",
+    [
+        (4, (8, 3), "expects 4-D"),
+        (2, (8, 3, 2, 2), "expects 2-D"),
+        (2, (8, 5), "expects 3 channels"),
+        (4, (1, 3, 1, 1), "more than 1 value per channel"),
+        (2, (1, 3), "more than 1 value per channel"),
+    ],
+)
+@both_backwards
+def test_bad_input_is_named(num_dims, shape, message, backward):
     with pytest.raises(ValueError, match=message):
-        BatchNorm(3, num_dims)(torch.randn(shape))
+        BatchNorm(3, num_dims, backward=backward)(torch.randn(shape))
 
 
 def test_single_value_per_channel_is_fine_in_eval_mode():
@@ -164,8 +261,16 @@ def test_single_value_per_channel_is_fine_in_eval_mode():
 
 def test_functional_rejects_other_ranks():
     with pytest.raises(ValueError, match="2-D .* or 4-D"):
-        batch_norm(torch.randn(4, 3, 2), torch.ones(1, 3, 1), torch.zeros(1, 3, 1), torch.zeros(1, 3, 1),
-                   torch.ones(1, 3, 1), eps=1e-5, momentum=0.1, training=True)
+        batch_norm(
+            torch.randn(4, 3, 2),
+            torch.ones(1, 3, 1),
+            torch.zeros(1, 3, 1),
+            torch.zeros(1, 3, 1),
+            torch.ones(1, 3, 1),
+            eps=1e-5,
+            momentum=0.1,
+            training=True,
+        )
 
 
 def test_bad_num_dims():

@@ -2,12 +2,14 @@
 
 Checks keys and that every number is positive; never timings against thresholds (they depend on the machine).
 """
+
 import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
+from conftest import missing
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "benchmark.py"
 
@@ -23,6 +25,7 @@ def positive_number(x):
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.real_data
 def test_quick_run_writes_expected_json(tmp_path):
     import torch
 
@@ -30,11 +33,11 @@ def test_quick_run_writes_expected_json(tmp_path):
     try:
         bench.find_data_root()
     except bench.DataError:
-        pytest.skip("Fashion-MNIST is not available ($BNVIZ_DATA, ./data)")
+        missing("Fashion-MNIST is not available ($BNVIZ_DATA, ./data, Debian's dataset-fashion-mnist)")
     threads = torch.get_num_threads()
     out = tmp_path / "bench.json"
     assert bench.main(["--quick", "--device", "cpu", "--json", str(out)]) == 0
-    assert torch.get_num_threads() == threads   # main() restores the thread count it changed
+    assert torch.get_num_threads() == threads  # main() restores the thread count it changed
 
     r = json.loads(out.read_text())
     assert {"machine", "settings", "targets", "layer", "training", "threads", "epoch", "verdicts"} <= r.keys()
@@ -65,6 +68,9 @@ def test_quick_run_writes_expected_json(tmp_path):
         assert positive_number(e[key]), key
     assert all(0 <= a <= 1 for a in e["val_acc"].values())
 
-    assert set(r["verdicts"]) == {"training_scratch_ours_over_chapter", "layer_128x6x24x24_ours_over_torch",
-                                  "epoch_seconds"}
-    assert all(v["met"] is None for v in r["verdicts"].values())   # a smoke run judges no target
+    assert set(r["verdicts"]) == {
+        "training_scratch_ours_over_chapter",
+        "layer_128x6x24x24_ours_over_torch",
+        "epoch_seconds",
+    }
+    assert all(v["met"] is None for v in r["verdicts"].values())  # a smoke run judges no target

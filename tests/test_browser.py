@@ -1,10 +1,13 @@
 """The dashboard in a real browser: `streamlit run` in a subprocess, Debian's chromium driven by Playwright.
 
-Skipped where /usr/bin/chromium or the playwright package is missing (never `playwright install`).
+Skipped where /usr/bin/chromium or the playwright package is missing (never `playwright install`), and a
+failure then in CI (BNVIZ_REQUIRE_ALL=1).
 Trains on the real Fashion-MNIST when this machine has it (./data, $BNVIZ_DATA or Debian's package), else
-on the full-size synthetic files from conftest. Saves screenshots of every view in docs/screenshots/, of the
-shipped recording in replay, and of each study in the Experiments view.
+on the full-size synthetic files from conftest. Saves screenshots of every view, of the shipped recording in
+replay, and of each study in the Experiments view: into a temporary folder during `make test`, into
+docs/screenshots with `make screenshots` ($BNVIZ_SCREENSHOTS).
 """
+
 import os
 import re
 import socket
@@ -15,18 +18,46 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import missing
 
 import bnviz.data
+from bnviz import env
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = ROOT / "docs" / "screenshots"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-pytestmark = pytest.mark.skipif(not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)),
-                                reason=f"{CHROMIUM} is not installed")
+try:
+    from playwright import sync_api
+except ImportError:  # reported by the fixture below: a skip here, a failure in CI
+    sync_api = None
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(autouse=True)
+def browser_available():
+    if sync_api is None:
+        missing("the playwright package is not installed (make install-dev)")
+    if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
+        missing(f"{CHROMIUM} is not installed (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    """Where screenshots go: $BNVIZ_SCREENSHOTS (make screenshots: docs/screenshots), else a temporary folder."""
+    folder = env.screenshots_dir() or tmp_path_factory.mktemp("screenshots")
+    folder = folder if folder.is_absolute() else ROOT / folder
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
 
 # What each plot on the page holds: its title, and per trace its type and number of points. Plotly sends
 # numeric arrays as {dtype, bdata} (base64); el.data keeps them so, el._fullData holds them decoded.
@@ -66,15 +97,38 @@ def data_env(request):
 @pytest.fixture
 def server(request, tmp_path):
     port = free_port()
-    env = {**os.environ, "BNVIZ_GRACE_S": "30", "PYTHONUNBUFFERED": "1", "BNVIZ_RACE_STEPS": "60",  # a short race
-           **data_env(request)}
+    env = {
+        **os.environ,
+        "BNVIZ_GRACE_S": "30",
+        "PYTHONUNBUFFERED": "1",
+        "BNVIZ_RACE_STEPS": "60",  # a short race
+        **data_env(request),
+    }
     env.pop("BNVIZ_MAX_TRAINING", None)
     log = open(tmp_path / "server.log", "w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "dashboard.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -141,6 +195,7 @@ def curves_have(n):
     def check(current):
         loss = loss_plot(current)
         return loss is not None and len(loss["traces"]) == 2 and all(t["n"] >= n for t in loss["traces"])
+
     return check
 
 
@@ -166,8 +221,9 @@ def progress_step(page):
 
 def current_step(page):
     """The status bar's step, waiting for the bar while a fragment redraws it."""
-    return wait_until(page, lambda: [progress_step(page)] if progress_step(page) is not None else None,
-                      "the status bar's step")[0]
+    return wait_until(
+        page, lambda: [progress_step(page)] if progress_step(page) is not None else None, "the status bar's step"
+    )[0]
 
 
 def plot_titled(prefix):
@@ -176,8 +232,14 @@ def plot_titled(prefix):
 
 def has_points(prefix):
     """A check for wait_for_plots: the plot whose title starts with prefix has a trace with points."""
-    return lambda current: (plot_titled(prefix)(current) is not None
-                            and any(t["n"] > 0 for t in plot_titled(prefix)(current)["traces"]))
+    return lambda current: (
+        plot_titled(prefix)(current) is not None and any(t["n"] > 0 for t in plot_titled(prefix)(current)["traces"])
+    )
+
+
+def control(page, label):
+    """A button by its label; the accessible name of one with a keyboard shortcut ends with the key ("Start Space")."""
+    return page.get_by_role("button", name=re.compile("^" + re.escape(label) + r"(\s|$)"))
 
 
 def button_starting(page, prefix):
@@ -186,24 +248,24 @@ def button_starting(page, prefix):
 
 def show_view(page, view):
     # st.segmented_control: a radiogroup named by the widget's label, one radio per option
-    page.get_by_role("radiogroup", name="View").get_by_role("radio", name=view, exact=True).click()
-    page.wait_for_timeout(300)
+    radio = page.get_by_role("radiogroup", name="View").get_by_role("radio", name=view, exact=True)
+    radio.click()
+    sync_api.expect(radio).to_be_checked()
     settle(page)
 
 
-def test_the_dashboard_trains_in_a_browser_and_every_view_draws(server):
-    SHOTS.mkdir(parents=True, exist_ok=True)
+def test_the_dashboard_trains_in_a_browser_and_every_view_draws(server, shots):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.goto(server, wait_until="domcontentloaded")
             settle(page, timeout=60_000)
-            page.get_by_role("button", name="Start", exact=True).wait_for(timeout=30_000)
+            control(page, "Start").wait_for(timeout=30_000)
             assert_no_failure(page, "first load")
             assert "run=" in page.url  # the run's id is in the URL, so a reload finds it again
 
-            page.get_by_role("button", name="Start", exact=True).click()
+            control(page, "Start").click()
             clicked = time.monotonic()
             wait_for_plots(page, curves_have(1), "the first points of both curves")
             first_points_s = time.monotonic() - clicked
@@ -211,46 +273,53 @@ def test_the_dashboard_trains_in_a_browser_and_every_view_draws(server):
             wait_for_plots(page, curves_have(5), "both curves with 5 points")
             settle(page)
             assert_no_failure(page, "training")
-            page.wait_for_timeout(1500)  # let the curves grow a little for the picture
-            page.screenshot(path=str(SHOTS / "training.png"))
+            wait_for_plots(page, curves_have(12), "both curves with 12 points")  # a little more for the picture
+            page.screenshot(path=str(shots / "training.png"))
 
             show_view(page, "Inside BN")
-            wait_for_plots(page, lambda c: len(c) == 4 and sum(t["type"] == "bar" and t["n"] > 0
-                                                               for t in c[0]["traces"]) == 6,
-                           "the histograms")
+            wait_for_plots(
+                page,
+                lambda c: len(c) == 4 and sum(t["type"] == "bar" and t["n"] > 0 for t in c[0]["traces"]) == 6,
+                "the histograms",
+            )
             assert_no_failure(page, "Inside BN")
-            page.screenshot(path=str(SHOTS / "inside-bn.png"))
+            page.screenshot(path=str(shots / "inside-bn.png"))
 
             show_view(page, "BN state")
             wait_for_plots(page, lambda c: len(c) == 3 and all(p["traces"] for p in c), "the BN state charts")
             assert_no_failure(page, "BN state")
-            page.screenshot(path=str(SHOTS / "bn-state.png"))
+            page.screenshot(path=str(shots / "bn-state.png"))
 
             show_view(page, "Gradients")
             wait_for_plots(page, lambda c: len(c) == 3 and all(p["traces"] for p in c), "the gradient charts")
             assert_no_failure(page, "Gradients")
-            page.screenshot(path=str(SHOTS / "gradients.png"))
+            page.screenshot(path=str(shots / "gradients.png"))
 
             show_view(page, "Lesson")
             page.get_by_text("Batch Normalization, in one line").wait_for(timeout=10_000)
             page.locator("[data-testid='stCode']").first.wait_for(timeout=10_000)
             assert "class BatchNorm" in page.locator("[data-testid='stCode']").first.inner_text()
             assert_no_failure(page, "Lesson")
-            page.screenshot(path=str(SHOTS / "lesson.png"))
+            page.screenshot(path=str(shots / "lesson.png"))
 
             show_view(page, "Training")
             wait_for_plots(page, curves_have(5), "the training curves again")
             switch = page.get_by_role("switch", name="A · BN")
             assert not switch.is_checked()
             page.locator("label", has=switch).click()
-            page.wait_for_timeout(500)
+            sync_api.expect(switch).to_be_checked()
             settle(page)
             assert_no_failure(page, "BN turned on in lane A")
             assert switch.is_checked()
-            wait_for_plots(page, lambda c: (loss_plot(c) is not None
-                                            and [t["name"] for t in loss_plot(c)["traces"]].count("B · BN scratch") >= 1
-                                            and "A · BN off" not in [t["name"] for t in loss_plot(c)["traces"]]),
-                           "lane A to restart with BN")
+            wait_for_plots(
+                page,
+                lambda c: (
+                    loss_plot(c) is not None
+                    and [t["name"] for t in loss_plot(c)["traces"]].count("B · BN scratch") >= 1
+                    and "A · BN off" not in [t["name"] for t in loss_plot(c)["traces"]]
+                ),
+                "lane A to restart with BN",
+            )
             assert_no_failure(page, "after the restart")
         finally:
             browser.close()
@@ -265,8 +334,7 @@ def new_page(browser, height=1000):
     return page, js_errors
 
 
-def test_the_shipped_recording_replays_in_a_browser(server):
-    SHOTS.mkdir(parents=True, exist_ok=True)
+def test_the_shipped_recording_replays_in_a_browser(server, shots):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
@@ -275,19 +343,25 @@ def test_the_shipped_recording_replays_in_a_browser(server):
             settle(page, timeout=60_000)
             page.get_by_text("Replay of").first.wait_for()
             assert_no_failure(page, "replay opened")
-            wait_for_plots(page, lambda c: (loss_plot(c) is not None and loss_plot(c)["traces"]
-                                            and all(t["n"] > 0 for t in loss_plot(c)["traces"])),
-                           "the recorded loss curves")
+            wait_for_plots(
+                page,
+                lambda c: (
+                    loss_plot(c) is not None
+                    and loss_plot(c)["traces"]
+                    and all(t["n"] > 0 for t in loss_plot(c)["traces"])
+                ),
+                "the recorded loss curves",
+            )
             last = current_step(page)  # a replay opens at its last step
 
             # Play: from the end it starts again at step 0 and moves forward; Pause stops it
             page.get_by_role("button", name="Play", exact=True).click()
-            page.get_by_role("button", name="Pause", exact=True).wait_for()
+            control(page, "Pause").wait_for()
             wait_until(page, lambda: (progress_step(page) or last) < last, "Play to go back to the start")
             first = current_step(page)
             wait_until(page, lambda: (progress_step(page) or 0) > first, "the replay to move forward")
             assert_no_failure(page, "playing")
-            page.get_by_role("button", name="Pause", exact=True).click()
+            control(page, "Pause").click()
             page.get_by_role("button", name="Play", exact=True).wait_for()
             settle(page)
             paused = current_step(page)
@@ -304,11 +378,13 @@ def test_the_shipped_recording_replays_in_a_browser(server):
             settle(page)
             step = current_step(page)
             assert 0 < step < last, (step, last)
-            wait_for_plots(page, lambda c: (loss_plot(c) is not None
-                                            and all(t["n"] > 0 for t in loss_plot(c)["traces"])),
-                           "the loss curves at the chosen step")
+            wait_for_plots(
+                page,
+                lambda c: loss_plot(c) is not None and all(t["n"] > 0 for t in loss_plot(c)["traces"]),
+                "the loss curves at the chosen step",
+            )
             assert_no_failure(page, "after dragging the timeline")
-            page.screenshot(path=str(SHOTS / "replay.png"))
+            page.screenshot(path=str(shots / "replay.png"))
             assert not js_errors, js_errors
         finally:
             browser.close()
@@ -318,13 +394,11 @@ def pick_study(page, study):
     # st.radio: a radiogroup named by the widget's label; the inputs are hidden, their labels take the click
     group = page.get_by_role("radiogroup", name="Study")
     group.locator("label", has=page.get_by_role("radio", name=study, exact=True)).click()
-    wait_until(page, lambda: group.get_by_role("radio", name=study, exact=True).is_checked(), f"the study {study}")
-    page.wait_for_timeout(300)
+    sync_api.expect(group.get_by_role("radio", name=study, exact=True)).to_be_checked()
     settle(page)
 
 
-def test_every_study_of_the_experiments_view_runs_in_a_browser(server):
-    SHOTS.mkdir(parents=True, exist_ok=True)
+def test_every_study_of_the_experiments_view_runs_in_a_browser(server, shots):
     t0 = time.monotonic()
 
     def phase(name):
@@ -336,8 +410,8 @@ def test_every_study_of_the_experiments_view_runs_in_a_browser(server):
             page, js_errors = new_page(browser, height=1400)  # tall enough for each study's chart and what follows it
             page.goto(server, wait_until="domcontentloaded")
             settle(page, timeout=60_000)
-            start = page.get_by_role("button", name="Start", exact=True)
-            pause = page.get_by_role("button", name="Pause", exact=True)
+            start = control(page, "Start")
+            pause = control(page, "Pause")
             start.click()
             wait_until(page, lambda: (progress_step(page) or 0) >= 60, "60 steps of training", timeout=120)
             # pause while the first two studies run: the demo preset's 300 steps would be over before the
@@ -353,22 +427,32 @@ def test_every_study_of_the_experiments_view_runs_in_a_browser(server):
             phase("the learning-rate race")
             pick_study(page, "Learning-rate race")
             button_starting(page, "Run the race").click()
-            wait_for_plots(page, lambda c: plot_titled("Learning-rate race")(c) is not None
-                           and len(plot_titled("Learning-rate race")(c)["traces"]) > 0, "the race's chart",
-                           timeout=120)
+            wait_for_plots(
+                page,
+                lambda c: (
+                    plot_titled("Learning-rate race")(c) is not None
+                    and len(plot_titled("Learning-rate race")(c)["traces"]) > 0
+                ),
+                "the race's chart",
+                timeout=120,
+            )
             page.locator("[data-testid='stDataFrame']").first.wait_for()  # the race's table
             settle(page)
             assert_no_failure(page, "the race")
-            page.screenshot(path=str(SHOTS / "experiments-race.png"))
+            page.screenshot(path=str(shots / "experiments-race.png"))
 
             phase("batch against running statistics")
             pick_study(page, "Batch vs running statistics")
             button_starting(page, "Test ").click()
-            wait_for_plots(page, has_points("Batch statistics against running statistics"),
-                           "the batch-statistics chart", timeout=90)
+            wait_for_plots(
+                page,
+                has_points("Batch statistics against running statistics"),
+                "the batch-statistics chart",
+                timeout=90,
+            )
             settle(page)
             assert_no_failure(page, "batch statistics")
-            page.screenshot(path=str(SHOTS / "experiments-batchstats.png"))
+            page.screenshot(path=str(shots / "experiments-batchstats.png"))
 
             phase("BN switched off and on in a training lane")
             pick_study(page, "Flip BN on a trained network")
@@ -382,10 +466,9 @@ def test_every_study_of_the_experiments_view_runs_in_a_browser(server):
             wait_until(page, lambda: (progress_step(page) or 0) >= flipped + 60, "60 steps without BN")
             settle(page)
             assert_no_failure(page, "BN switched off")
-            page.screenshot(path=str(SHOTS / "experiments-flip.png"))
+            page.screenshot(path=str(shots / "experiments-flip.png"))
             button_starting(page, "Switch BN back on in").click()
             button_starting(page, "Switch BN off in").wait_for()
-            page.wait_for_timeout(1000)
             settle(page)
             assert_no_failure(page, "BN switched back on")
 
@@ -397,13 +480,19 @@ def test_every_study_of_the_experiments_view_runs_in_a_browser(server):
             wait_until(page, lambda: start.is_enabled() or pause.is_enabled(), "the restarted experiment")
             if start.is_enabled():  # the probe restarts the experiment, which then waits for Start
                 start.click()
-            wait_for_plots(page, lambda c: (plot_titled("How smooth")(c) is not None
-                                            and len(plot_titled("How smooth")(c)["traces"]) >= 4
-                                            and all(t["n"] >= 3 for t in plot_titled("How smooth")(c)["traces"])),
-                           "three landscape measurements per lane", timeout=90)
+            wait_for_plots(
+                page,
+                lambda c: (
+                    plot_titled("How smooth")(c) is not None
+                    and len(plot_titled("How smooth")(c)["traces"]) >= 4
+                    and all(t["n"] >= 3 for t in plot_titled("How smooth")(c)["traces"])
+                ),
+                "three landscape measurements per lane",
+                timeout=90,
+            )
             settle(page)
             assert_no_failure(page, "the landscape probe")
-            page.screenshot(path=str(SHOTS / "experiments-landscape.png"))
+            page.screenshot(path=str(shots / "experiments-landscape.png"))
             assert not js_errors, js_errors
             phase("done\n")
         finally:

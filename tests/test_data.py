@@ -1,4 +1,5 @@
 """Finding, unpacking, checking and batching Fashion-MNIST, on IDX files written here (and the real ones)."""
+
 import gzip
 import os
 import shutil
@@ -10,9 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bnviz.data
-from bnviz.data import (CLASS_NAMES, FILES, DataError, batches, check_content, load_fashion_mnist, locate,
-                        num_batches, search_dirs)
-
+from bnviz.data import (
+    CLASS_NAMES,
+    FILES,
+    DataError,
+    batches,
+    check_content,
+    load_fashion_mnist,
+    locate,
+    num_batches,
+    search_dirs,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -31,6 +40,7 @@ def expected_contents(idx, arrays):
 
 # --- where we look --------------------------------------------------------------------------------------
 
+
 def test_search_dirs_order(places, monkeypatch):
     assert search_dirs() == [Path("data"), places.debian]
     monkeypatch.setenv("BNVIZ_DATA", "")  # empty means unset
@@ -46,16 +56,16 @@ def test_locate_search_order(places, idx, monkeypatch):
         idx.write_dataset(folder, sets[folder], gz=True)
     monkeypatch.setenv("BNVIZ_DATA", str(places.env))
 
-    root = locate(download=False)                       # 1. $BNVIZ_DATA
+    root = locate(download=False)  # 1. $BNVIZ_DATA
     assert Path(root).resolve() == places.env.resolve()
     assert raw_contents(root) == expected_contents(idx, sets[places.env])
 
-    monkeypatch.delenv("BNVIZ_DATA")                    # 2. ./data
+    monkeypatch.delenv("BNVIZ_DATA")  # 2. ./data
     root = locate(download=False)
     assert Path(root).resolve() == (places.cwd / "data").resolve()
     assert raw_contents(root) == expected_contents(idx, sets[places.cwd / "data"])
 
-    shutil.rmtree(places.cwd / "data")                  # 3. the Debian dir, unpacked into ./data
+    shutil.rmtree(places.cwd / "data")  # 3. the Debian dir, unpacked into ./data
     root = locate(download=False)
     assert Path(root).resolve() == (places.cwd / "data").resolve()
     assert raw_contents(root) == expected_contents(idx, sets[places.debian])
@@ -115,7 +125,7 @@ def test_unpacks_once_and_again_when_the_source_is_newer(places, idx, monkeypatc
     os.utime(src, (1_000_000, 1_000_000))
     os.utime(dst, (2_000_000, 2_000_000))
     locate(download=False)
-    assert dst.read_bytes() == b"marker"          # up to date: not unpacked again
+    assert dst.read_bytes() == b"marker"  # up to date: not unpacked again
     os.utime(src, (3_000_000, 3_000_000))
     locate(download=False)
     assert dst.read_bytes() == idx.bytes(arrays[0])  # the source is newer: unpacked again
@@ -138,12 +148,13 @@ def test_nothing_found_without_download(places, monkeypatch):
 
 # --- broken files ---------------------------------------------------------------------------------------
 
+
 def gz_damaged(idx, arrays, how):
     data = gzip.compress(idx.bytes(arrays), compresslevel=1)
     if how == "truncated":
-        return data[:len(data) // 2]
+        return data[: len(data) // 2]
     garbled = bytearray(data)
-    for i in range(20, len(data) - 20):   # leave the header, ruin the deflate stream
+    for i in range(20, len(data) - 20):  # leave the header, ruin the deflate stream
         garbled[i] ^= 0x5A
     return bytes(garbled)
 
@@ -208,7 +219,7 @@ def root_with(tmp_path, full_root, name, data):
 
 def damage(data, how):
     if how == "truncated":
-        return data[:len(data) - 1000 - len(data) // 3]
+        return data[: len(data) - 1000 - len(data) // 3]
     if how == "bad magic":
         return b"\x00\x00\x99\x99" + data[4:]
     if how == "wrong rank":  # an image file labelled as labels or vice versa
@@ -256,14 +267,17 @@ def test_check_content_accepts_fashion_mnist_shapes():
     check_content(torch.zeros(100, 28, 28, dtype=torch.uint8), balanced(100).to(torch.uint8), 100, "test")
 
 
-@pytest.mark.parametrize("images, labels, pattern", [
-    (torch.zeros(90, 28, 28, dtype=torch.uint8), balanced(90), r"images are \(90, 28, 28\)"),
-    (torch.zeros(100, 28, 27, dtype=torch.uint8), balanced(100), r"images are \(100, 28, 27\)"),
-    (torch.zeros(100, 28, 28), balanced(100), "torch.float32"),
-    (torch.zeros(100, 28, 28, dtype=torch.uint8), balanced(90), r"labels are \(90,\)"),
-    (torch.zeros(100, 28, 28, dtype=torch.uint8), torch.zeros(100, dtype=torch.long), "labels per class"),
-    (torch.zeros(100, 28, 28, dtype=torch.uint8), balanced(100) + 1, "labels per class"),  # 1..10
-])
+@pytest.mark.parametrize(
+    "images, labels, pattern",
+    [
+        (torch.zeros(90, 28, 28, dtype=torch.uint8), balanced(90), r"images are \(90, 28, 28\)"),
+        (torch.zeros(100, 28, 27, dtype=torch.uint8), balanced(100), r"images are \(100, 28, 27\)"),
+        (torch.zeros(100, 28, 28), balanced(100), "torch.float32"),
+        (torch.zeros(100, 28, 28, dtype=torch.uint8), balanced(90), r"labels are \(90,\)"),
+        (torch.zeros(100, 28, 28, dtype=torch.uint8), torch.zeros(100, dtype=torch.long), "labels per class"),
+        (torch.zeros(100, 28, 28, dtype=torch.uint8), balanced(100) + 1, "labels per class"),  # 1..10
+    ],
+)
 def test_check_content_rejects(images, labels, pattern):
     with pytest.raises(DataError, match=pattern) as e:
         check_content(images, labels, 100, "test")
@@ -271,6 +285,7 @@ def test_check_content_rejects(images, labels, pattern):
 
 
 # --- batches --------------------------------------------------------------------------------------------
+
 
 def toy(n, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -336,6 +351,7 @@ def test_num_batches_agrees_with_batches(n, batch_size, shuffle, epoch):
 
 
 # --- the real files -------------------------------------------------------------------------------------
+
 
 def test_real_fashion_mnist(real_data):
     d = real_data

@@ -1,24 +1,25 @@
 """The live engine: lanes in lockstep, commands from other threads, snapshots, divergence, failures, stop."""
+
+import math
 import threading
 import time
 import uuid
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from conftest import until, worker_threads
 from torch import nn
 
-from bnviz.data import random_dataset
-from bnviz.engine import DEFAULT_LANES, MAX_LANES, Experiment, Lane, LaneSpec, Settings, describe_error
+import bnviz.engine
+from bnviz.engine import Experiment, Lane, describe_error
 from bnviz.history import TABLES
+from bnviz.snapshot import DEFAULT_LANES, MAX_LANES, LaneSpec, LaneStatus, LaneView, Settings, Status
 from bnviz.training import evaluate
 
-N_TRAIN, N_TEST, BATCH = 256, 200, 32
+N_TRAIN, N_TEST, BATCH = 256, 200, 32  # conftest's tiny_data
 STEPS_PER_EPOCH = N_TRAIN // BATCH  # 8
-
-
-def tiny_data(n_train=N_TRAIN, n_test=N_TEST, seed=0):
-    return random_dataset(n_train, n_test, seed)
 
 
 def settings(**kw):
@@ -26,39 +27,33 @@ def settings(**kw):
     return Settings(**{**base, **kw})
 
 
-def until(condition, timeout=30.0):
-    """Poll until condition() is true; False if the deadline passed first."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return condition()
-
-
-def bnviz_threads(name):
-    return [t for t in threading.enumerate() if t.name == f"bnviz-{name}"]
-
-
-@pytest.fixture(scope="module")
-def data():
-    return tiny_data()
+bnviz_threads = worker_threads
 
 
 @pytest.fixture
-def make(data):
+def data(tiny_data):
+    return tiny_data
+
+
+@pytest.fixture
+def make(make_experiment):
     """make(settings, lanes) -> a new Experiment; every one is stopped (and checked gone) at teardown."""
-    made = []
 
     def make_one(s=None, lanes=DEFAULT_LANES, dataset=None):
-        e = Experiment(dataset or data, s or settings(), lanes, name=f"test-{uuid.uuid4().hex[:10]}")
-        made.append(e)
-        return e
+        return make_experiment(s or settings(), lanes, data=dataset)
 
-    yield make_one
-    for e in made:
-        assert e.stop(timeout=10)
-        assert not bnviz_threads(e.name)
+    return make_one
+
+
+def fake_losses(monkeypatch, per_image):
+    """train_step replaced: it trains as ever, but reports the next of ``per_image`` as the batch's mean loss."""
+    losses, real = iter(per_image), bnviz.engine.train_step
+
+    def fake_step(model, opt, X, y):
+        real(model, opt, X, y)
+        return torch.tensor(next(losses) * X.shape[0]), torch.tensor(0)
+
+    monkeypatch.setattr(bnviz.engine, "train_step", fake_step)
 
 
 def run(e, timeout=60):
@@ -73,6 +68,7 @@ def table(snap, lane, name, col):
 
 # --------------------------------------------------------------------------------------------- set-up
 
+
 def test_default_lanes_are_bn_off_and_bn_scratch(make):
     e = make()
     assert [l.spec for l in e.lanes] == [LaneSpec("none", "sigmoid"), LaneSpec("scratch", "sigmoid")]
@@ -85,21 +81,24 @@ def test_default_lanes_are_bn_off_and_bn_scratch(make):
     assert LaneSpec("torch", "relu").label == "BN torch · relu"
 
 
-@pytest.mark.parametrize("kw, words", [
-    (dict(lr=0), "learning rate"),
-    (dict(lr=-0.5), "learning rate"),
-    (dict(lr=float("nan")), "learning rate"),
-    (dict(lr=float("inf")), "learning rate"),
-    (dict(batch_size=1), "batch size must be at least 2"),
-    (dict(batch_size=0), "batch size"),
-    (dict(device="gpu"), "device must be one of"),
-    (dict(epochs=0), "epochs"),
-    (dict(bn_momentum=1.5), "momentum"),
-    (dict(bn_eps=0), "eps"),
-    (dict(train_size=1), "training-set size"),
-    (dict(val_every=0), "val every"),
-    (dict(dist_capacity=1), "dist capacity"),
-])
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        (dict(lr=0), "learning rate"),
+        (dict(lr=-0.5), "learning rate"),
+        (dict(lr=float("nan")), "learning rate"),
+        (dict(lr=float("inf")), "learning rate"),
+        (dict(batch_size=1), "batch size must be at least 2"),
+        (dict(batch_size=0), "batch size"),
+        (dict(device="gpu"), "device must be one of"),
+        (dict(epochs=0), "epochs"),
+        (dict(bn_momentum=1.5), "momentum"),
+        (dict(bn_eps=0), "eps"),
+        (dict(train_size=1), "training-set size"),
+        (dict(val_every=0), "val every"),
+        (dict(dist_capacity=1), "dist capacity"),
+    ],
+)
 def test_settings_validation(kw, words):
     with pytest.raises(ValueError, match=words):
         Settings(**kw)
@@ -124,6 +123,7 @@ def test_lane_spec_and_lane_count_validation(data):
 
 
 # --------------------------------------------------------------------------------------------- lockstep, determinism
+
 
 def test_same_seed_same_history(make):
     s = settings(epochs=2, probe_every=3, val_every=5)
@@ -189,6 +189,7 @@ def test_train_size_limits_the_epoch(make):
 
 # --------------------------------------------------------------------------------------------- commands
 
+
 def test_commands_from_another_thread(make):
     e = make(settings(epochs=200, probe_every=10, val_every=50))
     starter = threading.Thread(target=e.start)
@@ -201,7 +202,7 @@ def test_commands_from_another_thread(make):
     e.pause()
     assert e.status == "paused"
     paused = [l.step for l in e.snapshot().lanes]
-    assert paused[0] == paused[1]          # commands land between rounds: the lanes stay in lockstep
+    assert paused[0] == paused[1]  # commands land between rounds: the lanes stay in lockstep
     time.sleep(0.1)
     assert [l.step for l in e.snapshot().lanes] == paused
 
@@ -266,10 +267,19 @@ def test_set_lane_restarts_only_that_lane(make):
     snap = e.snapshot()
     assert [l.step for l in snap.lanes] == [9, 3]
     # restarted from the seed: its first steps are lane 0's first steps (same batches, same weights)
-    np.testing.assert_allclose(table(snap, 1, "steps", "train_loss"), table(snap, 0, "steps", "train_loss")[:3],
-                               atol=1e-4, rtol=0)
-    with pytest.raises(IndexError):
-        e.set_lane(5, LaneSpec())
+    np.testing.assert_allclose(
+        table(snap, 1, "steps", "train_loss"), table(snap, 0, "steps", "train_loss")[:3], atol=1e-4, rtol=0
+    )
+    for bad in (5, 2, -1):  # the same error as remove_lane's, for every command that takes a lane
+        with pytest.raises(ValueError, match=f"there is no lane {bad}"):
+            e.set_lane(bad, LaneSpec())
+        with pytest.raises(ValueError, match=f"there is no lane {bad}"):
+            e.set_bn_bypass(bad, True)
+        with pytest.raises(ValueError, match=f"there is no lane {bad}"):
+            e.remove_lane(bad)
+        with pytest.raises(ValueError, match=f"there is no lane {bad}"):
+            e.clone_model(bad)
+    assert [l.step for l in e.snapshot().lanes] == [9, 3]  # a refused command changed nothing
 
 
 def test_set_lane_while_running(make):
@@ -328,7 +338,7 @@ def test_start_or_step_after_finished_stays_finished(make):
     e = make(settings(epochs=1))
     assert run(e).status == "finished"
     e.start()
-    assert e.wait(timeout=10)                  # nothing to train: it must not sit in "running"
+    assert e.wait(timeout=10)  # nothing to train: it must not sit in "running"
     assert e.status == "finished"
     e.step(3)
     assert e.wait(timeout=10)
@@ -338,12 +348,13 @@ def test_start_or_step_after_finished_stays_finished(make):
 
 # --------------------------------------------------------------------------------------------- snapshots
 
+
 def check_snapshot(snap, s):
     for lane in snap.lanes:
         for name, cols in lane.tables.items():
             lengths = {len(a) for a in cols.values()}
             assert len(lengths) <= 1, (name, {c: len(a) for c, a in cols.items()})
-            for col, a in cols.items():
+            for a in cols.values():
                 assert not a.flags.writeable
                 if len(a):
                     with pytest.raises(ValueError):
@@ -382,28 +393,31 @@ def test_snapshots_from_another_thread_are_consistent(make):
     assert not t.is_alive()
     if failures:
         raise failures[0]
-    assert len(set(seen)) > 3          # it really read while the lanes were training
+    assert len(set(seen)) > 3  # it really read while the lanes were training
     assert seen[-1] == (3 * STEPS_PER_EPOCH,) * 3
 
 
 # --------------------------------------------------------------------------------------------- failures
 
+
 def test_divergence_stops_only_that_lane(make):
     # lr 1e4: ReLU without BN overflows to inf/NaN within a few steps; sigmoid with BN stays finite and
     # trains on. (On random images its loss gets large, so the loss limit is lifted: this is the overflow path.)
-    e = make(settings(lr=1e4, epochs=2, probe_every=1, val_every=1, diverge_loss=1e30),
-             lanes=(LaneSpec("none", "relu"), LaneSpec("scratch", "sigmoid")))
+    e = make(
+        settings(lr=1e4, epochs=2, probe_every=1, val_every=1, diverge_loss=1e30),
+        lanes=(LaneSpec("none", "relu"), LaneSpec("scratch", "sigmoid")),
+    )
     snap = run(e)
     off, bn = snap.lanes
     assert off.status == "diverged" and off.error is None
     assert off.diverged_at is not None and off.diverged_at <= off.step < 2 * STEPS_PER_EPOCH
     losses = off.tables["steps"]["train_loss"]
     limit = e.settings.diverge_loss
-    assert len(losses) == off.step                            # it stopped there
-    assert not np.isfinite(losses[-1])                        # at a NaN or infinite loss,
-    after = losses[off.diverged_at - 1:]                       # above the limit from diverged_at on
+    assert len(losses) == off.step  # it stopped there
+    assert not np.isfinite(losses[-1])  # at a NaN or infinite loss,
+    after = losses[off.diverged_at - 1 :]  # above the limit from diverged_at on
     assert (~np.isfinite(after) | (after > limit)).all()
-    assert (losses[:off.diverged_at - 1] <= limit).all()      # ...and not before
+    assert (losses[: off.diverged_at - 1] <= limit).all()  # ...and not before
     assert off.tables["val"]["step"].max(initial=0) < off.step  # no validation of a diverged lane
     assert bn.status == "finished" and bn.step == 2 * STEPS_PER_EPOCH > off.diverged_at
     assert bn.diverged_at is None and np.isfinite(bn.tables["steps"]["train_loss"]).all()
@@ -415,35 +429,28 @@ def test_diverge_loss_threshold(make):
     strict = run(make(settings(epochs=1, diverge_loss=0.5), lanes=(LaneSpec("scratch"),)))
     lenient = run(make(settings(epochs=1), lanes=(LaneSpec("scratch"),)))
     first_loss = table(lenient, 0, "steps", "train_loss")[0]
-    assert first_loss > 0.5                                   # about log(10) at the start
+    assert first_loss > 0.5  # about log(10) at the start
     assert lenient.lanes[0].status == "finished" and lenient.lanes[0].diverged_at is None
     # above the limit for diverge_steps steps in a row: diverged from the first of them
     assert (strict.lanes[0].status, strict.lanes[0].diverged_at, strict.lanes[0].step) == (
-        "diverged", 1, Settings().diverge_steps)
-    assert strict.status == "finished"                        # no lane left to train
+        "diverged",
+        1,
+        Settings().diverge_steps,
+    )
+    assert strict.status == "finished"  # no lane left to train
 
 
-def test_a_single_spike_is_not_divergence(make):
+def test_a_single_spike_is_not_divergence(make, monkeypatch):
     """BN lanes at large learning rates often spike once and recover: only a run of bad steps counts."""
-    e = make(settings(epochs=1, probe_every=10 ** 6, val_every=10 ** 6), lanes=(LaneSpec("scratch"),))
+    e = make(settings(epochs=1, probe_every=10**6, val_every=10**6), lanes=(LaneSpec("scratch"),))
     lane = e.lanes[0]
     lane.step = 1  # past the probe at step 0
-    spikes = iter([50.0, 1.0, 50.0, 50.0, 1.0] + [1.0] * 100)
-
-    def fake_step(model, opt, X, y):
-        return torch.tensor(next(spikes) * X.shape[0]), torch.tensor(0)
-    import bnviz.engine
-    original = bnviz.engine.train_step
-    bnviz.engine.train_step = fake_step
-    try:
-        for _ in range(5):
-            lane.train_one_step(e._lock)
-        assert lane.status != "diverged" and lane.diverged_at is None
-        spikes = iter([50.0] * 10)
-        for _ in range(5):
-            lane.train_one_step(e._lock)
-    finally:
-        bnviz.engine.train_step = original
+    fake_losses(monkeypatch, [50.0, 1.0, 50.0, 50.0, 1.0] + [50.0] * 10)
+    for _ in range(5):
+        lane.train_one_step(e._lock)
+    assert lane.status != "diverged" and lane.diverged_at is None
+    for _ in range(5):
+        lane.train_one_step(e._lock)
     assert (lane.status, lane.diverged_at, lane.step) == ("diverged", 7, 11)
 
 
@@ -455,6 +462,7 @@ def _fail_on_call(lane, n, exc):
         if calls[0] == n:
             raise exc
         return original(lock)
+
     return train_one_step
 
 
@@ -481,24 +489,26 @@ def test_exception_in_the_worker_is_reported(make, monkeypatch, capsys):
 
     def broken_round():
         raise RuntimeError("worker broke")
+
     monkeypatch.setattr(e, "_round", broken_round)
     e.start()
     assert until(lambda: not e.alive, timeout=10)
     snap = e.snapshot()
     assert snap.status == "error" and e.status == "error"
     assert snap.error == "RuntimeError: worker broke"
-    assert "worker broke" in capsys.readouterr().err      # the traceback is printed, not swallowed
+    assert "worker broke" in capsys.readouterr().err  # the traceback is printed, not swallowed
     assert e.wait(timeout=1)
     with pytest.raises(RuntimeError, match="error"):
         e.pause()
     assert e.stop()
 
 
-def test_commands_refused_once_the_worker_has_closed(make):
+def test_commands_refused_once_the_worker_has_closed(make, monkeypatch):
     # The worker's last act is to fail the commands still queued. A command queued just after that, while
     # the thread is still finishing, must be refused at once rather than wait for its timeout.
     e = make()
     assert e.stop()
+    monkeypatch.setattr(e, "COMMAND_TIMEOUT", 3.0)  # were it queued, a TimeoutError, not the RuntimeError
 
     class StillFinishing:  # the thread, seen in the instant before it ends
         name = e._thread.name
@@ -514,7 +524,8 @@ def test_commands_refused_once_the_worker_has_closed(make):
     real, e._thread = e._thread, StillFinishing()
     try:
         with pytest.raises(RuntimeError, match="stopped"):
-            e._call(lambda: None, timeout=3)
+            e.pause()
+        assert not e._commands  # refused, not queued
     finally:
         e._thread = real
 
@@ -531,7 +542,7 @@ def test_stop_ends_the_thread(make):
     assert steps >= 2
     with pytest.raises(RuntimeError, match="stopped"):
         e.start()
-    assert e.stop() is True                   # twice is fine
+    assert e.stop() is True  # twice is fine
     assert e.snapshot().max_step == steps
 
 
@@ -545,6 +556,7 @@ def test_off_the_cpu_losses_are_fetched_in_batches_and_all_recorded(make):
     """On a GPU the step does not wait for the loss: rows arrive FLUSH_EVERY at a time, or at a probe,
     a validation or the end of a run, and a paused run shows every step it took."""
     from types import SimpleNamespace
+
     e = make(settings(probe_every=1000, val_every=1000, epochs=5))
     lane = e.lanes[0]
     lane.device = SimpleNamespace(type="cuda")  # pretend (the tensors stay on the CPU); the worker is idle
@@ -562,3 +574,154 @@ def test_off_the_cpu_losses_are_fetched_in_batches_and_all_recorded(make):
     assert e.wait(timeout=30)
     for view in e.snapshot().lanes:
         np.testing.assert_array_equal(view.tables["steps"]["step"], np.arange(1, view.step + 1))
+
+
+def test_off_the_cpu_a_divergence_found_late_takes_the_lane_back_to_its_last_row(make, monkeypatch):
+    """Off the CPU the loss of step 4 is only seen at a later flush; the lane stops there, not where the
+    flush happened: its step is its last recorded row."""
+    e = make(settings(batch_size=8, probe_every=10**6, val_every=10**6, epochs=5), lanes=(LaneSpec("scratch"),))
+    lane = e.lanes[0]  # 32 steps an epoch: no flush at an epoch's end below
+    lane.device = SimpleNamespace(type="cuda")  # pretend (the tensors stay on the CPU); the worker is idle
+    fake_losses(monkeypatch, [1.0, 1.0, 1.0, math.nan] + [1.0] * 20)
+    for _ in range(10):
+        lane.train_one_step(e._lock)
+    assert lane.step == 10 and len(lane._pending) == 9  # step 1 was probed (a sync); 2-10 wait on the device
+    lane.flush(e._lock)
+    assert (lane.status, lane.diverged_at) == ("diverged", 4)
+    view = e.snapshot().lanes[0]
+    np.testing.assert_array_equal(view.tables["steps"]["step"], [1, 2, 3, 4])
+    assert lane.step == view.step == 4 and view.epoch == 1
+
+
+def test_through_the_worker_a_lane_that_diverged_between_flushes_stops_at_its_last_row(make, monkeypatch):
+    s = settings(batch_size=8, probe_every=10**6, val_every=10**6, epochs=5)  # 32 steps an epoch
+    e = make(s, lanes=(LaneSpec("scratch"), LaneSpec("none")))
+    for lane in e.lanes:
+        lane.device = SimpleNamespace(type="cuda")
+    # lanes take turns: lane A's losses are the even calls, lane B's the odd ones; A's step 20 is NaN
+    fake_losses(monkeypatch, [math.nan if i == 2 * 19 else 1.0 for i in range(200)])
+    e.step(40)  # A's divergence at step 20 is seen at the flush at the end of the epoch, step 32
+    assert e.wait(timeout=60)
+    a, b = e.snapshot().lanes
+    assert (a.status, a.diverged_at) == ("diverged", 20)
+    assert a.step == a.tables["steps"]["step"][-1] == 20 and a.epoch == 1
+    assert b.status == "training" and b.step == b.tables["steps"]["step"][-1] == 40
+
+
+# --------------------------------------------------------------------------------------------- the command machinery
+
+
+def test_a_command_re_raises_what_it_raised_on_the_worker(make):
+    e = make()
+    e.remove_lane(1)
+    with pytest.raises(ValueError, match="keeps at least one lane"):
+        e.remove_lane(0)
+    assert e.alive and len(e.lanes) == 1  # the worker goes on after a command failed
+    e.step(2)
+    assert e.wait(timeout=30) and e.snapshot().max_step == 2
+
+
+def test_a_command_that_times_out_is_never_run_late(make, monkeypatch):
+    e = make(settings(epochs=5))
+    release = threading.Event()
+    blocker = e._submit(lambda: release.wait(30))  # the worker is busy with this one
+    monkeypatch.setattr(e, "COMMAND_TIMEOUT", 0.2)
+    with pytest.raises(TimeoutError, match="did not answer in time"):
+        e.step(5)
+    release.set()
+    assert blocker.result(timeout=30) is True
+    e.pause()  # a command queued after the cancelled one: when it has run, so would have the step(5)
+    assert e.wait(timeout=30)
+    snap = e.snapshot()
+    assert snap.status == "idle" and snap.max_step == 0  # the step(5) was cancelled, not carried out later
+
+
+def test_with_stops_the_experiment_even_when_the_body_raises(data):
+    with Experiment(data, settings(), name=f"test-with-{uuid.uuid4().hex[:8]}") as e:
+        assert e.alive
+        e.step(2)
+        assert e.wait(timeout=30)
+    assert until(lambda: not e.alive, timeout=10) and e.status == "stopped" and not bnviz_threads(e.name)
+    with pytest.raises(KeyError):
+        with Experiment(data, settings(), name=f"test-with-{uuid.uuid4().hex[:8]}") as failing:
+            raise KeyError("inside")
+    assert until(lambda: not failing.alive, timeout=10) and not bnviz_threads(failing.name)
+
+
+def test_statuses_are_enum_members_equal_to_their_strings(make):
+    e = make()
+    assert e.status is Status.IDLE and e.status == "idle"
+    e.step(1)
+    assert e.wait(timeout=30)
+    snap = e.snapshot()
+    assert snap.status is Status.PAUSED and all(l.status is LaneStatus.TRAINING for l in snap.lanes)
+    assert f"{snap.status} / {snap.lanes[0].status}" == "paused / training"
+    assert e.refresh() is e.status is Status.PAUSED  # in this process the status is always fresh
+
+
+# --------------------------------------------------------------------------------------------- one frame, one moment
+
+
+def test_a_snapshot_copies_every_lane_at_the_same_moment(make, monkeypatch):
+    """Lanes train in lockstep: in any snapshot, their last recorded steps differ by at most one. Building
+    each lane's view is slowed down here; were the lanes copied under separate takes of the history lock,
+    the worker would train several rounds between one lane's copy and the next."""
+    e = make(
+        settings(epochs=1000, probe_every=10**6, val_every=10**6),
+        lanes=(LaneSpec("none"), LaneSpec("scratch"), LaneSpec("torch")),
+    )
+    e.start()
+    assert until(lambda: e.snapshot().max_step >= 2)
+
+    def slow_view(*args, **kwargs):
+        time.sleep(0.05)
+        return LaneView(*args, **kwargs)
+
+    monkeypatch.setattr(bnviz.engine, "LaneView", slow_view)
+    seen = set()
+    for _ in range(8):
+        snap = e.snapshot()
+        last = [int(l.tables["steps"]["step"][-1]) for l in snap.lanes]
+        assert max(last) - min(last) <= 1, last
+        steps = [l.step for l in snap.lanes]
+        assert max(steps) - min(steps) <= 1, steps
+        seen.add(snap.max_step)
+        time.sleep(0.05)  # the worker trains between two snapshots
+    assert len(seen) > 1  # the snapshots were taken while the lanes trained
+    e.pause()
+
+
+# --------------------------------------------------------------------------------------------- after the end
+def test_switching_bn_off_on_a_finished_run_measures_the_accuracy_at_once(make):
+    e = make(settings(epochs=2, lr=0.5))
+    snap = run(e)
+    assert snap.status == "finished"
+    end = snap.lanes[1].step
+    before_rows = len(table(snap, 1, "val", "step"))
+    before, after = e.set_bn_bypass(1, True)
+    snap = e.snapshot()
+    val_steps, val_acc = table(snap, 1, "val", "step"), table(snap, 1, "val", "val_acc")
+    assert len(val_steps) == before_rows + 1 and val_steps[-1] == end  # measured now, at the lane's last step
+    assert val_acc[-1] == pytest.approx(after)
+    assert val_steps[-2] == end and before == pytest.approx(val_acc[-2])  # the last check, with BN, at the end
+    assert list(table(snap, 1, "events", "bn_on")) == [0.0] and snap.lanes[1].bn_bypassed
+    again_before, again_after = e.set_bn_bypass(1, False)  # and back: the same accuracy as before the switch
+    assert again_before == pytest.approx(after) and again_after == pytest.approx(before)
+    assert snap.status == "finished" and e.snapshot().lanes[1].step == end  # nothing trained
+
+
+def test_a_finished_run_trains_more_epochs_from_where_it_stopped(make):
+    e = make(settings(epochs=1))
+    first = run(e)
+    assert first.status == "finished"
+    assert e.extend(2) == 3 and e.status == "paused" and e.settings.epochs == 3
+    snap = run(e)
+    assert snap.status == "finished"
+    for lane, before in zip(snap.lanes, first.lanes):
+        assert lane.step == 3 * STEPS_PER_EPOCH and list(lane.tables["epochs"]["epoch"]) == [1, 2, 3]
+        # the first epoch's rows are those of the first run: nothing restarted
+        np.testing.assert_array_equal(
+            lane.tables["steps"]["train_loss"][:STEPS_PER_EPOCH], before.tables["steps"]["train_loss"]
+        )
+    with pytest.raises(ValueError, match="1 to 100"):
+        e.extend(0)

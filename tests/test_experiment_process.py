@@ -3,6 +3,7 @@
 The reference is engine.Experiment itself: the same settings, lanes and data give the same tables, through
 the mirror, step for step. Then what only a process can do: die, be restarted, and not outlive its server.
 """
+
 import multiprocessing
 import os
 import signal
@@ -15,20 +16,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import until
 from torch import nn
 
-from bnviz.data import random_dataset
 from bnviz.device import DeviceError
-from bnviz.engine import Experiment, LaneSpec, Settings
+from bnviz.engine import Experiment
 from bnviz.experiment_process import ExperimentProcess
+from bnviz.snapshot import DEFAULT_LANES, LaneSpec, LaneStatus, Settings, Status
 
 ROOT = Path(__file__).resolve().parents[1]
-N_TRAIN, N_TEST, BATCH = 256, 200, 32  # 8 steps an epoch
+N_TRAIN, N_TEST, BATCH = 256, 200, 32  # conftest's tiny_data: 8 steps an epoch
 
 
-@pytest.fixture(scope="module")
-def data():
-    return random_dataset(N_TRAIN, N_TEST, seed=0)
+@pytest.fixture
+def data(tiny_data):
+    return tiny_data
 
 
 @pytest.fixture(autouse=True)
@@ -37,21 +39,20 @@ def one_thread(monkeypatch):
 
 
 def settings(**kw):
-    base = dict(lr=0.1, batch_size=BATCH, epochs=2, probe_every=3, val_every=4, val_size=50, device="cpu",
-                dist_capacity=4)
+    base = dict(
+        lr=0.1, batch_size=BATCH, epochs=2, probe_every=3, val_every=4, val_size=50, device="cpu", dist_capacity=4
+    )
     return Settings(**{**base, **kw})
 
 
 @pytest.fixture
-def make():
-    made = []
+def make(make_experiment):
+    """make(cls, data, settings, lanes): stopped, and checked gone, at teardown."""
 
-    def build(cls, *args, **kwargs):
-        made.append(cls(*args, **kwargs))
-        return made[-1]
-    yield build
-    for exp in made:
-        exp.stop(timeout=10)
+    def build(cls, data, s, lanes=DEFAULT_LANES):
+        return make_experiment(s, lanes, cls=cls, data=data)
+
+    return build
 
 
 def gone(pid, timeout=15.0):
@@ -70,8 +71,13 @@ def gone(pid, timeout=15.0):
 def assert_same_snapshots(a, b):
     assert [l.label for l in a.lanes] == [l.label for l in b.lanes]
     for la, lb in zip(a.lanes, b.lanes):
-        assert (la.step, la.epoch, la.status, la.diverged_at, la.bn_bypassed) == \
-               (lb.step, lb.epoch, lb.status, lb.diverged_at, lb.bn_bypassed)
+        assert (la.step, la.epoch, la.status, la.diverged_at, la.bn_bypassed) == (
+            lb.step,
+            lb.epoch,
+            lb.status,
+            lb.diverged_at,
+            lb.bn_bypassed,
+        )
         assert la.tables.keys() == lb.tables.keys()
         for table in la.tables:
             assert la.tables[table].keys() == lb.tables[table].keys(), table
@@ -117,7 +123,7 @@ def test_runs_to_the_end_and_reports_what_the_engine_reports(data, make):
 def test_lane_commands_reach_the_child_and_the_mirror_follows(data, make):
     exp = make(ExperimentProcess, data, settings())
     exp.step(5)
-    exp.wait(60)
+    assert exp.wait(60)
     exp.set_lane(0, LaneSpec("torch", "relu"))  # lane 0 restarts from step 0: its mirror starts again
     snap = exp.snapshot()
     assert exp.lanes[0].spec == LaneSpec("torch", "relu") and snap.lanes[0].step == 0
@@ -125,7 +131,7 @@ def test_lane_commands_reach_the_child_and_the_mirror_follows(data, make):
     exp.add_lane(LaneSpec("scratch", "relu"))
     assert [l.index for l in exp.lanes] == [0, 1, 2]
     exp.step(2)
-    exp.wait(60)
+    assert exp.wait(60)
     snap = exp.snapshot()
     assert [l.step for l in snap.lanes] == [2, 7, 2]
     exp.remove_lane(0)
@@ -144,13 +150,19 @@ def test_errors_come_back_as_the_same_exceptions(data, make):
     exp = make(ExperimentProcess, data, settings())
     with pytest.raises(ValueError, match="learning rate must be a positive number"):
         exp.set_lr(-1)
-    with pytest.raises(ValueError, match="there is no lane 5"):
-        exp.remove_lane(5)
+    for command in (
+        exp.remove_lane,
+        exp.clone_model,
+        lambda i: exp.set_lane(i, LaneSpec()),
+        lambda i: exp.set_bn_bypass(i, True),
+    ):
+        with pytest.raises(ValueError, match="there is no lane 5"):  # as in the in-process engine
+            command(5)
     with pytest.raises(ValueError, match="BN off has no BN layers to switch"):
         exp.set_bn_bypass(0, True)
     with pytest.raises((ValueError, DeviceError), match="device is chosen|CUDA was asked for"):
         exp.reset(settings(device="cuda"))  # this one is on the CPU
-    assert exp.status == "idle"  # nothing was lost: the experiment still answers
+    assert exp.refresh() == "idle"  # nothing was lost: the experiment still answers
 
 
 def test_a_set_up_that_fails_in_the_child_raises_here_and_leaves_nothing_running():
@@ -166,7 +178,7 @@ def test_clone_model_matches_the_engine_and_keeps_bn_switched_off(data, make):
     there = make(ExperimentProcess, data, settings())
     for exp in (here, there):
         exp.step(6)
-        exp.wait(60)
+        assert exp.wait(60)
     a, b = here.clone_model(1), there.clone_model(1)
     assert a.state_dict().keys() == b.state_dict().keys()
     for k in a.state_dict():
@@ -180,6 +192,7 @@ def test_clone_model_matches_the_engine_and_keeps_bn_switched_off(data, make):
     c = there.clone_model(1)
     assert isinstance(c.bn1, nn.Identity) and isinstance(c.bn4, nn.Identity)
     from bnviz.models import set_bn_bypass
+
     set_bn_bypass(c, False)  # the BN layers come back with what they learned
     torch.testing.assert_close(c.bn1.gamma, b.bn1.gamma, rtol=0, atol=0)
 
@@ -188,11 +201,12 @@ def test_clone_model_matches_the_engine_and_keeps_bn_switched_off(data, make):
 def test_a_killed_child_shows_as_an_error_keeps_its_curves_and_reset_starts_a_new_one(data, make):
     exp = make(ExperimentProcess, data, settings())
     exp.step(4)
-    exp.wait(60)
+    assert exp.wait(60)
     steps_before = exp.snapshot().lanes[1].tables["steps"]["step"].tolist()
     os.kill(exp._proc.pid, signal.SIGKILL)
     exp._proc.join(10)
-    assert exp.status == "error"
+    assert exp.status == "paused"  # what it last said: reading the status asks nothing
+    assert exp.refresh() == "error" and exp.status == "error"
     snap = exp.snapshot()
     assert snap.status == "error" and "ended unexpectedly" in snap.error and "Reset" in snap.error
     assert snap.lanes[1].tables["steps"]["step"].tolist() == steps_before  # the curves stay on screen
@@ -216,28 +230,87 @@ def test_stop_ends_the_child_and_later_commands_say_so(data, make):
     assert exp.snapshot().status == "stopped"
 
 
-def test_stop_without_waiting_still_ends_the_child(data, make):
+def test_stop_without_waiting_still_ends_the_child(data, make, monkeypatch):
     exp = make(ExperimentProcess, data, settings(epochs=100))
     exp.start()
-    pid = exp._proc.pid
-    assert exp.stop(timeout=0) in (True, False)  # returns at once, as the registry's janitor needs
+    pid, joins = exp._proc.pid, []
+    monkeypatch.setattr(exp._proc, "join", lambda timeout=None: joins.append(timeout))
+    monkeypatch.setattr(exp._proc, "is_alive", lambda: True)  # the child, in the instant it takes to end
+    assert exp.stop(timeout=0) is False  # as the registry's janitor needs: at once, saying it is not gone yet
+    assert joins == [] and exp.status == "stopped"  # it did not wait for the child
+    monkeypatch.undo()
     assert gone(pid)
+
+
+def test_status_asks_the_child_nothing_and_refresh_asks_it_now(data, make, monkeypatch):
+    exp = make(ExperimentProcess, data, settings())
+    requests = []
+    send = exp._request
+    monkeypatch.setattr(exp, "_request", lambda op, *a, **kw: requests.append(op) or send(op, *a, **kw))
+    for _ in range(50):
+        assert exp.status == "idle"
+    assert requests == []
+    assert exp.refresh() == "idle" and requests == ["state"]
+    exp.start()
+    assert exp.status == "running"  # the reply to start brought the state
+    assert requests == ["state", "threads", "call"]
+
+
+def test_a_finished_run_shows_as_finished_after_a_snapshot_or_a_refresh(data, make):
+    """Nothing polls a child by itself: the state comes with every reply, a snapshot's included."""
+    by_snapshot, by_refresh = make(ExperimentProcess, data, settings()), make(ExperimentProcess, data, settings())
+    for exp in (by_snapshot, by_refresh):
+        exp.start()
+    assert until(lambda: by_snapshot.snapshot().status == "finished", timeout=120)
+    assert by_snapshot.status is Status.FINISHED
+    snap = by_snapshot.snapshot()  # a snapshot that says finished holds every row
+    assert [l.tables["steps"]["step"][-1] for l in snap.lanes] == [16, 16]
+    assert all(l.status is LaneStatus.FINISHED for l in snap.lanes)  # enum members, pickled by the child
+    assert until(lambda: by_refresh.refresh() == "finished", timeout=120)
+    assert by_refresh.status is Status.FINISHED and by_refresh.wait(1)
+
+
+def test_refresh_gives_up_at_its_deadline_on_a_child_that_does_not_answer(data, make):
+    exp = make(ExperimentProcess, data, settings())
+    os.kill(exp._proc.pid, signal.SIGSTOP)  # frozen: alive, but answers nothing
+    try:
+        with pytest.raises(TimeoutError, match="did not answer in time"):
+            exp.refresh(timeout=0.5)
+        assert exp.status == "idle"  # the status still answers, from what the child last said
+    finally:
+        os.kill(exp._proc.pid, signal.SIGCONT)
+    exp.step(2)  # the late reply to the refresh that gave up is dropped; the next request gets its own
+    assert exp.wait(60) and [l.step for l in exp.snapshot().lanes] == [2, 2]
+
+
+def test_with_stops_the_child(data):
+    with ExperimentProcess(data, settings()) as exp:
+        pid = exp._proc.pid
+        exp.step(1)
+        assert exp.wait(60)
+    assert not exp.alive and exp.status == "stopped" and gone(pid)
+    with pytest.raises(KeyError):
+        with ExperimentProcess(data, settings()) as failing:
+            pid = failing._proc.pid
+            raise KeyError("inside")
+    assert not failing.alive and gone(pid)
 
 
 def test_the_child_does_not_outlive_a_server_that_is_killed(tmp_path):
     """A server killed with SIGKILL runs no clean-up: its training process must notice and end by itself."""
     script = tmp_path / "server.py"
-    script.write_text(textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {str(ROOT)!r})
+    script.write_text(
+        textwrap.dedent("""
+        import time
         from bnviz.data import random_dataset
-        from bnviz.engine import Settings
+        from bnviz.snapshot import Settings
         from bnviz.experiment_process import ExperimentProcess
         exp = ExperimentProcess(random_dataset(256, 100), Settings(batch_size=32, epochs=1000, val_size=50))
         exp.start()
         print(exp._proc.pid, flush=True)
         time.sleep(600)
-    """))
+    """)
+    )
     server = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
         child = int(server.stdout.readline())
@@ -252,11 +325,13 @@ def test_the_child_does_not_outlive_a_server_that_is_killed(tmp_path):
 def test_the_learning_rate_race_gives_the_same_results_in_child_processes(data):
     """The dashboard races through ExperimentProcess; the verdicts must not depend on where it trains."""
     from bnviz.studies import lr_race
+
     kwargs = dict(lrs=(0.1, 30.0), steps=8, batch_size=BATCH, val_size=50)
     here = lr_race(data, **kwargs)
     there = lr_race(data, **kwargs, experiment=ExperimentProcess)
-    assert [(r.lr, r.norm, r.diverged_at, r.verdict) for r in here] == \
-           [(r.lr, r.norm, r.diverged_at, r.verdict) for r in there]
+    assert [(r.lr, r.norm, r.diverged_at, r.verdict) for r in here] == [
+        (r.lr, r.norm, r.diverged_at, r.verdict) for r in there
+    ]
     for a, b in zip(here, there):
         np.testing.assert_array_equal(a.loss, b.loss)
 
@@ -267,20 +342,26 @@ def test_a_main_script_without_a_guard_is_not_run_again_in_the_child(tmp_path, m
     would run it again in every child. Here a script without a guard starts an experiment, with each start
     method (spawn is what macOS and Windows use); it must train, once, and print its result."""
     script = tmp_path / "page.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent("""
         import sys
-        sys.path.insert(0, {str(ROOT)!r})
         print("page ran", flush=True)
         from bnviz.data import random_dataset
-        from bnviz.engine import Settings
+        from bnviz.snapshot import Settings
         from bnviz.experiment_process import ExperimentProcess, start_method
         exp = ExperimentProcess(random_dataset(256, 100), Settings(batch_size=32, epochs=1, val_size=50))
         exp.step(3)
         exp.wait(60)
         print(start_method(), [lane.step for lane in exp.snapshot().lanes], flush=True)
         exp.stop()
-    """))
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "BNVIZ_START_METHOD": method})
+    """)
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "BNVIZ_START_METHOD": method},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.splitlines() == ["page ran", f"{method} [3, 3]"]

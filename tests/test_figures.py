@@ -1,4 +1,5 @@
 """The figure builders: pure functions from a snapshot (or a lane) to a Plotly figure."""
+
 import dataclasses
 
 import numpy as np
@@ -8,9 +9,10 @@ import torch
 
 from bnviz import figures
 from bnviz.data import FashionMNISTData
-from bnviz.engine import Experiment, LaneSpec, LaneView, Settings, Snapshot
+from bnviz.engine import Experiment
 from bnviz.figures import LANE_COLORS, MAX_POINTS
 from bnviz.models import BN_LAYERS
+from bnviz.snapshot import LaneSpec, LaneView, Settings, Snapshot
 
 SETTINGS = Settings(train_size=None, batch_size=32, epochs=1, probe_every=2, val_every=4, val_size=100)
 
@@ -19,10 +21,13 @@ SETTINGS = Settings(train_size=None, batch_size=32, epochs=1, probe_every=2, val
 def run():
     """A tiny real experiment (BN off | BN scratch, sigmoid) on random images: its snapshot before and after."""
     g = torch.Generator().manual_seed(0)
-    data = FashionMNISTData(torch.randint(0, 256, (512, 28, 28), dtype=torch.uint8, generator=g),
-                            torch.arange(512) % 10,
-                            torch.randint(0, 256, (200, 28, 28), dtype=torch.uint8, generator=g),
-                            torch.arange(200) % 10, "synthetic")
+    data = FashionMNISTData(
+        torch.randint(0, 256, (512, 28, 28), dtype=torch.uint8, generator=g),
+        torch.arange(512) % 10,
+        torch.randint(0, 256, (200, 28, 28), dtype=torch.uint8, generator=g),
+        torch.arange(200) % 10,
+        "synthetic",
+    )
     exp = Experiment(data, SETTINGS, (LaneSpec("none"), LaneSpec("scratch")), name="figures-test")
     try:
         empty = exp.snapshot()
@@ -95,8 +100,9 @@ def test_the_figures_show_what_was_recorded(run):
     assert figures.loss_figure(snap, log_y=False).layout.yaxis.type == "linear"
 
     acc = figures.accuracy_figure(snap)
-    assert [t.name for t in acc.data] == [f"{l.label} · {k}" for l in snap.lanes
-                                          for k in ("train", "validation", "test (epoch)")]
+    assert [t.name for t in acc.data] == [
+        f"{l.label} · {k}" for l in snap.lanes for k in ("train", "validation", "test (epoch)")
+    ]
     np.testing.assert_allclose(acc.data[4].y, bn.tables["val"]["val_acc"])
     assert list(acc.layout.yaxis.range) == [0, 1]
 
@@ -117,6 +123,9 @@ def test_the_figures_show_what_was_recorded(run):
     run_stats = figures.running_stats_figure(bn, "bn3")
     assert len(run_stats.data) == 2 * figures.MAX_CHANNEL_LINES  # 120 units, 8 drawn, in 2 panels
     assert "first 8 of 120 channels" in run_stats.layout.title.text
+    means, variances = run_stats.data[: figures.MAX_CHANNEL_LINES], run_stats.data[figures.MAX_CHANNEL_LINES :]
+    assert [t.line.color for t in means] == [t.line.color for t in variances]  # channel k: one colour in both panels
+    assert len({t.line.color for t in means}) == figures.MAX_CHANNEL_LINES
     bvr = figures.batch_vs_running_figure(bn, "bn1")
     assert [len(t.x) for t in bvr.data] == [6, 6, 6, 6]
     gb = figures.gamma_beta_figure(bn, "bn1")
@@ -144,7 +153,7 @@ def test_lane_colours_are_the_same_in_every_figure(run):
                 return c.color
 
     seen = {}
-    for name, fig in snapshot_figures(snap).items():
+    for fig in snapshot_figures(snap).values():
         for t in fig.data:
             lane = next(l for l in snap.lanes if (t.name or t.legendgroup or "").startswith(l.label))
             seen.setdefault(lane.index, set()).add(colour(t))
@@ -161,8 +170,11 @@ def test_lane_colours_are_the_same_in_every_figure(run):
 def test_before_start_every_figure_says_no_data_yet(run):
     empty, _ = run
     assert empty.status == "idle" and all(l.step == 0 for l in empty.lanes)
-    for name, fig in {**snapshot_figures(empty), **lane_figures(empty.lanes[0]),
-                      **lane_figures(empty.lanes[1])}.items():
+    for name, fig in {
+        **snapshot_figures(empty),
+        **lane_figures(empty.lanes[0]),
+        **lane_figures(empty.lanes[1]),
+    }.items():
         assert isinstance(fig, go.Figure), name
         assert not fig.data, name
         assert any("No data yet" in t for t in annotations(fig)), f"{name}: {annotations(fig)}"
@@ -218,8 +230,10 @@ def _long(tables, n):
 def test_no_trace_carries_more_than_max_points_however_long_the_run(run):
     _, snap = run
     n = 60_000
-    lanes = tuple(dataclasses.replace(l, status="training", step=n, epoch=100, steps_per_epoch=600,
-                                      tables=_long(l.tables, n)) for l in snap.lanes)
+    lanes = tuple(
+        dataclasses.replace(l, status="training", step=n, epoch=100, steps_per_epoch=600, tables=_long(l.tables, n))
+        for l in snap.lanes
+    )
     long = Snapshot("running", None, snap.settings, "cpu", lanes)
     figs = {**snapshot_figures(long), **lane_figures(lanes[1])}
     for name, fig in figs.items():
@@ -227,27 +241,44 @@ def test_no_trace_carries_more_than_max_points_however_long_the_run(run):
         for t in fig.data:
             assert points(t) <= MAX_POINTS, f"{name}: {t.name} has {points(t)} points"
     assert points(figs["loss"].data[0]) >= MAX_POINTS // 2  # downsampled, not cut
-    assert figs["loss"].data[0].x[-1] > 0.99 * n            # reaches the end of the run
-    assert figs["loss"].data[0].x[0] < 0.01 * n             # and starts at its beginning
+    assert figs["loss"].data[0].x[-1] > 0.99 * n  # reaches the end of the run
+    assert figs["loss"].data[0].x[0] < 0.01 * n  # and starts at its beginning
 
 
 # ------------------------------------------------------------------------------------------- scoreboard
 def _lane_with_val(index, steps, accs, steps_per_epoch=20):
-    tables = {"steps": {}, "val": {"step": np.asarray(steps, float), "val_acc": np.asarray(accs, float),
-                                   "val_loss": np.ones(len(steps))},
-              "epochs": {}, "probes": {}, "dists": {}}
-    return LaneView(index=index, spec=LaneSpec("scratch" if index else "none"), status="training", error=None,
-                    step=steps[-1] if steps else 0, epoch=1, steps_per_epoch=steps_per_epoch, images_per_s=0.0,
-                    diverged_at=None, tables=tables)
+    tables = {
+        "steps": {},
+        "val": {"step": np.asarray(steps, float), "val_acc": np.asarray(accs, float), "val_loss": np.ones(len(steps))},
+        "epochs": {},
+        "probes": {},
+        "dists": {},
+    }
+    return LaneView(
+        index=index,
+        spec=LaneSpec("scratch" if index else "none"),
+        status="training",
+        error=None,
+        step=steps[-1] if steps else 0,
+        epoch=1,
+        steps_per_epoch=steps_per_epoch,
+        images_per_s=0.0,
+        diverged_at=None,
+        tables=tables,
+    )
 
 
 def test_the_scoreboard_reports_the_first_step_past_each_mark():
-    lanes = (_lane_with_val(0, [], []),
-             _lane_with_val(1, [10, 20, 30, 40], [0.3, 0.55, 0.72, 0.69]))
+    lanes = (_lane_with_val(0, [], []), _lane_with_val(1, [10, 20, 30, 40], [0.3, 0.55, 0.72, 0.69]))
     rows = figures.scoreboard(Snapshot("running", None, SETTINGS, "cpu", lanes))
     assert rows[0] == {"lane": "A · BN off", "50%": "not yet", "70%": "not yet", "80%": "not yet", "now": "-"}
-    assert rows[1] == {"lane": "B · BN scratch", "50%": "step 20 · epoch 1.0", "70%": "step 30 · epoch 1.5",
-                       "80%": "not yet", "now": "69.0%"}
+    assert rows[1] == {
+        "lane": "B · BN scratch",
+        "50%": "step 20 · epoch 1.0",
+        "70%": "step 30 · epoch 1.5",
+        "80%": "not yet",
+        "now": "69.0%",
+    }
 
 
 def test_the_scoreboard_counts_exactly_the_threshold_as_reached():

@@ -1,65 +1,46 @@
 """History: growing tables, the bounded distribution store, the experiment file and the CSV export."""
+
 import csv
 import io
 import os
 import pickle
-import threading
 import uuid
 
 import numpy as np
 import pytest
+from conftest import tiny_dataset
 
 import bnviz.history as history
+from bnviz.engine import Experiment
+from bnviz.history import (
+    TABLES,
+    LaneHistory,
+    RecordingError,
+    Table,
+    ThinnedTable,
+    load_experiment,
+    metrics_csv,
+    save_experiment,
+)
 from bnviz.probes import HIST_BINS
-from bnviz.data import random_dataset
-from bnviz.engine import Experiment, LaneSpec, Settings
-from bnviz.history import (TABLES, LaneHistory, RecordingError, Table, ThinnedTable, load_experiment,
-                           metrics_csv, save_experiment)
-
+from bnviz.snapshot import LaneSpec, Settings
 
 # --------------------------------------------------------------------------------------------- helpers
 
-def tiny_data(n_train=256, n_test=200, seed=0):
-    return random_dataset(n_train, n_test, seed)
-
 
 @pytest.fixture(scope="module")
-def data():
-    return tiny_data()
-
-
-@pytest.fixture
-def make_experiment():
-    """Experiments that are always stopped, and whose worker threads are checked gone, at teardown."""
-    made = []
-
-    def make(data, settings, lanes=(LaneSpec("none"), LaneSpec("scratch"))):
-        e = Experiment(data, settings, lanes, name=f"test-history-{uuid.uuid4().hex[:8]}")
-        made.append(e)
-        return e
-
-    yield make
-    for e in made:
-        assert e.stop(timeout=10)
-    names = {t.name for t in threading.enumerate()}
-    assert not any(f"bnviz-{e.name}" in names for e in made)
-
-
-@pytest.fixture(scope="module")
-def finished_run(data):
+def finished_run():
     """(header, lane views, settings) of a short finished run with probes, distributions and val rows."""
-    settings = Settings(lr=0.1, batch_size=32, epochs=1, probe_every=2, val_every=3, val_size=50,
-                        dist_capacity=4, device="cpu")
-    e = Experiment(data, settings, (LaneSpec("none"), LaneSpec("scratch", "relu")),
-                   name=f"test-history-{uuid.uuid4().hex[:8]}")
-    try:
+    settings = Settings(
+        lr=0.1, batch_size=32, epochs=1, probe_every=2, val_every=3, val_size=50, dist_capacity=4, device="cpu"
+    )
+    lanes = (LaneSpec("none"), LaneSpec("scratch", "relu"))
+    with Experiment(tiny_dataset(), settings, lanes, name=f"test-history-{uuid.uuid4().hex[:8]}") as e:
         e.start()
         assert e.wait(timeout=60)
         snap = e.snapshot()
         assert snap.status == "finished"
         return e.header(), [lane.tables for lane in snap.lanes], settings, [lane.label for lane in snap.lanes]
-    finally:
-        assert e.stop(timeout=10)
 
 
 def dist_row(step, rng_vectors):
@@ -71,13 +52,19 @@ def dist_row(step, rng_vectors):
 def realistic_vectors():
     rng = np.random.default_rng(0)
     v = {f"bn{i}.{k}.hist": rng.random(60).astype(np.float32) for i in range(1, 5) for k in ("in", "out", "act")}
-    v.update({f"bn{i}.{k}": rng.random(120).astype(np.float32) for i in (3,) for k in
-              ("batch_mean", "batch_var", "running_mean", "running_var", "gamma", "beta")})
+    v.update(
+        {
+            f"bn{i}.{k}": rng.random(120).astype(np.float32)
+            for i in (3,)
+            for k in ("batch_mean", "batch_var", "running_mean", "running_var", "gamma", "beta")
+        }
+    )
     assert len(v) == 18
     return v
 
 
 # --------------------------------------------------------------------------------------------- Table
+
 
 def test_table_append_and_view_columns():
     t = Table()
@@ -96,7 +83,7 @@ def test_table_append_and_view_columns():
 def test_table_missing_keys_read_nan_both_ways():
     t = Table()
     t.append(dict(step=1, a=1.0))
-    t.append(dict(step=2, b=2.0))     # a new column: row 0 reads NaN; 'a' missing here: NaN
+    t.append(dict(step=2, b=2.0))  # a new column: row 0 reads NaN; 'a' missing here: NaN
     t.append(dict(step=3, a=3.0, b=3.0))
     v = t.view()
     np.testing.assert_array_equal(v["a"], [1.0, np.nan, 3.0])
@@ -111,8 +98,8 @@ def test_table_view_is_read_only_copy():
     with pytest.raises(ValueError):
         v["x"][0] = 5.0
     t.append(dict(step=2, x=2.0))
-    assert len(v["x"]) == 1                 # the earlier view does not grow...
-    assert t.view()["x"][0] == 1.0          # ...and writing through it never touched the table
+    assert len(v["x"]) == 1  # the earlier view does not grow...
+    assert t.view()["x"][0] == 1.0  # ...and writing through it never touched the table
 
 
 def test_table_grows_beyond_64_rows_keeping_every_row():
@@ -133,19 +120,20 @@ def test_empty_table_view():
 
 # --------------------------------------------------------------------------------------------- ThinnedTable
 
+
 @pytest.mark.parametrize("capacity", [2, 7, 64, 200])
 def test_thinned_table_bounded_even_and_keeps_first(capacity):
     t = ThinnedTable(capacity)
     max_len = 0
     for i in range(20_000):
-        t.offer(dict(step=1 + 5 * i))         # probe steps: 1, 6, 11, ... (probe_every=5)
+        t.offer(dict(step=1 + 5 * i))  # probe steps: 1, 6, 11, ... (probe_every=5)
         max_len = max(max_len, len(t))
     assert max_len <= capacity
     steps = t.view()["step"]
-    assert len(steps) >= capacity // 2       # it thins, it does not empty
-    assert steps[0] == 1                     # the first row survives every thinning
+    assert len(steps) >= capacity // 2  # it thins, it does not empty
+    assert steps[0] == 1  # the first row survives every thinning
     gaps = np.diff(steps)
-    assert len(set(gaps.tolist())) == 1      # evenly spaced
+    assert len(set(gaps.tolist())) == 1  # evenly spaced
     assert (1 + 5 * (20_000 - 1)) - steps[-1] < gaps[0]  # spread over the whole run, up to the last stride
 
 
@@ -180,8 +168,12 @@ def test_dists_memory_stops_growing(realistic_vectors):
 
 def test_experiment_dists_bounded_with_probe_every_step(make_experiment):
     # 96 images, batch 16: 6 steps an epoch, 5 epochs = 30 probes into a store of 4
-    e = make_experiment(tiny_data(96, 20), Settings(lr=0.05, batch_size=16, epochs=5, probe_every=1,
-                                                    val_every=1000, val_size=20, dist_capacity=4, device="cpu"))
+    e = make_experiment(
+        Settings(
+            lr=0.05, batch_size=16, epochs=5, probe_every=1, val_every=1000, val_size=20, dist_capacity=4, device="cpu"
+        ),
+        data=tiny_dataset(96, 20),
+    )
     e.step(15)
     assert e.wait(timeout=60)
     half = [lane.history.dists.nbytes() for lane in e.lanes]
@@ -277,6 +269,7 @@ def test_table_extend_matches_append():
 
 # --------------------------------------------------------------------------------------------- the file
 
+
 def assert_same_lanes(a, b):
     assert len(a) == len(b)
     for la, lb in zip(a, b):
@@ -328,7 +321,7 @@ def test_save_is_atomic_when_writing_fails_new_file(tmp_path, finished_run, monk
     with pytest.raises(OSError, match="disk full"):
         save_experiment(target, header, views)
     assert not target.exists()
-    assert os.listdir(tmp_path) == []      # no temporary file left behind
+    assert os.listdir(tmp_path) == []  # no temporary file left behind
 
 
 def test_save_is_atomic_when_writing_fails_old_file_kept(tmp_path, finished_run, monkeypatch):
@@ -356,8 +349,20 @@ def _npy_bytes(a):
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("kind", ["garbage", "empty", "npz_without_header", "npz_foreign_header",
-                                  "npz_header_not_a_dict", "npy", "pickle", "truncated", "corrupted"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "garbage",
+        "empty",
+        "npz_without_header",
+        "npz_foreign_header",
+        "npz_header_not_a_dict",
+        "npy",
+        "pickle",
+        "truncated",
+        "corrupted",
+    ],
+)
 def test_load_rejects_what_is_not_ours(kind, tmp_path, finished_run):
     header, views, _, _ = finished_run
     good = history.experiment_bytes(header, views)
@@ -402,20 +407,21 @@ def test_load_refuses_newer_format(tmp_path, finished_run):
 
 # --------------------------------------------------------------------------------------------- CSV
 
+
 def test_metrics_csv_rows_and_val_columns(finished_run):
     _, views, settings, labels = finished_run
     text = metrics_csv(labels, views)
     rows = list(csv.reader(io.StringIO(text)))
-    assert rows[0] == ["lane", "step", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc"]
+    assert rows[0] == "lane step epoch lr train_loss train_acc val_loss val_acc test_loss test_acc".split()
     body = rows[1:]
     n_steps = len(views[0]["steps"]["step"])
-    assert n_steps == 8                       # 256 images / 32, one epoch
+    assert n_steps == 8  # 256 images / 32, one epoch
     assert len(body) == len(labels) * n_steps
-    for lane, (label, tables) in enumerate(zip(labels, views)):
+    for label, tables in zip(labels, views):
         mine = [r for r in body if r[0] == label]
         assert [int(r[1]) for r in mine] == list(range(1, n_steps + 1))
         val = dict(zip(tables["val"]["step"].astype(int).tolist(), tables["val"]["val_acc"].tolist()))
-        assert sorted(val) == [3, 6]          # val_every=3
+        assert sorted(val) == [3, 6]  # val_every=3
         for r in mine:
             step = int(r[1])
             assert float(r[3]) == settings.lr
@@ -428,7 +434,8 @@ def test_metrics_csv_rows_and_val_columns(finished_run):
 
 def test_metrics_csv_of_an_empty_lane():
     assert metrics_csv(["a"], [{t: {} for t in TABLES}]).strip().splitlines() == [
-        "lane,step,epoch,lr,train_loss,train_acc,val_loss,val_acc"]
+        "lane,step,epoch,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc"
+    ]
 
 
 def test_to_jsonable_turns_nan_into_null():

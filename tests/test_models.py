@@ -1,10 +1,11 @@
 """LeNet variants: shapes, what norm='none' leaves out, shared initialisation, and our BN against torch's."""
+
 import pytest
 import torch
 from torch import nn
 
 from bnviz.batchnorm import BatchNorm
-from bnviz.models import (BN_LAYERS, NORMS, BNLeNet, BNLeNetScratch, ChapterLeNet, PlainLeNet, build_lenet)
+from bnviz.models import BN_LAYERS, NORMS, BNLeNet, BNLeNetScratch, ChapterLeNet, PlainLeNet, build_lenet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -45,7 +46,8 @@ def test_none_has_no_bn():
     assert not any(isinstance(m, (BatchNorm, nn.modules.batchnorm._BatchNorm)) for m in model.modules())
     # Exactly the conv/linear parameters: 5 weights and 5 biases.
     assert sorted(n for n, _ in model.named_parameters()) == sorted(
-        f"{layer}.{p}" for layer in WEIGHT_LAYERS for p in ("weight", "bias"))
+        f"{layer}.{p}" for layer in WEIGHT_LAYERS for p in ("weight", "bias")
+    )
 
 
 @pytest.mark.parametrize("norm, cls", [("scratch", BatchNorm), ("torch", nn.modules.batchnorm._BatchNorm)])
@@ -99,8 +101,9 @@ def test_chapter_lenet_layout():
     assert model(images(3)).shape == (3, 10)
 
 
-@pytest.mark.parametrize("kwargs, word", [(dict(norm="batch"), "batch"), (dict(norm="None"), "None"),
-                                          (dict(activation="tanh"), "tanh")])
+@pytest.mark.parametrize(
+    "kwargs, word", [(dict(norm="batch"), "batch"), (dict(norm="None"), "None"), (dict(activation="tanh"), "tanh")]
+)
 def test_bad_choices_raise(kwargs, word):
     with pytest.raises(ValueError, match=repr(word)):
         build_lenet(**kwargs)

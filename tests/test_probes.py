@@ -1,5 +1,6 @@
 """Probes: hooks that clean up after themselves, and the numbers read from one real training step,
 checked against the same quantities computed independently from a copy of the model."""
+
 import copy
 
 import numpy as np
@@ -8,8 +9,22 @@ import torch
 from torch import nn
 
 from bnviz.models import BN_ACTIVATIONS, BN_INPUTS, BN_LAYERS, NORMS, build_lenet
-from bnviz.probes import (ACT_BINS, ACT_RANGES, HIST_BINS, HIST_RANGE, HIST_SAMPLE, PERCENTILES, SATURATION,
-                          WEIGHT_LAYERS, Hook, Hooks, Probe, _histogram, _sample, bin_edges)
+from bnviz.probes import (
+    ACT_BINS,
+    ACT_RANGES,
+    HIST_BINS,
+    HIST_RANGE,
+    HIST_SAMPLE,
+    PERCENTILES,
+    SATURATION,
+    WEIGHT_LAYERS,
+    Hook,
+    Hooks,
+    Probe,
+    _histogram,
+    _sample,
+    bin_edges,
+)
 from bnviz.training import make_optimizer, train_step
 
 LR = 0.1
@@ -62,8 +77,9 @@ class Read:
         self.scalars, self.vectors = self.probe.read(LR)
 
 
-@pytest.fixture(scope="module", params=[(n, a) for n in NORMS for a in ("sigmoid", "relu")],
-                ids=lambda p: f"{p[0]}-{p[1]}")
+@pytest.fixture(
+    scope="module", params=[(n, a) for n in NORMS for a in ("sigmoid", "relu")], ids=lambda p: f"{p[0]}-{p[1]}"
+)
 def read(request):
     return Read(*request.param)
 
@@ -73,6 +89,7 @@ def all_forward_hooks(model):
 
 
 # --------------------------------------------------------------------------------------------- hooks
+
 
 def test_hook_keeps_detached_output_and_removes_itself():
     lin = nn.Linear(3, 2)
@@ -137,6 +154,7 @@ def test_probe_leaves_no_hook_behind(norm):
 
 # --------------------------------------------------------------------------------------------- histograms, percentiles
 
+
 def test_bin_edges():
     e = bin_edges("in")
     assert len(e) == HIST_BINS + 1 and e[0] == HIST_RANGE[0] and e[-1] == HIST_RANGE[1]
@@ -163,9 +181,10 @@ def test_histograms_are_fractions_matching_numpy(read):
             assert (h >= 0).all()
             edges = bin_edges(kind, activation)
 
-            def hist(x):
+            def hist(x, edges=edges):
                 x = x.numpy().ravel()
                 return np.histogram(np.clip(x, edges[0], edges[-1]), bins=edges)[0] / x.size
+
             # exactly the histogram of the values it sampled (a few may sit on a bin edge) ...
             assert np.abs(h - hist(sampled(read.tensors[pos, kind]))).sum() < 2e-3, (pos, kind)
             # ... and close to the whole tensor's
@@ -187,11 +206,14 @@ def test_percentiles_ordered_and_close_to_full_quantiles(read):
             assert read.scalars[f"{pos}.{kind}.mean"] == pytest.approx(x.mean().item(), rel=1e-4, abs=1e-5)
             assert read.scalars[f"{pos}.{kind}.std"] == pytest.approx(x.std().item(), rel=1e-4, abs=1e-5)
             full = read.tensors[pos, kind].double()
-            assert read.scalars[f"{pos}.{kind}.mean"] == pytest.approx(full.mean().item(), abs=0.02 * full.std().item() + 1e-6)
+            assert read.scalars[f"{pos}.{kind}.mean"] == pytest.approx(
+                full.mean().item(), abs=0.02 * full.std().item() + 1e-6
+            )
             assert read.scalars[f"{pos}.{kind}.std"] == pytest.approx(full.std().item(), rel=0.02, abs=1e-6)
 
 
 # --------------------------------------------------------------------------------------------- BN statistics
+
 
 @pytest.mark.parametrize("norm", ["scratch", "torch"])
 def test_after_bn_is_standardised(norm):
@@ -260,6 +282,7 @@ def test_without_bn_out_is_in(activation):
 
 # --------------------------------------------------------------------------------------------- gradients, saturation
 
+
 def test_grad_norm_and_update_ratio(read):
     for name in WEIGHT_LAYERS:
         w = getattr(read.model, name).weight
@@ -277,13 +300,15 @@ def test_saturation(read):
     for pos in BN_LAYERS:
         s = read.scalars[f"{pos}.saturated"]
         assert 0.0 <= s <= 1.0
+
         def saturated(a):
             if read.probe.activation == "relu":
                 return (a == 0).double().mean().item()
             return ((a < SATURATION[0]) | (a > SATURATION[1])).double().mean().item()
+
         a = read.tensors[pos, "act"]
         if read.probe.activation == "relu":
-            assert 0.0 < saturated(a) < 1.0    # a real check: some units are off, some on
+            assert 0.0 < saturated(a) < 1.0  # a real check: some units are off, some on
         assert s == pytest.approx(saturated(sampled(a)), abs=1e-6)
         assert s == pytest.approx(saturated(a), abs=0.01)
 
@@ -291,7 +316,7 @@ def test_saturation(read):
 def test_sigmoid_saturation_of_large_inputs():
     model = build_lenet("none", "sigmoid")
     with torch.no_grad():
-        model.fc2.weight.mul_(1000.0)   # fc2's outputs are huge: sigmoid at bn4 is pinned to 0 or 1
+        model.fc2.weight.mul_(1000.0)  # fc2's outputs are huge: sigmoid at bn4 is pinned to 0 or 1
     X, y = batch(16)
     with Probe(model, "sigmoid") as probe:
         train_step(model, make_optimizer(model, 1e-6), X, y)
@@ -302,10 +327,34 @@ def test_sigmoid_saturation_of_large_inputs():
 
 def test_read_gives_every_scalar():
     r = Read("torch", "sigmoid")
-    expected = {f"{pos}.{kind}.{stat}" for pos in BN_LAYERS for kind in ("in", "out", "act")
-                for stat in ("p15", "p50", "p85", "mean", "std")}
+    expected = {
+        f"{pos}.{kind}.{stat}"
+        for pos in BN_LAYERS
+        for kind in ("in", "out", "act")
+        for stat in ("p15", "p50", "p85", "mean", "std")
+    }
     expected |= {f"{pos}.saturated" for pos in BN_LAYERS}
     expected |= {f"{name}.{what}" for name in WEIGHT_LAYERS for what in ("grad_norm", "update_ratio")}
     assert set(r.scalars) == expected
     assert all(isinstance(v, float) and np.isfinite(v) for v in r.scalars.values())
     assert all(isinstance(v, np.ndarray) and v.dtype == np.float32 for v in r.vectors.values())
+
+
+def test_remove_twice_is_harmless_and_leaves_other_hooks_alone():
+    lin = nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    first = Hook(lin)
+    first.remove()
+    second = Hook(lin)  # a newer hook on the same module
+    first.remove()  # a second remove: nothing, and not the newer hook
+    first.__exit__(None, None, None)  # nor a third, through the context manager
+    assert len(lin._forward_hooks) == 1
+    torch.testing.assert_close(lin(x), second.stored)
+    hooks = Hooks([lin, nn.Linear(2, 2)])
+    hooks.remove()
+    hooks.remove()
+    with hooks:  # entering and leaving a removed Hooks is harmless too
+        pass
+    assert len(lin._forward_hooks) == 1 and first.stored is None
+    second.remove()
+    assert len(lin._forward_hooks) == 0

@@ -1,13 +1,13 @@
 """The server-wide registry of experiments: ids, grace period, the training cap, the bound on kept runs."""
+
 import threading
-import time
 
 import pytest
-import torch
+from conftest import until
 
-from bnviz.data import FashionMNISTData
-from bnviz.engine import Experiment, LaneSpec, Settings
+from bnviz.experiment_process import ExperimentProcess
 from bnviz.registry import CapacityError, Janitor, Registry
+from bnviz.snapshot import LaneSpec, Settings
 
 
 class Clock:
@@ -21,10 +21,14 @@ class Clock:
 
 
 class FakeExperiment:
-    """What the registry uses of an experiment: status, start(), stop(timeout)."""
+    """What the registry uses of an experiment: status, refresh(), start(), stop(timeout)."""
 
     def __init__(self, status="idle"):
-        self.status, self.stops, self.starts = status, [], 0
+        self.status, self.stops, self.starts, self.refreshes = status, [], 0, 0
+
+    def refresh(self, timeout=2.0):
+        self.refreshes += 1
+        return self.status
 
     def start(self):
         self.starts += 1
@@ -34,6 +38,40 @@ class FakeExperiment:
         self.stops.append(timeout)
         self.status = "stopped"
         return True
+
+
+class FakeJob:
+    def __init__(self):
+        self.done, self.stops = False, []
+
+    def stop(self, timeout=1.0):
+        self.stops.append(timeout)
+        self.done = True
+        return True
+
+
+def race(n, call):
+    """Run call(i) for i in range(n) in n threads released at the same instant; their outcomes, in order:
+    "ok", "capacity" (CapacityError), or the exception."""
+    barrier, outcomes = threading.Barrier(n), [None] * n
+
+    def one(i):
+        barrier.wait()
+        try:
+            call(i)
+            outcomes[i] = "ok"
+        except CapacityError:
+            outcomes[i] = "capacity"
+        except Exception as e:  # reported by the test
+            outcomes[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    return outcomes
 
 
 @pytest.fixture
@@ -63,7 +101,7 @@ def test_an_unwatched_experiment_is_stopped_after_the_grace_period(clock):
     clock.now += 20  # unwatched for exactly the grace period: kept
     assert reg.reap() == []
     assert not unwatched.stops
-    clock.now += 1   # 121 s: gone
+    clock.now += 1  # 121 s: gone
     assert reg.reap() == [ku]
     assert unwatched.stops and reg.get(ku) is None
     assert reg.get(kw) is watched and not watched.stops
@@ -83,25 +121,21 @@ def test_get_counts_as_watching(clock):
     assert not e.stops
 
 
-def test_reap_stops_a_real_training_experiment(clock, tiny_data):
-    exp = Experiment(tiny_data, Settings(train_size=None, batch_size=32, epochs=50, probe_every=5, val_every=50,
-                                         val_size=50), (LaneSpec("none"), LaneSpec("scratch")), name="reg-test")
-    try:
-        reg = Registry(grace_s=5, clock=clock)
-        key = reg.add(exp)
-        reg.start(key)
-        assert exp.status == "running"
-        clock.now += 6
-        assert reg.reap() == [key]
-        deadline = time.monotonic() + 10
-        while exp.alive and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not exp.alive, "the reaped experiment's worker thread is still running"
-        assert exp.status == "stopped"
-        with pytest.raises(RuntimeError):
-            exp.start()
-    finally:
-        exp.stop(timeout=10)
+def test_reap_stops_a_real_training_experiment(clock, make_experiment):
+    exp = make_experiment(
+        Settings(batch_size=32, epochs=50, probe_every=5, val_every=50, val_size=50, device="cpu"),
+        (LaneSpec("none"), LaneSpec("scratch")),
+    )
+    reg = Registry(grace_s=5, clock=clock)
+    key = reg.add(exp)
+    reg.start(key)
+    assert exp.status == "running"
+    clock.now += 6
+    assert reg.reap() == [key]
+    assert until(lambda: not exp.alive, timeout=10), "the reaped experiment's worker thread is still running"
+    assert exp.status == "stopped"
+    with pytest.raises(RuntimeError):
+        exp.start()
 
 
 def test_the_cap_refuses_a_start_with_a_clear_message(clock):
@@ -182,10 +216,7 @@ def test_the_janitor_reaps_in_the_background_and_halts(clock):
     janitor.start()
     try:
         clock.now += 2
-        deadline = time.monotonic() + 10
-        while len(reg) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert len(reg) == 0 and e.stops
+        assert until(lambda: len(reg) == 0, timeout=10) and e.stops
     finally:
         janitor.halt()
         janitor.join(5)
@@ -215,10 +246,222 @@ def test_the_registry_is_safe_to_use_from_many_threads(clock):
     assert len(reg) == 200 == len(set(keys))
 
 
-@pytest.fixture(scope="module")
-def tiny_data():
-    g = torch.Generator().manual_seed(0)
-    return FashionMNISTData(torch.randint(0, 256, (256, 28, 28), dtype=torch.uint8, generator=g),
-                            torch.arange(256) % 10,
-                            torch.randint(0, 256, (100, 28, 28), dtype=torch.uint8, generator=g),
-                            torch.arange(100) % 10, "synthetic")
+# ------------------------------------------------------------------------------------------ the cap, atomically
+SLOW = Settings(batch_size=32, epochs=1000, probe_every=10**6, val_every=10**6, val_size=50, device="cpu")
+
+
+def test_five_simultaneous_starts_with_a_cap_of_two_start_exactly_two(clock, make_experiment):
+    """Five tabs press Start at the same instant, twenty times over: two start, three are told why not."""
+    exps = [make_experiment(SLOW, (LaneSpec("none"),)) for _ in range(5)]
+    reg = Registry(max_training=2, clock=clock)
+    keys = [reg.add(e) for e in exps]
+    for attempt in range(20):
+        outcomes = race(5, lambda i: reg.start(keys[i]))
+        assert sorted(map(str, outcomes)) == ["capacity"] * 3 + ["ok"] * 2, (attempt, outcomes)
+        started = [e for e, o in zip(exps, outcomes) if o == "ok"]
+        assert [e.status for e in exps if e.status == "running"] == ["running"] * 2
+        assert all(e.status == "running" for e in started) and reg.training() == 2
+        for e in started:
+            e.pause()
+        assert reg.training() == 0
+
+
+def test_five_simultaneous_starts_of_child_processes_with_a_cap_of_two(clock, make_experiment, monkeypatch):
+    monkeypatch.setenv("BNVIZ_THREADS", "1")
+    exps = [make_experiment(SLOW, (LaneSpec("none"),), cls=ExperimentProcess) for _ in range(5)]
+    reg = Registry(max_training=2, clock=clock)
+    keys = [reg.add(e) for e in exps]
+    outcomes = race(5, lambda i: reg.start(keys[i]))
+    assert sorted(map(str, outcomes)) == ["capacity"] * 3 + ["ok"] * 2, outcomes
+    assert [e.refresh() for e, o in zip(exps, outcomes) if o == "ok"] == ["running"] * 2
+    assert [e.refresh() for e, o in zip(exps, outcomes) if o != "ok"] == ["idle"] * 3
+    assert reg.training() == 2
+
+
+def test_five_simultaneous_studies_with_a_cap_of_two(clock):
+    reg = Registry(max_training=2, clock=clock)
+    key = reg.add(FakeExperiment())
+    made = []
+    outcomes = race(5, lambda i: made.append(reg.start_job(key, f"study-{i}", FakeJob)))
+    assert sorted(map(str, outcomes)) == ["capacity"] * 3 + ["ok"] * 2, outcomes
+    assert len(made) == 2 and all(reg.job(key, f"study-{i}") is not None for i, o in enumerate(outcomes) if o == "ok")
+    with pytest.raises(CapacityError, match="limit is 2"):
+        reg.start(reg.add(FakeExperiment()))  # the studies count against the cap too
+    made[0].done = True
+    reg.start_job(key, "after", FakeJob)  # a finished study frees its slot
+
+
+def test_the_lock_is_not_held_while_an_experiment_starts(clock):
+    """An experiment's start() may take a while (a child process that is busy): meanwhile every other tab
+    reads the registry as usual, and the slot it is taking counts against the cap."""
+    entered, release = threading.Event(), threading.Event()
+
+    class SlowToStart(FakeExperiment):
+        def start(self):
+            entered.set()
+            assert release.wait(30)
+            super().start()
+
+    reg = Registry(max_training=1, clock=clock)
+    slow, other = SlowToStart(), FakeExperiment()
+    ks, ko = reg.add(slow), reg.add(other)
+    starting = threading.Thread(target=reg.start, args=(ks,))
+    starting.start()
+    try:
+        assert entered.wait(10)
+        readers = race(3, lambda i: (reg.get(ko), reg.training(), len(reg), reg.job(ko, "x"), reg.reap()))
+        assert readers == ["ok"] * 3  # all returned while the start is still blocked
+        assert starting.is_alive() and slow.starts == 0
+        with pytest.raises(CapacityError, match="limit is 1"):  # the slot being taken is taken
+            reg.start(ko)
+        assert other.starts == 0
+    finally:
+        release.set()
+        starting.join(10)
+    assert slow.status == "running" and reg.training() == 1
+
+
+def test_the_lock_is_not_held_while_a_study_is_made(clock):
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_factory():
+        entered.set()
+        assert release.wait(30)
+        return FakeJob()
+
+    reg = Registry(max_training=1, clock=clock)
+    key = reg.add(FakeExperiment())
+    got = []
+    starting = threading.Thread(target=lambda: got.append(reg.start_job(key, "race", slow_factory)))
+    starting.start()
+    try:
+        assert entered.wait(10)
+        assert race(3, lambda i: (reg.get(key), reg.training(), reg.job(key, "race"))) == ["ok"] * 3
+        assert reg.job(key, "race") is None  # not made yet
+        with pytest.raises(CapacityError):
+            reg.start_job(key, "another", FakeJob)
+        # the same study asked for again while it is being made: the one being made, not a second one
+        again = threading.Thread(target=lambda: got.append(reg.start_job(key, "race", FakeJob)))
+        again.start()
+    finally:
+        release.set()
+        starting.join(10)
+    again.join(10)
+    assert len(got) == 2 and got[0] is got[1] is reg.job(key, "race")
+
+
+def test_a_start_that_fails_gives_its_slot_back(clock):
+    class Broken(FakeExperiment):
+        def start(self):
+            raise RuntimeError("the training process ended unexpectedly")
+
+    reg = Registry(max_training=1, clock=clock)
+    kb, ko = reg.add(Broken()), reg.add(FakeExperiment())
+    with pytest.raises(RuntimeError, match="ended unexpectedly"):
+        reg.start(kb)
+    reg.start(ko)  # the failed start holds no slot
+    assert reg.training() == 1
+
+    def broken_factory():
+        raise ValueError("no BN layers")
+
+    reg.get(ko).status = "paused"
+    with pytest.raises(ValueError, match="no BN layers"):
+        reg.start_job(ko, "study", broken_factory)
+    assert reg.job(ko, "study") is None
+    reg.start_job(ko, "study", FakeJob)  # nor does a failed study
+
+
+def test_a_run_that_finished_unwatched_does_not_hold_a_slot(clock):
+    """A child process's status is the last one it reported: the registry asks the ones last seen running
+    again (outside its lock) before it counts them."""
+
+    class FinishedSinceLastSeen(FakeExperiment):
+        def refresh(self, timeout=2.0):
+            self.refreshes += 1
+            self.status = "finished"
+            return self.status
+
+    reg = Registry(max_training=1, clock=clock)
+    done, idle = FinishedSinceLastSeen("running"), FakeExperiment()
+    reg.add(done)
+    reg.start(reg.add(idle))
+    assert done.refreshes == 1 and idle.status == "running"
+
+
+class Watchful(FakeExperiment):
+    """Records, for every call the registry makes into it, whether the registry's lock was held."""
+
+    registry = None
+
+    def __init__(self, status="idle"):
+        super().__init__(status)
+        self.calls = []
+
+    def _seen(self, what):
+        self.calls.append((what, self.registry._lock.locked()))
+
+    @property
+    def status(self):
+        if self.registry is not None:
+            self._seen("status")
+        return self._status
+
+    @status.setter
+    def status(self, value):
+        self._status = value
+
+    def refresh(self, timeout=2.0):
+        self._seen("refresh")
+        return super().refresh(timeout)
+
+    def start(self):
+        self._seen("start")
+        super().start()
+
+    def stop(self, timeout=1.0):
+        self._seen("stop")
+        return super().stop(timeout)
+
+
+def test_no_call_into_an_experiment_is_made_under_the_lock(clock):
+    reg = Registry(max_training=3, max_kept=2, grace_s=10, clock=clock)
+    Watchful.registry = reg
+
+    def factory():
+        assert not reg._lock.locked(), "a study's factory ran under the registry's lock"
+        return FakeJob()
+
+    try:
+        exps = [Watchful("running"), Watchful(), Watchful()]
+        keys = [reg.add(exps[0])]
+        clock.now += 1
+        keys.append(reg.add(exps[1]))
+        clock.now += 1
+        keys.append(reg.add(exps[2]))  # over max_kept: the oldest idle one (exps[1]) is dropped and stopped
+        assert exps[1].stops == [0]
+        reg.start(keys[2])
+        reg.start_job(keys[0], "study", factory)
+        clock.now += 100
+        reg.reap()
+        reg.close()
+        calls = [c for e in exps for c in e.calls]
+        assert {what for what, _ in calls} >= {"status", "refresh", "start", "stop"}
+        under_lock = [what for what, locked in calls if locked]
+        assert set(under_lock) <= {"status"}, under_lock  # only the cached status, to count what runs
+    finally:
+        Watchful.registry = None
+
+
+def test_add_reads_no_status_under_the_lock(clock):
+    reg = Registry(max_kept=1, clock=clock)
+    Watchful.registry = reg
+    try:
+        first, second = Watchful("paused"), Watchful()
+        reg.add(first)
+        clock.now += 1
+        reg.add(second)
+        assert first.stops == [0]  # dropped: the oldest idle one
+        assert [locked for what, locked in first.calls + second.calls if what == "status"] == [False]
+    finally:
+        Watchful.registry = None

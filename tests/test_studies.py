@@ -2,29 +2,36 @@
 
 Shapes on tiny random data; directions on a slice of the real Fashion-MNIST (skipped without it).
 """
+
 import math
 
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_dataset
 
 from bnviz import landscape
-from bnviz.data import FashionMNISTData, random_dataset
-from bnviz.engine import Experiment, LaneSpec, Settings
+from bnviz.data import FashionMNISTData
+from bnviz.engine import Experiment
 from bnviz.models import build_lenet
+from bnviz.snapshot import LaneSpec, Settings
 from bnviz.studies import BATCH_SIZES, batch_statistics, lr_race
 from bnviz.training import evaluate, make_optimizer, train_step
 
 
 def tiny(n_train=256, n_test=128, seed=0):
-    return random_dataset(n_train, n_test, seed)
+    return tiny_dataset(n_train, n_test, seed)
 
 
 @pytest.fixture(scope="module")
 def small_real(real_data):
     """The first 6,400 training and 1,000 test images of the real data set."""
-    return FashionMNISTData(real_data.train_images[:6400], real_data.train_labels[:6400],
-                            real_data.test_images[:1000], real_data.test_labels[:1000])
+    return FashionMNISTData(
+        real_data.train_images[:6400],
+        real_data.train_labels[:6400],
+        real_data.test_images[:1000],
+        real_data.test_labels[:1000],
+    )
 
 
 def trained_bn_model(data, steps=100):
@@ -50,8 +57,9 @@ def test_race_shape_on_tiny_data():
 
 
 def test_race_can_be_stopped_between_rates():
-    results = lr_race(tiny(), lrs=(0.1, 1.0, 3.0), steps=3, batch_size=32, val_size=64,
-                      should_stop=iter([False, True]).__next__)
+    results = lr_race(
+        tiny(), lrs=(0.1, 1.0, 3.0), steps=3, batch_size=32, val_size=64, should_stop=iter([False, True]).__next__
+    )
     assert {r.lr for r in results} == {0.1}
 
 
@@ -86,10 +94,11 @@ def test_batch_statistics_needs_bn():
 
 def test_small_batches_hurt_train_mode_only(small_real):
     model = trained_bn_model(small_real, steps=150)
-    r = batch_statistics(model, small_real.test_images, small_real.test_labels, batch_sizes=BATCH_SIZES,
-                         max_images=1000)
+    r = batch_statistics(
+        model, small_real.test_images, small_real.test_labels, batch_sizes=BATCH_SIZES, max_images=1000
+    )
     acc = dict(zip(r.batch_sizes, r.train_mode_acc))
-    assert acc[2] < acc[256] - 0.05          # batch statistics of 2 images are noise
+    assert acc[2] < acc[256] - 0.05  # batch statistics of 2 images are noise
     assert abs(acc[1024] - r.eval_mode_acc) < 0.03  # a big batch's statistics are about the running ones
     assert r.eval_mode_acc > 0.6
     assert r.var_spread[0] > 3 * r.var_spread[-2]
@@ -97,9 +106,9 @@ def test_small_batches_hurt_train_mode_only(small_real):
 
 # ------------------------------------------------------------------------------------ flip BN
 def test_switching_bn_off_collapses_a_trained_network_and_back_on_restores_it(small_real):
-    exp = Experiment(small_real, Settings(probe_every=10, val_every=25, val_size=1000, epochs=10),
-                     [LaneSpec("scratch")], name="flip")
-    try:
+    with Experiment(
+        small_real, Settings(probe_every=10, val_every=25, val_size=1000, epochs=10), [LaneSpec("scratch")], name="flip"
+    ) as exp:
         exp.step(100)
         assert exp.wait(60)
         model = exp.clone_model(0)
@@ -112,8 +121,6 @@ def test_switching_bn_off_collapses_a_trained_network_and_back_on_restores_it(sm
         assert exp.wait(30)
         exp.set_bn_bypass(0, False)
         snap = exp.snapshot()
-    finally:
-        exp.stop()
     assert acc_on > 0.6 and acc_off < acc_on - 0.3
     ev = snap.lanes[0].tables["events"]
     np.testing.assert_array_equal(ev["step"], [100, 101])
@@ -123,8 +130,7 @@ def test_switching_bn_off_collapses_a_trained_network_and_back_on_restores_it(sm
 
 def test_flip_restores_the_same_function():
     data = tiny()
-    exp = Experiment(data, Settings(batch_size=32, val_size=64, device="cpu"), [LaneSpec("torch")], name="flip2")
-    try:
+    with Experiment(data, Settings(batch_size=32, val_size=64, device="cpu"), [LaneSpec("torch")], name="flip2") as exp:
         exp.step(3)
         assert exp.wait(30)
         X = data.test_images[:16].unsqueeze(1).float() / 255
@@ -133,11 +139,9 @@ def test_flip_restores_the_same_function():
         assert exp.snapshot().lanes[0].bn_bypassed
         exp.set_bn_bypass(0, False)
         torch.testing.assert_close(exp.clone_model(0).eval()(X), before)
+        exp.set_lane(0, LaneSpec("none"))
         with pytest.raises(ValueError, match="no BN layers"):
-            exp.set_lane(0, LaneSpec("none"))
             exp.set_bn_bypass(0, True)
-    finally:
-        exp.stop()
 
 
 # ------------------------------------------------------------------------------------ landscape
@@ -158,14 +162,12 @@ def test_landscape_measure_is_sane_and_leaves_the_model_alone():
 
 
 def test_engine_records_the_landscape_every_k_steps():
-    exp = Experiment(tiny(), Settings(batch_size=32, val_size=64, landscape_every=3, device="cpu"),
-                     name="landscape")
-    try:
+    with Experiment(
+        tiny(), Settings(batch_size=32, val_size=64, landscape_every=3, device="cpu"), name="landscape"
+    ) as exp:
         exp.step(9)
         assert exp.wait(60)
         snap = exp.snapshot()
-    finally:
-        exp.stop()
     for lane in snap.lanes:
         t = lane.tables["landscape"]
         np.testing.assert_array_equal(t["step"], [3, 6, 9])

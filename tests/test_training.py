@@ -1,4 +1,5 @@
 """The training step and evaluation."""
+
 import copy
 
 import pytest
@@ -7,7 +8,6 @@ from torch import nn
 
 from bnviz.models import build_lenet
 from bnviz.training import evaluate, make_optimizer, train_step
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -98,3 +98,15 @@ def test_evaluate_accuracy_reaches_one_on_a_memorised_batch():
     assert model.training
     _, acc_wrong = evaluate(model, images, (labels + 1) % 10)
     assert acc_wrong == 0.0
+
+
+@pytest.mark.parametrize("train_mode", [True, False])
+def test_evaluate_restores_the_mode_when_the_forward_pass_raises(train_mode):
+    model = build_lenet("scratch", "sigmoid", seed=0)
+    model.fc2 = nn.Linear(7, 84)  # the wrong shape: the forward pass raises
+    model.train(train_mode)
+    images, labels = images_and_labels(8)
+    with pytest.raises(RuntimeError, match="shape"):
+        evaluate(model, images, labels)
+    assert model.training is train_mode
+    assert all(m.training is train_mode for m in model.modules())

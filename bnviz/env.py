@@ -1,0 +1,87 @@
+"""Every ``BNVIZ_*`` environment variable, read here and nowhere else (the README lists them too).
+
+Each is read when asked for, not at import, so a test or a child process can change it. A value that
+cannot be used falls back to the default and says so once on stderr.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+VARIABLES = {
+    "BNVIZ_DATA": "folder holding the four Fashion-MNIST files (searched first)",
+    "BNVIZ_THREADS": "torch intra-op threads per experiment (default: chosen for the machine)",
+    "BNVIZ_ENGINE": "'process' (default: each experiment in a child process) or 'thread' (inside the server)",
+    "BNVIZ_START_METHOD": "'forkserver' (default on Linux) or 'spawn' (default elsewhere) for those processes",
+    "BNVIZ_MAX_TRAINING": "experiments and studies that may train at once per server (default 2)",
+    "BNVIZ_GRACE_S": "seconds an experiment whose tab is closed keeps living (default 120)",
+    "BNVIZ_RACE_STEPS": "steps per learning rate in the learning-rate race (default 200)",
+    "BNVIZ_SCREENSHOTS": "folder where the browser tests save screenshots (default: a temporary folder)",
+    "BNVIZ_REQUIRE_ALL": "1 in CI: a test whose input (the dataset, chromium) is missing fails instead of skipping",
+}
+_warned = set()
+
+
+def _warn(name, value, default):
+    if name not in _warned:
+        _warned.add(name)
+        print(f"bnviz: ignoring {name}={value!r} ({VARIABLES[name]}); using {default!r}", file=sys.stderr)
+
+
+def _read(name, parse, default, valid=lambda v: True):
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = parse(raw)
+    except ValueError:
+        value = None
+    if value is None or not valid(value):
+        _warn(name, raw, default)
+        return default
+    return value
+
+
+def data_dir():
+    raw = os.environ.get("BNVIZ_DATA", "").strip()
+    return Path(raw) if raw else None
+
+
+def threads():
+    """The thread count asked for, or None to let bnviz choose."""
+    return _read("BNVIZ_THREADS", int, None, lambda v: v > 0)
+
+
+def set_threads(n):
+    """Hand a thread budget to code that reads BNVIZ_THREADS (a child process's own environment)."""
+    os.environ["BNVIZ_THREADS"] = str(int(n))
+
+
+def engine():
+    return _read("BNVIZ_ENGINE", str.lower, "process", lambda v: v in ("process", "thread"))
+
+
+def start_method():
+    """'forkserver' or 'spawn' when asked for, else None."""
+    return _read("BNVIZ_START_METHOD", str.lower, None, lambda v: v in ("forkserver", "spawn"))
+
+
+def max_training():
+    return _read("BNVIZ_MAX_TRAINING", int, 2, lambda v: v >= 0)  # 0: nothing may train (a read-only server)
+
+
+def grace_s():
+    return _read("BNVIZ_GRACE_S", float, 120.0, lambda v: v > 0)
+
+
+def race_steps():
+    return _read("BNVIZ_RACE_STEPS", int, 200, lambda v: v >= 10)
+
+
+def require_all():
+    return os.environ.get("BNVIZ_REQUIRE_ALL", "").strip().lower() in ("1", "true", "yes")
+
+
+def screenshots_dir():
+    raw = os.environ.get("BNVIZ_SCREENSHOTS", "").strip()
+    return Path(raw) if raw else None

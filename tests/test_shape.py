@@ -1,0 +1,50 @@
+"""The shape of the code base: the engine never imports Streamlit; the page's views are one table."""
+
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import bnviz
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bnviz_modules():
+    return sorted(f"bnviz.{m.name}" for m in pkgutil.iter_modules(bnviz.__path__) if m.name != "__main__")
+
+
+def test_no_bnviz_module_imports_streamlit():
+    modules = bnviz_modules()
+    assert {"bnviz.engine", "bnviz.figures", "bnviz.batchnorm", "bnviz.snapshot"} <= set(modules)
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(sorted(m for m in sys.modules if m == 'streamlit' or m.startswith('streamlit.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", f"bnviz imported Streamlit: {out.stdout}"
+
+
+def test_the_check_would_see_streamlit_if_it_were_imported():
+    code = "import sys, streamlit\nprint('streamlit' in sys.modules)\n"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "True"
+
+
+def test_every_view_has_the_same_render_signature():
+    import inspect
+
+    from ui.views import VIEWS
+
+    assert list(VIEWS) == ["Training", "Inside BN", "BN state", "Gradients", "Experiments", "Lesson"]
+    for name, render in VIEWS.items():
+        assert list(inspect.signature(render).parameters) == ["snap", "ctx"], name
+
+
+def test_the_dashboard_entry_is_a_short_router():
+    lines = (ROOT / "dashboard.py").read_text().splitlines()
+    assert len(lines) < 40
+    assert not any(line.startswith("def ") for line in lines)

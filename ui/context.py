@@ -1,0 +1,41 @@
+"""What a view gets besides the snapshot: the chart options, and the live experiment when there is one."""
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from bnviz import figures
+from bnviz.models import BN_LAYERS
+
+from .state import Key
+
+
+@dataclass(frozen=True)
+class ViewContext:
+    last_n: int | None = None  # the window: the last N steps, or None for all of them
+    log_loss: bool = True
+    exp: object | None = None  # the live experiment; None in a replay
+    data: object | None = None  # the dataset (the studies test on it)
+    registry: object | None = None
+    key: str | None = None  # the experiment's id in the registry
+
+    @property
+    def live(self):
+        return self.exp is not None
+
+
+def chart(fig, key):
+    """A Plotly figure at the page's width, with the PNG download button."""
+    st.plotly_chart(fig, key=key, config=figures.PNG_CONFIG, theme=None)
+
+
+def position_picker():
+    """The BN position shared by the views that look at one layer."""
+    st.segmented_control(
+        "BN position",
+        BN_LAYERS,
+        key=Key.POSITION,
+        required=True,  # a second click keeps the position (it would otherwise show nothing highlighted)
+        help="bn1, bn2 follow the convolutions; bn3, bn4 the fully connected layers",
+    )
+    return st.session_state[Key.POSITION] or BN_LAYERS[0]

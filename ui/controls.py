@@ -1,0 +1,148 @@
+"""Start, Pause, Step and Reset, and the status bar that says what is running."""
+
+import time
+
+import streamlit as st
+
+from .feedback import say
+
+
+def await_step(exp, before, timeout=0.6):
+    """Right after Start, give training a moment to take a step, so the redraw already shows it."""
+    end = time.monotonic() + timeout
+    while exp.status == "running" and time.monotonic() < end:
+        if exp.snapshot().max_step > before:
+            return
+        time.sleep(0.03)
+
+
+def on_start(exp, registry, key):
+    before = exp.snapshot().max_step
+    say(registry.start, key)
+    await_step(exp, before)
+
+
+def on_step(exp):
+    say(exp.step, 1)
+    say(exp.wait, 5)
+
+
+SHORTCUTS = {"Start": "Space", "Pause": "Space", "Step": "S", "Reset": "X"}  # R is Streamlit's own (rerun)
+
+
+MORE_EPOCHS = 1
+
+
+def on_more_epochs(exp, registry, key):
+    if say(exp.extend, MORE_EPOCHS) is not None:
+        on_start(exp, registry, key)
+
+
+def render(exp, registry, key):
+    """The four buttons in one row, each as wide as its label; Space starts and pauses, S steps, X resets.
+
+    On a finished run Start and Step cannot act: they are disabled, and the row offers more epochs instead.
+    """
+    running = exp.status == "running"
+    finished = exp.status == "finished"
+    row = st.container(horizontal=True, gap="small", vertical_alignment="center")
+    row.button(
+        "Start",
+        icon=":material/play_arrow:",
+        type="primary",
+        help="Finished: Reset, or train more epochs" if finished else "Start or resume training (Space)",
+        disabled=running or finished,
+        shortcut=None if running or finished else SHORTCUTS["Start"],
+        on_click=on_start,
+        args=(exp, registry, key),
+    )
+    row.button(
+        "Pause",
+        icon=":material/pause:",
+        help="Pause training (Space)",
+        disabled=not running,
+        shortcut=SHORTCUTS["Pause"] if running else None,
+        on_click=say,
+        args=(exp.pause,),
+    )
+    row.button(
+        "Step",
+        icon=":material/skip_next:",
+        help="Finished: Reset, or train more epochs" if finished else "One step of every lane, then pause (S)",
+        disabled=finished,
+        shortcut=None if finished else SHORTCUTS["Step"],
+        on_click=on_step,
+        args=(exp,),
+    )
+    row.button(
+        "Reset",
+        icon=":material/restart_alt:",
+        help="Every lane back to step 0, same seed (X)",
+        shortcut=SHORTCUTS["Reset"],
+        on_click=say,
+        args=(exp.reset,),
+    )
+    if finished:
+        row.button(
+            f"Train {MORE_EPOCHS} more epoch",
+            icon=":material/add:",
+            help="Every lane goes on from where it stopped; nothing restarts",
+            on_click=on_more_epochs,
+            args=(exp, registry, key),
+        )
+        row.caption(f"Finished {exp.settings.epochs} epochs: Reset to start again, or train more.")
+
+
+def divergence_rule(settings):
+    """The engine's rule for a diverged lane, in words, from the run's own settings."""
+    return (
+        f"its loss became NaN or infinite, or stayed above {settings.diverge_loss:g} for {settings.diverge_steps} "
+        "steps in a row; chance level is 2.3"
+    )
+
+
+def run_state(snap):
+    """The experiment's state in one word, true for every lane: 'finished' when no lane has steps left."""
+    if (
+        snap.status in ("idle", "paused", "running")
+        and snap.lanes
+        and all(l.status in ("finished", "diverged", "error") for l in snap.lanes)
+    ):
+        return "finished"
+    return str(snap.status)
+
+
+def lane_progress(lane, epochs):
+    total = lane.steps_per_epoch * epochs
+    text = f"{lane.label.split(' · ')[0]}: step {lane.step:,}/{total:,}"
+    if lane.status not in ("training", "ready"):
+        text += f" ({lane.status})"
+    return text, min(1.0, lane.step / max(total, 1))
+
+
+def status_text(snap):
+    """What the status bar says: the device, the state, the speed while training, and every lane's step."""
+    state = run_state(snap)
+    parts = [str(snap.device), state]
+    if state == "running":
+        ips = sum(l.images_per_s for l in snap.lanes if l.status == "training")
+        parts.append(f"{ips:,.0f} images/s")
+    epoch = max((l.epoch for l in snap.lanes), default=1)
+    parts.append(f"epoch {epoch}/{snap.settings.epochs}")
+    parts += [lane_progress(l, snap.settings.epochs)[0] for l in snap.lanes]
+    return " · ".join(parts)
+
+
+def status_bar(snap):
+    fractions = [lane_progress(l, snap.settings.epochs)[1] for l in snap.lanes] or [0.0]
+    st.progress(sum(fractions) / len(fractions), text=status_text(snap))
+    for lane in snap.lanes:
+        if lane.status == "diverged":
+            st.warning(
+                f"{lane.label} diverged at step {lane.diverged_at:,} ({divergence_rule(snap.settings)}) and "
+                "stopped; the other lanes go on. Try a smaller learning rate, or turn BN on."
+            )
+        elif lane.status == "error":
+            st.error(f"{lane.label} stopped: {lane.error}")
+    if snap.error:
+        st.error(f"Training stopped: {snap.error}. Press Reset to start again.")

@@ -1,0 +1,34 @@
+"""Commands from the page, and failures shown as messages: never a traceback in front of a class."""
+
+import contextlib
+
+import streamlit as st
+
+from bnviz.device import DeviceError
+from bnviz.engine import describe_error
+from bnviz.history import RecordingError
+from bnviz.registry import CapacityError
+
+from .state import flash
+
+EXPECTED = (ValueError, DeviceError, RecordingError, RuntimeError, TimeoutError)
+
+
+def say(fn, *args, **kwargs):
+    """Run a command; show what went wrong as a message on the next drawing of the page."""
+    try:
+        return fn(*args, **kwargs)
+    except CapacityError as e:
+        flash("warning", str(e))
+    except EXPECTED as e:
+        flash("error", describe_error(e) if isinstance(e, RuntimeError) else str(e))
+    return None
+
+
+@contextlib.contextmanager
+def guard():
+    """Show a failure inside a part of the page as a message, not a traceback."""
+    try:
+        yield
+    except Exception as e:
+        st.error(f"This view could not be drawn: {describe_error(e)}")

@@ -1,0 +1,55 @@
+"""The page, top to bottom: data, experiment, sidebar, title, view picker, then live training or a replay."""
+
+import streamlit as st
+
+from bnviz.data import DataError
+from bnviz.engine import describe_error
+
+from . import controls, live, replay, server, sidebar
+from .state import Key, show_flash
+from .views import VIEWS
+
+TITLE = "bnviz · Batch Normalization, live"
+
+
+def main():
+    try:
+        data = server.dataset()
+    except DataError as e:
+        st.title(TITLE)
+        st.error(f"**The Fashion-MNIST data was not found.** {e}")
+        st.stop()
+    registry = server.server()
+    key, exp = server.attach(registry, data)
+    sidebar.render(exp, registry, data)
+    key = st.session_state[Key.RUN_KEY]  # Apply may have made a new experiment (a new device)
+    exp = registry.get(key) or exp
+
+    st.title(TITLE)
+    show_flash()
+    st.segmented_control("View", list(VIEWS), key=Key.VIEW, label_visibility="collapsed", required=True)
+    if (
+        st.query_params.get("replay") == "chapter"
+        and Key.RECORDING not in st.session_state
+        and not st.session_state.get(Key.REPLAY_OPENED)
+    ):
+        st.session_state[Key.REPLAY_OPENED] = True
+        server.open_shipped_run()
+        show_flash()
+    live.heartbeat(registry, key)  # the live run stays alive while this tab is open, replaying or not
+    rec = st.session_state.get(Key.RECORDING)
+    if rec is not None:
+        replay.render(rec)
+        return
+    controls.render(exp, registry, key)
+    live.render(exp, registry, key, data)
+
+
+def run():
+    try:
+        main()
+    except Exception as e:  # the last line of defence: a message, never a traceback in front of a class
+        st.error(
+            f"Something went wrong: {describe_error(e)}. Reload the page; if it happens again, restart "
+            "`make run` and tell us what you did."
+        )

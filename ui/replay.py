@@ -1,0 +1,70 @@
+"""A recorded run on a timeline: play it at a chosen speed, or drag to any step. Every view works on it."""
+
+import streamlit as st
+
+from . import views
+from .context import ViewContext
+from .controls import status_bar
+from .feedback import guard
+from .state import SPEEDS, WINDOWS, Key
+
+TICK_S = 0.5
+TICKS_PER_RUN = 600  # at 1× a whole recording plays in about 600 ticks (5 minutes)
+SIDEBAR_NOTE = (
+    "You are viewing a recording: the controls here belong to the live run, which waits until you go back to it."
+)
+
+
+def back_to_live():
+    for k in (Key.RECORDING, Key.REPLAY_STEP, Key.PLAYING):
+        st.session_state.pop(k, None)
+    st.query_params.pop("replay", None)  # a reload stays live
+
+
+def toggle_play(rec):
+    ss = st.session_state
+    if not ss[Key.PLAYING] and ss[Key.REPLAY_STEP] >= rec.last_step:
+        ss[Key.REPLAY_STEP] = 0
+    ss[Key.PLAYING] = not ss[Key.PLAYING]
+
+
+def render(rec):
+    ss = st.session_state
+    st.sidebar.info(SIDEBAR_NOTE)
+    c = st.columns([4, 1])
+    c[0].info(
+        f"Replay of **{rec.name}**: {rec.last_step:,} steps, {len(rec.specs)} lanes, recorded on "
+        f"{rec.header().get('device', '?')}. Every chart works as live; nothing trains."
+    )
+    c[1].button("Back to live training", width="stretch", on_click=back_to_live)
+    ss.setdefault(Key.REPLAY_STEP, rec.last_step)
+    ss.setdefault(Key.PLAYING, False)
+    c = st.columns([1, 1, 6])
+    c[2].caption("Play runs the recording forward; drag the slider to any step.")
+    playing = ss[Key.PLAYING]
+    c[0].button(
+        "Pause" if playing else "Play",
+        icon=":material/pause:" if playing else ":material/play_arrow:",
+        width="stretch",
+        key="play",
+        on_click=toggle_play,
+        args=(rec,),
+    )
+    c[1].selectbox("Speed", list(SPEEDS), index=1, key=Key.SPEED, label_visibility="collapsed")
+    ctx = ViewContext(WINDOWS[ss[Key.WINDOW]], ss[Key.LOG_LOSS])
+
+    @st.fragment(run_every=TICK_S if playing else None)
+    def frame():
+        if ss[Key.PLAYING]:  # advance before the slider is drawn, so it shows the new step
+            per_tick = SPEEDS[ss.get(Key.SPEED, "5×")] * max(1, rec.last_step // TICKS_PER_RUN)
+            ss[Key.REPLAY_STEP] = min(rec.last_step, ss[Key.REPLAY_STEP] + per_tick)
+            if ss[Key.REPLAY_STEP] >= rec.last_step:
+                ss[Key.PLAYING] = False
+                st.rerun()
+        st.slider("Step", 0, max(rec.last_step, 1), key=Key.REPLAY_STEP, label_visibility="collapsed")
+        snap = rec.snapshot(ss[Key.REPLAY_STEP])
+        with guard():
+            status_bar(snap)
+            views.render(ss[Key.VIEW], snap, ctx)
+
+    frame()

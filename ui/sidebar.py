@@ -1,0 +1,176 @@
+"""The sidebar: the lanes, the live learning rate, the set-up that restarts, the view options, export and load."""
+
+import json
+
+import streamlit as st
+
+from bnviz.history import experiment_bytes, metrics_csv, to_jsonable
+from bnviz.snapshot import MAX_LANES, LaneSpec
+
+from .feedback import say
+from .server import SHIPPED_RUN, apply_setup, open_recording, open_shipped_run
+from .state import (
+    BATCH_SIZES,
+    LR_CHOICES,
+    NORM_NAMES,
+    PRESETS,
+    TRAIN_SIZES,
+    WINDOWS,
+    Key,
+)
+
+PRESET_HELP = (
+    "Class demo: a 12,800-image subset and frequent probes, so curves move within seconds. "
+    "Chapter defaults: all 60,000 images, 10 epochs, as in the book."
+)
+LANES_CAPTION = "Each lane is the same LeNet on the same batches; only BN differs. Changing a lane restarts it."
+SETUP_CAPTION = "These restart every lane from the seed when applied."
+
+
+# ----------------------------------------------------------------------------------- callbacks
+def on_lane_change(exp, i):
+    ss = st.session_state
+    norm = ss[Key.impl(i)] if ss[Key.bn(i)] else "none"
+    say(exp.set_lane, i, LaneSpec(norm, ss[Key.ACTIVATION]))
+
+
+def on_lr_change(exp):
+    say(exp.set_lr, st.session_state[Key.LR])
+
+
+def on_preset_change(exp, registry, data):
+    """A preset sets the form's values and applies them at once."""
+    ss = st.session_state
+    p = PRESETS[ss[Key.PRESET]]
+    ss[Key.LR], ss[Key.BATCH_SIZE], ss[Key.EPOCHS] = p["lr"], p["batch_size"], p["epochs"]
+    ss[Key.TRAIN_SIZE] = next(k for k, v in TRAIN_SIZES.items() if v == p["train_size"])
+    apply_setup(exp, registry, data)
+
+
+def on_add_lane(exp):
+    say(exp.add_lane, LaneSpec("torch", st.session_state[Key.ACTIVATION]))
+
+
+def on_remove_lane(exp):
+    i = len(exp.lanes) - 1
+    say(exp.remove_lane, i)
+    for k in (Key.bn(i), Key.impl(i)):
+        st.session_state.pop(k, None)
+
+
+def on_upload():
+    """Open an uploaded experiment for replay, once per upload (so 'Back to live' stays back)."""
+    up = st.session_state.get(Key.UPLOAD)
+    if up is not None:
+        open_recording(up.getvalue(), up.name)
+
+
+# ----------------------------------------------------------------------------------- the sidebar
+def render(exp, registry, data):
+    sb = st.sidebar
+    sb.selectbox(
+        "Preset",
+        list(PRESETS),
+        key=Key.PRESET,
+        on_change=on_preset_change,
+        args=(exp, registry, data),
+        help=PRESET_HELP,
+    )
+    lanes(sb, exp)
+    sb.subheader("Training")
+    sb.select_slider(
+        "Learning rate (live)",
+        options=LR_CHOICES,
+        key=Key.LR,
+        on_change=on_lr_change,
+        args=(exp,),
+        help="Applied at the next step, without a restart",
+    )
+    with sb.form("setup"):
+        st.caption(SETUP_CAPTION)
+        st.selectbox("Batch size", BATCH_SIZES, key=Key.BATCH_SIZE)
+        st.number_input("Epochs", 1, 100, key=Key.EPOCHS)
+        st.selectbox("Activation", ("sigmoid", "relu"), key=Key.ACTIVATION)
+        st.number_input("Seed", 0, 10_000, key=Key.SEED)
+        st.selectbox("Training-set size", list(TRAIN_SIZES), key=Key.TRAIN_SIZE)
+        st.selectbox(
+            "Device", ("auto", "cpu", "cuda", "mps"), key=Key.DEVICE, help="auto: CUDA, then Apple's MPS, then the CPU"
+        )
+        st.form_submit_button("Apply and restart", on_click=apply_setup, args=(exp, registry, data))
+
+    sb.subheader("View")
+    sb.selectbox("Window", list(WINDOWS), key=Key.WINDOW)
+    sb.toggle("Log scale for loss", key=Key.LOG_LOSS)
+    sb.toggle("Freeze charts", key=Key.FREEZE, help="Stop refreshing to look closely; training goes on")
+    export(sb, exp)
+    if SHIPPED_RUN.exists():
+        sb.button(
+            "Replay the recorded 10-epoch run",
+            width="stretch",
+            on_click=open_shipped_run,
+            help="Nothing to wait for: a run recorded with `python -m bnviz train`",
+        )
+
+
+def lanes(sb, exp):
+    sb.subheader("Lanes")
+    sb.caption(LANES_CAPTION)
+    for lane in exp.lanes:
+        i = lane.index
+        st.session_state.setdefault(Key.bn(i), lane.spec.norm != "none")
+        st.session_state.setdefault(Key.impl(i), lane.spec.norm if lane.spec.norm != "none" else "scratch")
+        c1, c2 = sb.columns([1, 1])
+        c1.toggle(f"{'ABC'[i]} · BN", key=Key.bn(i), on_change=on_lane_change, args=(exp, i))
+        c2.selectbox(
+            "implementation",
+            list(NORM_NAMES),
+            format_func=NORM_NAMES.get,
+            key=Key.impl(i),
+            disabled=not st.session_state[Key.bn(i)],
+            on_change=on_lane_change,
+            args=(exp, i),
+            label_visibility="collapsed",
+        )
+    c1, c2 = sb.columns(2)
+    if len(exp.lanes) < MAX_LANES:
+        c1.button("+ add lane", help="A third lane: torch's BN, from step 0", on_click=on_add_lane, args=(exp,))
+    if len(exp.lanes) > 1:
+        c2.button("− remove last", on_click=on_remove_lane, args=(exp,))
+
+
+def export(sb, exp):
+    """Downloads built when clicked, each from ONE snapshot (names and tables always agree)."""
+
+    def tables():
+        snap = exp.snapshot()
+        return [l.label for l in snap.lanes], [l.tables for l in snap.lanes]
+
+    def csv():
+        return metrics_csv(*tables())
+
+    def history_json():
+        names, views = tables()
+        return json.dumps({name: to_jsonable(t) for name, t in zip(names, views)})
+
+    def replayable():
+        header = exp.header()
+        return experiment_bytes(header, tables()[1])
+
+    with sb.expander("Export · load a run"):
+        st.download_button("Metrics (CSV)", data=csv, file_name="bnviz-metrics.csv", mime="text/csv", on_click="ignore")
+        st.download_button(
+            "Metrics and probes (JSON)",
+            data=history_json,
+            file_name="bnviz-history.json",
+            mime="application/json",
+            on_click="ignore",
+        )
+        st.download_button(
+            "Whole experiment (replayable)",
+            data=replayable,
+            file_name="bnviz-experiment.npz",
+            mime="application/octet-stream",
+            on_click="ignore",
+        )
+        st.caption("Charts: the camera icon above each chart saves it as PNG.")
+        st.file_uploader("Load a saved experiment", type=["npz"], key=Key.UPLOAD, on_change=on_upload)

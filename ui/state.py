@@ -1,0 +1,127 @@
+"""Every session-state key of the page as a named constant, the widgets' choices and defaults, and flash messages.
+
+Streamlit keeps widget values in ``st.session_state`` under their ``key``; naming each key once here means a
+typo is an AttributeError at import, not a widget that silently forgets its value.
+"""
+
+import streamlit as st
+
+from bnviz.snapshot import Settings
+
+
+class Key:
+    """Session-state keys (widget keys are also the names the tests use to find a widget)."""
+
+    PRESET = "preset"
+    LR = "lr"
+    BATCH_SIZE = "batch_size"
+    EPOCHS = "epochs"
+    SEED = "seed"
+    DEVICE = "device"
+    TRAIN_SIZE = "train_size"
+    ACTIVATION = "activation"
+    VIEW = "view"
+    WINDOW = "window"
+    LOG_LOSS = "log_loss"
+    FREEZE = "freeze"
+    POSITION = "position"
+    STUDY = "study"
+    STATE_LANE = "state_lane"
+    UPLOAD = "upload"
+    RECORDING = "recording"
+    REPLAY_STEP = "replay_step"
+    REPLAY_OPENED = "replay_opened"
+    PLAYING = "playing"
+    SPEED = "speed"
+    FLASH = "flash"
+    RUN_KEY = "run_key"
+    FLIP_RESULT = "flip_result"
+
+    @staticmethod
+    def bn(i):
+        """The toggle that switches BN on in lane i."""
+        return f"bn{i}"
+
+    @staticmethod
+    def impl(i):
+        """The selector of lane i's BN implementation."""
+        return f"impl{i}"
+
+
+PRESETS = {
+    "Class demo: fast": dict(
+        train_size=12_800, epochs=3, batch_size=128, lr=0.1, probe_every=5, val_every=10, val_size=500
+    ),
+    "Chapter defaults": dict(
+        train_size=None, epochs=10, batch_size=128, lr=0.1, probe_every=20, val_every=100, val_size=1000
+    ),
+}
+DEFAULT_PRESET = "Class demo: fast"
+URL_PRESETS = {"demo": "Class demo: fast", "chapter": "Chapter defaults"}  # ?preset=chapter in the URL
+LR_CHOICES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+BATCH_SIZES = (16, 32, 64, 128, 256, 512)
+TRAIN_SIZES = {"all 60,000": None, "12,800 (fast)": 12_800, "6,400": 6_400, "25,600": 25_600}
+WINDOWS = {"all steps": None, "last 200 steps": 200, "last 500 steps": 500, "last 2,000 steps": 2000}
+SPEEDS = {"1×": 1, "5×": 5, "20×": 20, "100×": 100}
+NORM_NAMES = {"scratch": "scratch", "torch": "torch"}
+MAX_URL_EPOCHS = 100
+
+
+def url_preset():
+    return URL_PRESETS.get(st.query_params.get("preset"), DEFAULT_PRESET)
+
+
+def url_epochs():
+    """?epochs=N in the URL (1 to 100), for a long unattended run; None when absent or not a number."""
+    try:
+        n = int(st.query_params.get("epochs", ""))
+    except ValueError:
+        return None
+    return n if 1 <= n <= MAX_URL_EPOCHS else None
+
+
+def init_widgets(exp=None):
+    """Widget values from the attached experiment (after a reload) or from the preset in the URL."""
+    ss = st.session_state
+    s = exp.settings if exp else Settings(**PRESETS[url_preset()])
+    ss.setdefault(Key.PRESET, url_preset())
+    ss.setdefault(Key.LR, s.lr if s.lr in LR_CHOICES else 0.1)
+    ss.setdefault(Key.BATCH_SIZE, s.batch_size)
+    ss.setdefault(Key.EPOCHS, url_epochs() or s.epochs)
+    ss.setdefault(Key.SEED, s.seed)
+    ss.setdefault(Key.DEVICE, s.device)
+    ss.setdefault(Key.TRAIN_SIZE, next((k for k, v in TRAIN_SIZES.items() if v == s.train_size), "12,800 (fast)"))
+    ss.setdefault(Key.ACTIVATION, exp.lanes[0].spec.activation if exp else "sigmoid")
+    ss.setdefault(Key.VIEW, "Training")
+    ss.setdefault(Key.WINDOW, "all steps")
+    ss.setdefault(Key.LOG_LOSS, True)
+    ss.setdefault(Key.FREEZE, False)
+    ss.setdefault(Key.POSITION, "bn1")
+
+
+def settings_from_widgets():
+    """The Settings the sidebar describes (raises ValueError for a value out of range)."""
+    ss = st.session_state
+    preset = PRESETS[ss[Key.PRESET]]
+    return Settings(
+        lr=ss[Key.LR],
+        batch_size=int(ss[Key.BATCH_SIZE]),
+        epochs=int(ss[Key.EPOCHS]),
+        seed=int(ss[Key.SEED]),
+        device=ss[Key.DEVICE],
+        train_size=TRAIN_SIZES[ss[Key.TRAIN_SIZE]],
+        probe_every=preset["probe_every"],
+        val_every=preset["val_every"],
+        val_size=preset["val_size"],
+    )
+
+
+def flash(kind, text):
+    """A message shown once at the top of the next drawing of the page: kind is info, warning or error."""
+    st.session_state[Key.FLASH] = (kind, text)
+
+
+def show_flash():
+    message = st.session_state.pop(Key.FLASH, None)
+    if message:
+        getattr(st, message[0])(message[1])

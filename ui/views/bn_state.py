@@ -1,0 +1,34 @@
+"""BN state: the running statistics, one batch's statistics against them, and the learned gamma and beta."""
+
+import streamlit as st
+
+from bnviz import figures
+
+from ..context import chart, position_picker
+from ..state import Key
+
+RUNNING_CAPTION = (
+    "The running mean and variance are what BN uses at test time: moving averages of the batch "
+    "statistics (momentum {momentum:g}). They settle as training goes on."
+)
+BATCH_CAPTION = "One batch's statistics scatter around the running ones: that noise is part of why BN regularises."
+GAMMA_BETA_CAPTION = (
+    "gamma and beta start at 1 and 0 and are learned: the network chooses the scale and shift it wants."
+)
+
+
+def render(snap, ctx):
+    pos = position_picker()
+    bn_lanes = [l for l in snap.lanes if l.spec.norm != "none"] or list(snap.lanes)
+    lane = bn_lanes[0]
+    if len(bn_lanes) > 1:
+        i = st.radio(
+            "Lane", range(len(bn_lanes)), format_func=lambda i: bn_lanes[i].label, horizontal=True, key=Key.STATE_LANE
+        )
+        lane = bn_lanes[min(i or 0, len(bn_lanes) - 1)]
+    st.caption(RUNNING_CAPTION.format(momentum=snap.settings.bn_momentum))
+    chart(figures.running_stats_figure(lane, pos), "running")
+    st.caption(BATCH_CAPTION)
+    chart(figures.batch_vs_running_figure(lane, pos), "batchrun")
+    st.caption(GAMMA_BETA_CAPTION)
+    chart(figures.gamma_beta_figure(lane, pos), "gb")

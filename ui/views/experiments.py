@@ -1,0 +1,159 @@
+"""Experiments: the studies that go beyond watching (the learning-rate race, batch vs running statistics,
+switching BN off in a trained lane, the loss landscape). Each runs as a background job of the registry."""
+
+import dataclasses
+
+import streamlit as st
+
+from bnviz import captions, env, figures
+from bnviz.jobs import Job
+from bnviz.studies import RACE_LRS, batch_statistics, lr_race
+
+from ..context import chart
+from ..feedback import say
+from ..state import Key
+
+STUDIES = ("Learning-rate race", "Batch vs running statistics", "Flip BN on a trained network", "Smoother landscape")
+STUDY_JOBS = ("race", "batchstats")
+MIN_STEPS_FOR_BATCHSTATS = 50
+LANDSCAPE_EVERY = 25
+
+RACE_CAPTION = (
+    "The chapter's exercise: how large can the learning rate be before optimisation fails? The same LeNet "
+    "with and without BN, {steps} steps at each learning rate from 0.1 to 100, on the same batches. A run "
+    "learns when it reaches 50% validation accuracy, stalls below that, and diverges when its loss becomes "
+    "NaN or stays above the divergence limit."
+)
+BATCHSTATS_CAPTION = (
+    "Take the trained BN lane and test it with BN using each test batch's own statistics (train "
+    "mode) against the running averages (eval mode), over batch sizes from 2 to 1,024. The running averages "
+    "do not depend on the batch at all; a small batch's statistics are noisy."
+)
+FLIP_CAPTION = (
+    "Switch BN off in a trained lane: its layers become the identity, every weight stays. Predict first: "
+    "what happens to its accuracy, when the weights were learned for normalised inputs? The accuracy is "
+    "measured at once when you switch; the histograms show what now reaches the activations."
+)
+LANDSCAPE_CAPTION = (
+    "Santurkar et al. (2018): every few steps, on a fixed batch, step along the gradient by "
+    "several sizes and record how much the loss and the gradient change. Smaller numbers mean a "
+    "smoother landscape, where a large step is safe. A network that is not learning is trivially flat, so "
+    "compare lanes that both learn (the paper's setting): ReLU learns with and without BN."
+)
+
+
+def job_status(ctx, name, factory, label):
+    """A button that starts a background study, its progress while it runs; returns the finished result."""
+    job = ctx.registry.job(ctx.key, name)
+    if job is not None and not job.done:
+        st.progress(job.progress, text=f"{label}: running…")
+        st.button("Stop", key=f"stop-{name}", on_click=job.stop, kwargs=dict(timeout=0))
+        return None
+    if st.button(label, key=f"run-{name}", type="primary"):
+        say(ctx.registry.start_job, ctx.key, name, factory)
+        st.rerun()  # the whole page: it polls while a study runs
+    if job is not None and job.error:
+        st.error(f"The study stopped: {job.error}")
+        return None
+    return job.result if job is not None else None
+
+
+def running_jobs(registry, key):
+    return [n for n in STUDY_JOBS if registry.job(key, n) is not None and not registry.job(key, n).done]
+
+
+def render(snap, ctx):
+    if not ctx.live:
+        st.info("The studies run live; switch to live training to use them.")
+        return
+    study = st.radio("Study", STUDIES, horizontal=True, key=Key.STUDY)
+    {
+        STUDIES[0]: race,
+        STUDIES[1]: batch_vs_running,
+        STUDIES[2]: flip,
+        STUDIES[3]: landscape,
+    }[study](snap, ctx)
+
+
+def race(snap, ctx):
+    steps = env.race_steps()
+    st.caption(RACE_CAPTION.format(steps=steps))
+    results = job_status(
+        ctx,
+        "race",
+        lambda: Job(
+            lr_race,
+            ctx.data,
+            steps=steps,
+            train_size=25_600,
+            activation=st.session_state[Key.ACTIVATION],
+            name="race",
+            experiment=type(ctx.exp),  # where the live lanes train
+        ),
+        f"Run the race ({len(RACE_LRS)} learning rates × {steps} steps × 2 lanes)",
+    )
+    if results:
+        st.markdown(captions.race(results))
+        chart(figures.race_figure(results), "race")
+        st.dataframe(figures.race_table(results), hide_index=True, width="stretch")
+
+
+def batch_vs_running(snap, ctx):
+    st.caption(BATCHSTATS_CAPTION)
+    bn = [l for l in snap.lanes if l.spec.norm != "none"]
+    if not bn or bn[0].step < MIN_STEPS_FOR_BATCHSTATS:
+        st.info(
+            f"Train a lane with BN for at least {MIN_STEPS_FOR_BATCHSTATS} steps first (press Start), "
+            "then run this study."
+        )
+        return
+    lane = bn[0]
+    result = job_status(
+        ctx,
+        "batchstats",
+        lambda: Job(
+            batch_statistics,
+            ctx.exp.clone_model(lane.index),
+            ctx.data.test_images,
+            ctx.data.test_labels,
+            name="batchstats",
+        ),
+        f"Test {lane.label} at step {lane.step:,} over batch sizes 2 to 1,024",
+    )
+    if result:
+        st.markdown(captions.batch_statistics(result))
+        chart(figures.batch_stats_figure(result), "batchstats")
+
+
+def flip(snap, ctx):
+    st.caption(FLIP_CAPTION)
+    bn = [l for l in snap.lanes if l.spec.norm != "none"]
+    if not bn:
+        st.info("Turn BN on in a lane first.")
+    for lane in bn:
+        label = f"Switch BN back on in {lane.label}" if lane.bn_bypassed else f"Switch BN off in {lane.label}"
+        if st.button(label, key=f"flip{lane.index}"):
+            measured = say(ctx.exp.set_bn_bypass, lane.index, not lane.bn_bypassed)
+            if measured is not None:
+                st.session_state[Key.FLIP_RESULT] = (lane.label, not lane.bn_bypassed, lane.step, *measured)
+            st.rerun()  # the whole page: the lanes in the sidebar show the switch too
+    flip_result = st.session_state.get(Key.FLIP_RESULT)
+    if flip_result:
+        label, off, step, before, after = flip_result
+        st.markdown(
+            f"**{label}** at step {step:,}: validation accuracy {before:.1%} with BN "
+            + (f"on, {after:.1%} with BN switched off" if off else f"switched off, {after:.1%} with BN back on")
+            + " (measured at once, on the same images)."
+        )
+    chart(figures.accuracy_figure(snap, ctx.last_n), "flip-acc")
+    chart(figures.histogram_figure(snap, "bn3"), "flip-hist")
+
+
+def landscape(snap, ctx):
+    st.caption(LANDSCAPE_CAPTION)
+    on = snap.settings.landscape_every > 0
+    if st.button("Switch the landscape probe off" if on else "Switch the landscape probe on (restarts)"):
+        say(ctx.exp.reset, dataclasses.replace(ctx.exp.settings, landscape_every=0 if on else LANDSCAPE_EVERY))
+        st.rerun()
+    st.markdown(captions.landscape(snap, ctx.last_n))
+    chart(figures.landscape_figure(snap, ctx.last_n), "landscape")

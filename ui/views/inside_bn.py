@@ -1,0 +1,33 @@
+"""Inside BN: what enters each BN layer, what leaves it, and what the activation makes of it."""
+
+import streamlit as st
+
+from bnviz import captions, figures
+
+from ..context import chart, position_picker
+
+HISTOGRAM_CAPTION = (
+    "Left: what enters BN (the conv/linear output). Middle: what leaves it: with BN centred and "
+    "scaled, without BN unchanged. Right: after the activation. A sigmoid unit near 0 or 1 is saturated: "
+    "its gradient is almost zero there."
+)
+PERCENTILE_CAPTION = (
+    "Ioffe & Szegedy (2015), Figure 1: the 15th, 50th and 85th percentiles of the input to the activation, "
+    "over training. How far they moved in this run:"
+)
+HEATMAP_CAPTION = "The whole distribution over time: each column is one probe."
+
+
+def render(snap, ctx):
+    pos = position_picker()
+    st.caption(HISTOGRAM_CAPTION)
+    st.markdown(captions.inside_bn(snap, pos))
+    chart(figures.histogram_figure(snap, pos), "hist")
+    st.caption(PERCENTILE_CAPTION)
+    st.markdown(captions.percentiles(snap, pos, ctx.last_n))
+    chart(figures.percentile_figure(snap, pos, "out", ctx.last_n), "pct")
+    st.caption(HEATMAP_CAPTION)
+    cols = st.columns(len(snap.lanes))
+    for col, lane in zip(cols, snap.lanes):
+        with col:
+            chart(figures.heatmap_figure(lane, pos, "out"), f"heat{lane.index}")

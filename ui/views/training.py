@@ -1,0 +1,28 @@
+"""Training: loss and accuracy of every lane on shared axes, and when each reached 50/70/80%."""
+
+import streamlit as st
+
+from bnviz import captions, figures
+
+from ..context import chart
+
+CAPTION = (
+    "Same network, same batches: only BN differs between the lanes. "
+    "Thin lines: training accuracy (smoothed); thick: the validation subset; diamonds: the full test set."
+)
+SCOREBOARD_TITLE = "**When did each lane first reach 50 / 70 / 80 % validation accuracy?**"
+
+
+def render(snap, ctx):
+    st.caption(CAPTION)
+    st.markdown(captions.training(snap))
+    plateau = captions.plateau(snap)
+    if plateau:
+        st.markdown(plateau)
+    c1, c2 = st.columns(2)
+    with c1:
+        chart(figures.loss_figure(snap, ctx.last_n, ctx.log_loss), "loss")
+    with c2:
+        chart(figures.accuracy_figure(snap, ctx.last_n), "acc")
+    st.markdown(SCOREBOARD_TITLE)
+    st.dataframe(figures.scoreboard(snap), hide_index=True, width="stretch")
