@@ -37,6 +37,11 @@ class Job:
         return self.future.done()
 
     @property
+    def stopped(self):
+        """Stop was asked for: a result is then what the study had finished before it stopped."""
+        return self._stop.is_set()
+
+    @property
     def result(self):
         """What fn returned; None while it runs, or if it raised."""
         return self.future.result() if self.done and self.future.exception() is None else None

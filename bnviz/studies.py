@@ -20,6 +20,7 @@ from .probes import Hook, bn_state
 from .snapshot import LaneSpec, Settings
 
 RACE_LRS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+STOP_POLL_S = 0.25  # how often a running study looks at its Stop button (and reports its progress)
 BATCH_SIZES = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -77,7 +78,11 @@ def lr_race(
         )
         with experiment(data, settings, [LaneSpec(n, activation) for n in norms], name=f"race-{lr:g}") as exp:
             exp.step(steps)
-            exp.wait()
+            while not exp.wait(timeout=STOP_POLL_S):  # a Stop ends the race within a fraction of a second
+                if should_stop():
+                    return results
+                if progress:
+                    progress((i + min(1.0, exp.snapshot().max_step / steps)) / len(lrs))
             snap = exp.snapshot()
         for lane in snap.lanes:
             t, v = lane.tables["steps"], lane.tables["val"]
@@ -145,6 +150,8 @@ def batch_statistics(
         correct, seen, means, vars_ = 0, 0, [], []
         with Hook(entering) as hook:
             for X, y in batches(images, labels, bs):
+                if should_stop():
+                    break
                 if X.shape[0] < 2:
                     continue
                 correct += (model(X).argmax(1) == y).sum().item()
@@ -154,6 +161,8 @@ def batch_statistics(
                 v, m = torch.var_mean(x.float(), dim=dims, correction=0)
                 means.append(m)
                 vars_.append(v)
+        if should_stop():  # a batch size measured only in part is left out
+            break
         train_accs.append(correct / seen)
         means, vars_ = torch.stack(means), torch.stack(vars_)
         # one batch has no spread to measure: NaN (left out of the chart), not 0

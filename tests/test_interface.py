@@ -25,6 +25,7 @@ LIVE_METHODS = {
     "set_lr",
     "set_lane",
     "set_bn_bypass",
+    "extend",
     "add_lane",
     "remove_lane",
     "reset",

@@ -1,6 +1,7 @@
 """Job: a study in a background thread, with progress, result, error, done, wait and stop."""
 
 import threading
+import time
 
 from conftest import until
 
@@ -91,3 +92,16 @@ def test_the_thread_is_a_named_daemon():
     assert thread.daemon  # a study running when the server exits does not hold the exit up
     release.set()
     assert job.wait(timeout=30) and job.result is True
+
+
+def test_a_stopped_job_says_so_and_a_finished_one_does_not():
+    def study(progress, should_stop):
+        while not should_stop():
+            time.sleep(0.01)
+        return "partial"
+
+    job = Job(study, name="stoppable")
+    assert not job.stopped
+    assert job.stop(timeout=10) and job.stopped and job.result == "partial"
+    plain = Job(lambda progress, should_stop: 1, name="plain")
+    assert plain.wait(10) and not plain.stopped

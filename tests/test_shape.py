@@ -48,3 +48,25 @@ def test_the_dashboard_entry_is_a_short_router():
     lines = (ROOT / "dashboard.py").read_text().splitlines()
     assert len(lines) < 40
     assert not any(line.startswith("def ") for line in lines)
+
+
+def test_a_missing_input_skips_here_and_fails_in_ci(tmp_path):
+    """conftest.missing(): without BNVIZ_REQUIRE_ALL a test whose input is absent skips, in CI it fails."""
+    import os
+
+    (tmp_path / "conftest.py").write_text((ROOT / "tests" / "conftest.py").read_text())
+    (tmp_path / "test_needs_input.py").write_text(
+        "from conftest import missing\n\ndef test_it():\n    missing('the input is not on this machine')\n"
+    )
+    base = {k: v for k, v in os.environ.items() if k != "BNVIZ_REQUIRE_ALL"}
+    for require, code, word in (("", 0, "1 skipped"), ("1", 1, "1 failed")):
+        out = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", str(tmp_path)],
+            cwd=tmp_path,
+            env={**base, "BNVIZ_REQUIRE_ALL": require},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == code and word in out.stdout, out.stdout[-1500:]
+        assert "the input is not on this machine" in out.stdout

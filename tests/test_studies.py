@@ -49,7 +49,7 @@ def test_race_shape_on_tiny_data():
     progress = []
     results = lr_race(tiny(), lrs=(0.1, 1.0), steps=6, batch_size=32, val_size=64, progress=progress.append)
     assert [(r.lr, r.norm) for r in results] == [(0.1, "none"), (0.1, "scratch"), (1.0, "none"), (1.0, "scratch")]
-    assert progress == [0.5, 1.0]
+    assert progress[-1] == 1.0 and 0.5 in progress and progress == sorted(progress)  # it only moves forward
     for r in results:
         np.testing.assert_array_equal(r.steps, np.arange(1, 7))
         assert len(r.loss) == 6 and r.verdict in ("learns", "stalls") and r.diverged_at is None
@@ -57,10 +57,39 @@ def test_race_shape_on_tiny_data():
 
 
 def test_race_can_be_stopped_between_rates():
+    calls = []
+
+    def after_the_first_rate():
+        calls.append(1)
+        return len(calls) > 1  # the first look (before lr 0.1) says go; the run of 3 steps ends before another
+
     results = lr_race(
-        tiny(), lrs=(0.1, 1.0, 3.0), steps=3, batch_size=32, val_size=64, should_stop=iter([False, True]).__next__
+        tiny(), lrs=(0.1, 1.0, 3.0), steps=3, batch_size=32, val_size=64, should_stop=after_the_first_rate
     )
     assert {r.lr for r in results} == {0.1}
+
+
+def test_a_stop_ends_the_race_in_the_middle_of_a_rate():
+    """A rate of 100,000 steps would take an hour: the race must notice Stop while that rate trains."""
+    import threading
+
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    results = lr_race(tiny(), lrs=(0.1,), steps=100_000, batch_size=32, val_size=64, should_stop=stop.is_set)
+    assert results == []  # stopped before the rate's end: nothing half-measured is reported
+
+
+def test_a_stop_ends_the_batch_statistics_study_in_the_middle_of_a_batch_size():
+    data = tiny()
+    model = trained_bn_model(data, steps=5)
+    looks = []
+
+    def stop_on_the_third_look():
+        looks.append(1)
+        return len(looks) >= 3
+
+    result = batch_statistics(model, data.test_images, data.test_labels, should_stop=stop_on_the_third_look)
+    assert result.batch_sizes == ()  # batch size 2 was started (the first look said go) but never finished
 
 
 def test_race_without_bn_blows_up_where_bn_does_not(small_real):

@@ -7,7 +7,7 @@ import streamlit as st
 from bnviz import figures
 from bnviz.models import BN_LAYERS
 
-from .state import Key
+from .state import BOUND, Key
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ def position_picker():
         "BN position",
         BN_LAYERS,
         key=Key.POSITION,
+        bind=BOUND,
         required=True,  # a second click keeps the position (it would otherwise show nothing highlighted)
         help="bn1, bn2 follow the convolutions; bn3, bn4 the fully connected layers",
     )

@@ -6,7 +6,7 @@ from bnviz.data import DataError
 from bnviz.engine import describe_error
 
 from . import controls, live, replay, server, sidebar
-from .state import Key, show_flash
+from .state import BOUND, Key, show_flash
 from .views import VIEWS
 
 TITLE = "bnviz · Batch Normalization, live"
@@ -21,13 +21,6 @@ def main():
         st.stop()
     registry = server.server()
     key, exp = server.attach(registry, data)
-    sidebar.render(exp, registry, data)
-    key = st.session_state[Key.RUN_KEY]  # Apply may have made a new experiment (a new device)
-    exp = registry.get(key) or exp
-
-    st.title(TITLE)
-    show_flash()
-    st.segmented_control("View", list(VIEWS), key=Key.VIEW, label_visibility="collapsed", required=True)
     if (
         st.query_params.get("replay") == "chapter"
         and Key.RECORDING not in st.session_state
@@ -35,12 +28,21 @@ def main():
     ):
         st.session_state[Key.REPLAY_OPENED] = True
         server.open_shipped_run()
-        show_flash()
-    live.heartbeat(registry, key)  # the live run stays alive while this tab is open, replaying or not
     rec = st.session_state.get(Key.RECORDING)
+    if rec is None:
+        sidebar.render(exp, registry, data, exp.snapshot())
+        key = st.session_state[Key.RUN_KEY]  # Apply may have made a new experiment (a new device)
+        exp = registry.get(key) or exp
+    else:
+        sidebar.render_replay(rec)
+
+    st.title(TITLE)
+    show_flash()
+    live.heartbeat(registry, key)  # the live run stays alive while this tab is open, replaying or not
     if rec is not None:
-        replay.render(rec)
+        replay.render(rec)  # its explainer first, above the fold, then the view picker and the timeline
         return
+    st.segmented_control("View", list(VIEWS), key=Key.VIEW, label_visibility="collapsed", required=True, bind=BOUND)
     controls.render(exp, registry, key)
     live.render(exp, registry, key, data)
 

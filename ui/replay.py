@@ -6,13 +6,10 @@ from . import views
 from .context import ViewContext
 from .controls import status_bar
 from .feedback import guard
-from .state import SPEEDS, WINDOWS, Key
+from .state import BOUND, SPEEDS, WINDOWS, Key
 
 TICK_S = 0.5
 TICKS_PER_RUN = 600  # at 1× a whole recording plays in about 600 ticks (5 minutes)
-SIDEBAR_NOTE = (
-    "You are viewing a recording: the controls here belong to the live run, which waits until you go back to it."
-)
 
 
 def back_to_live():
@@ -30,13 +27,15 @@ def toggle_play(rec):
 
 def render(rec):
     ss = st.session_state
-    st.sidebar.info(SIDEBAR_NOTE)
     c = st.columns([4, 1])
     c[0].info(
         f"Replay of **{rec.name}**: {rec.last_step:,} steps, {len(rec.specs)} lanes, recorded on "
         f"{rec.header().get('device', '?')}. Every chart works as live; nothing trains."
     )
     c[1].button("Back to live training", width="stretch", on_click=back_to_live)
+    st.segmented_control(
+        "View", list(views.VIEWS), key=Key.VIEW, label_visibility="collapsed", required=True, bind=BOUND
+    )
     ss.setdefault(Key.REPLAY_STEP, rec.last_step)
     ss.setdefault(Key.PLAYING, False)
     c = st.columns([1, 1, 6])

@@ -21,7 +21,7 @@ from bnviz.registry import Janitor, Registry
 from bnviz.replay import Recording
 from bnviz.snapshot import LaneSpec
 
-from .state import Key, flash, init_widgets, settings_from_widgets
+from .state import Key, flash, init_widgets, settings_from_widgets, url_lanes
 
 SHIPPED_RUN = Path(__file__).resolve().parents[1] / "assets" / "chapter-run" / "experiment.npz"
 SHIPPED_NAME = "the chapter's 10 epochs (shipped)"
@@ -69,9 +69,8 @@ def make_experiment(data, settings, lanes):
 def new_experiment(registry, data):
     init_widgets()
     activation = st.session_state[Key.ACTIVATION]
-    exp = make_experiment(
-        data, settings_from_widgets(), (LaneSpec("none", activation), LaneSpec("scratch", activation))
-    )
+    lanes = url_lanes() or (LaneSpec("none", activation), LaneSpec("scratch", activation))  # a lesson link's lanes
+    exp = make_experiment(data, settings_from_widgets(), lanes)
     key = registry.add(exp)
     st.query_params["run"] = key
     return key, exp

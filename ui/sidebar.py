@@ -11,12 +11,14 @@ from .feedback import say
 from .server import SHIPPED_RUN, apply_setup, open_recording, open_shipped_run
 from .state import (
     BATCH_SIZES,
+    BOUND,
     LR_CHOICES,
     NORM_NAMES,
     PRESETS,
     TRAIN_SIZES,
     WINDOWS,
     Key,
+    settings_from_widgets,
 )
 
 PRESET_HELP = (
@@ -66,32 +68,71 @@ def on_upload():
 
 
 # ----------------------------------------------------------------------------------- the sidebar
-def render(exp, registry, data):
+def describe(settings, specs=None, device=None):
+    """The settings as one line a class can read: what is (or was) actually running."""
+    size = "all 60,000" if settings.train_size is None else f"{settings.train_size:,}"
+    text = (
+        f"batch {settings.batch_size} · {settings.epochs} epoch{'s' if settings.epochs != 1 else ''} · "
+        f"lr {settings.lr:g} · seed {settings.seed} · {size} images"
+    )
+    if specs:
+        text += " · " + ", ".join(sorted({s.activation for s in specs}))
+    return text + (f" · {device}" if device else "")
+
+
+def pending(exp):
+    """What the set-up form holds that is not running, as 'batch size 64 (running: 128)' items."""
+    ss = st.session_state
+    try:
+        wanted = settings_from_widgets()
+    except ValueError:
+        return ["a value out of range"]
+    running = exp.settings
+    items = [
+        f"{name} {getattr(wanted, field)} (running: {getattr(running, field)})"
+        for name, field in (("batch size", "batch_size"), ("epochs", "epochs"), ("seed", "seed"), ("device", "device"))
+        if getattr(wanted, field) != getattr(running, field)
+    ]
+    if wanted.train_size != running.train_size:
+        items.append(f"training-set size {ss[Key.TRAIN_SIZE]}")
+    activations = {lane.spec.activation for lane in exp.lanes}
+    if activations != {ss[Key.ACTIVATION]}:
+        items.append(f"activation {ss[Key.ACTIVATION]} (running: {', '.join(sorted(activations))})")
+    return items
+
+
+def render(exp, registry, data, snap=None):
     sb = st.sidebar
     sb.selectbox(
         "Preset",
         list(PRESETS),
         key=Key.PRESET,
+        bind=BOUND,
         on_change=on_preset_change,
         args=(exp, registry, data),
         help=PRESET_HELP,
     )
-    lanes(sb, exp)
+    lanes(sb, exp, snap)
     sb.subheader("Training")
     sb.select_slider(
         "Learning rate (live)",
         options=LR_CHOICES,
         key=Key.LR,
+        bind=BOUND,
         on_change=on_lr_change,
         args=(exp,),
         help="Applied at the next step, without a restart",
     )
+    sb.caption(f"Running: {describe(exp.settings, [l.spec for l in exp.lanes])}")
+    waiting = pending(exp)
+    if waiting:
+        sb.warning(f"Not running yet: {'; '.join(waiting)}. Press *Apply and restart* to use them.")
     with sb.form("setup"):
         st.caption(SETUP_CAPTION)
-        st.selectbox("Batch size", BATCH_SIZES, key=Key.BATCH_SIZE)
-        st.number_input("Epochs", 1, 100, key=Key.EPOCHS)
-        st.selectbox("Activation", ("sigmoid", "relu"), key=Key.ACTIVATION)
-        st.number_input("Seed", 0, 10_000, key=Key.SEED)
+        st.selectbox("Batch size", BATCH_SIZES, key=Key.BATCH_SIZE, bind=BOUND)
+        st.number_input("Epochs", 1, 100, key=Key.EPOCHS, bind=BOUND)
+        st.selectbox("Activation", ("sigmoid", "relu"), key=Key.ACTIVATION, bind=BOUND)
+        st.number_input("Seed", 0, 10_000, key=Key.SEED, bind=BOUND)
         st.selectbox("Training-set size", list(TRAIN_SIZES), key=Key.TRAIN_SIZE)
         st.selectbox(
             "Device", ("auto", "cpu", "cuda", "mps"), key=Key.DEVICE, help="auto: CUDA, then Apple's MPS, then the CPU"
@@ -112,25 +153,31 @@ def render(exp, registry, data):
         )
 
 
-def lanes(sb, exp):
+def lanes(sb, exp, snap=None):
     sb.subheader("Lanes")
     sb.caption(LANES_CAPTION)
+    bypassed = {l.index for l in snap.lanes if l.bn_bypassed} if snap else set()
     for lane in exp.lanes:
         i = lane.index
         st.session_state.setdefault(Key.bn(i), lane.spec.norm != "none")
         st.session_state.setdefault(Key.impl(i), lane.spec.norm if lane.spec.norm != "none" else "scratch")
         c1, c2 = sb.columns([1, 1])
-        c1.toggle(f"{'ABC'[i]} · BN", key=Key.bn(i), on_change=on_lane_change, args=(exp, i))
+        c1.toggle(f"{'ABC'[i]} · BN", key=Key.bn(i), bind=BOUND, on_change=on_lane_change, args=(exp, i))
         c2.selectbox(
             "implementation",
             list(NORM_NAMES),
             format_func=NORM_NAMES.get,
             key=Key.impl(i),
+            bind=BOUND,
             disabled=not st.session_state[Key.bn(i)],
             on_change=on_lane_change,
             args=(exp, i),
             label_visibility="collapsed",
         )
+        if i in bypassed:
+            sb.caption(
+                f"{'ABC'[i]}: BN is switched off for now (Experiments → Flip BN): its layers act as the identity."
+            )
     c1, c2 = sb.columns(2)
     if len(exp.lanes) < MAX_LANES:
         c1.button("+ add lane", help="A third lane: torch's BN, from step 0", on_click=on_add_lane, args=(exp,))
@@ -174,3 +221,30 @@ def export(sb, exp):
         )
         st.caption("Charts: the camera icon above each chart saves it as PNG.")
         st.file_uploader("Load a saved experiment", type=["npz"], key=Key.UPLOAD, on_change=on_upload)
+
+
+def render_replay(rec):
+    """In a replay the sidebar shows the recording's settings, read-only, and exports the recording."""
+    sb = st.sidebar
+    sb.subheader("Recording")
+    sb.caption("You are viewing a recording. Its settings (read-only); the live run waits until you go back to it.")
+    specs = rec.specs
+    sb.text(f"{len(specs)} lanes: " + ", ".join(f"{'ABC'[i]} · {s.label}" for i, s in enumerate(specs)))
+    sb.text(describe(rec.settings, specs, rec.header().get("device")))
+    snap = rec.snapshot()
+    names, views = [l.label for l in snap.lanes], [l.tables for l in snap.lanes]
+    with sb.expander("Export this recording", expanded=True):
+        st.download_button(
+            "Metrics (CSV)",
+            data=lambda: metrics_csv(names, views),
+            file_name="bnviz-recording-metrics.csv",
+            mime="text/csv",
+            on_click="ignore",
+        )
+        st.download_button(
+            "Whole experiment (replayable)",
+            data=lambda: experiment_bytes(rec.header(), views),
+            file_name="bnviz-recording.npz",
+            mime="application/octet-stream",
+            on_click="ignore",
+        )

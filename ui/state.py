@@ -6,6 +6,7 @@ typo is an AttributeError at import, not a widget that silently forgets its valu
 
 import streamlit as st
 
+from bnviz.models import ACTIVATIONS, BN_LAYERS
 from bnviz.snapshot import Settings
 
 
@@ -65,10 +66,51 @@ WINDOWS = {"all steps": None, "last 200 steps": 200, "last 500 steps": 500, "las
 SPEEDS = {"1×": 1, "5×": 5, "20×": 20, "100×": 100}
 NORM_NAMES = {"scratch": "scratch", "torch": "torch"}
 MAX_URL_EPOCHS = 100
+VIEW_NAMES = ("Training", "Inside BN", "BN state", "Gradients", "Experiments", "Lesson")  # ui.views.VIEWS' keys
+BOUND = "query-params"  # widgets of the lesson set-up live in the URL: a link reopens the set-up
 
 
 def url_preset():
-    return URL_PRESETS.get(st.query_params.get("preset"), DEFAULT_PRESET)
+    """?preset= in the URL: a preset's name (bound to the selector) or its short form (demo, chapter)."""
+    raw = st.query_params.get(Key.PRESET)
+    return raw if raw in PRESETS else URL_PRESETS.get(raw, DEFAULT_PRESET)
+
+
+def url_value(key, parse, valid):
+    """A lesson link's value for a bound widget (?lr=1.0), or None when absent or not valid."""
+    raw = st.query_params.get(key)
+    if raw is None:
+        return None
+    try:
+        value = parse(raw)
+    except ValueError:
+        return None
+    return value if valid(value) else None
+
+
+def url_bool(raw):
+    if raw.lower() in ("true", "1", "yes", "on"):
+        return True
+    if raw.lower() in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def url_lanes():
+    """The lanes a lesson link asks for (?bn0=true&impl0=torch&bn2=true ...), or None to use the default pair."""
+    from bnviz.snapshot import LaneSpec
+
+    if not any(st.query_params.get(k) is not None for i in range(3) for k in (Key.bn(i), Key.impl(i))):
+        return None
+    count = 3 if st.query_params.get(Key.bn(2)) is not None or st.query_params.get(Key.impl(2)) is not None else 2
+    activation = url_value(Key.ACTIVATION, str, lambda v: v in ACTIVATIONS) or "sigmoid"
+    lanes = []
+    for i in range(count):
+        default_on = i > 0  # lane A starts without BN, the others with it
+        on = url_value(Key.bn(i), url_bool, lambda v: True)
+        impl = url_value(Key.impl(i), str, lambda v: v in NORM_NAMES) or ("torch" if i == 2 else "scratch")
+        lanes.append(LaneSpec(impl if (default_on if on is None else on) else "none", activation))
+    return tuple(lanes)
 
 
 def url_epochs():
@@ -81,22 +123,31 @@ def url_epochs():
 
 
 def init_widgets(exp=None):
-    """Widget values from the attached experiment (after a reload) or from the preset in the URL."""
+    """Widget values: from the attached experiment (after a reload), else from a lesson link's URL, else the preset.
+
+    The lesson set-up (preset, lanes, activation, lr, batch size, epochs, seed, view, BN position) is bound to
+    the URL, so a link opens exactly that set-up; for a new experiment the URL's values are read here first, so
+    the experiment is made with them.
+    """
     ss = st.session_state
     s = exp.settings if exp else Settings(**PRESETS[url_preset()])
+
+    def choose(key, running, parse, valid):
+        ss.setdefault(key, running if exp else (url_value(key, parse, valid) or running))
+
     ss.setdefault(Key.PRESET, url_preset())
-    ss.setdefault(Key.LR, s.lr if s.lr in LR_CHOICES else 0.1)
-    ss.setdefault(Key.BATCH_SIZE, s.batch_size)
-    ss.setdefault(Key.EPOCHS, url_epochs() or s.epochs)
-    ss.setdefault(Key.SEED, s.seed)
+    choose(Key.LR, s.lr if s.lr in LR_CHOICES else 0.1, float, lambda v: v in LR_CHOICES)
+    choose(Key.BATCH_SIZE, s.batch_size, int, lambda v: v in BATCH_SIZES)
+    ss.setdefault(Key.EPOCHS, s.epochs if exp else (url_epochs() or s.epochs))
+    choose(Key.SEED, s.seed, int, lambda v: 0 <= v <= 10_000)
     ss.setdefault(Key.DEVICE, s.device)
     ss.setdefault(Key.TRAIN_SIZE, next((k for k, v in TRAIN_SIZES.items() if v == s.train_size), "12,800 (fast)"))
-    ss.setdefault(Key.ACTIVATION, exp.lanes[0].spec.activation if exp else "sigmoid")
-    ss.setdefault(Key.VIEW, "Training")
+    choose(Key.ACTIVATION, exp.lanes[0].spec.activation if exp else "sigmoid", str, lambda v: v in ACTIVATIONS)
+    ss.setdefault(Key.VIEW, url_value(Key.VIEW, str, lambda v: v in VIEW_NAMES) or "Training")
     ss.setdefault(Key.WINDOW, "all steps")
     ss.setdefault(Key.LOG_LOSS, True)
     ss.setdefault(Key.FREEZE, False)
-    ss.setdefault(Key.POSITION, "bn1")
+    ss.setdefault(Key.POSITION, url_value(Key.POSITION, str, lambda v: v in BN_LAYERS) or "bn1")
 
 
 def settings_from_widgets():

@@ -17,6 +17,7 @@ STUDIES = ("Learning-rate race", "Batch vs running statistics", "Flip BN on a tr
 STUDY_JOBS = ("race", "batchstats")
 MIN_STEPS_FOR_BATCHSTATS = 50
 LANDSCAPE_EVERY = 25
+STOP_WAIT_S = 2.0
 
 RACE_CAPTION = (
     "The chapter's exercise: how large can the learning rate be before optimisation fails? The same LeNet "
@@ -42,19 +43,25 @@ LANDSCAPE_CAPTION = (
 )
 
 
+def stop_job(job):
+    job.stop(timeout=STOP_WAIT_S)  # a study looks at Stop several times a second
+
+
 def job_status(ctx, name, factory, label):
     """A button that starts a background study, its progress while it runs; returns the finished result."""
     job = ctx.registry.job(ctx.key, name)
     if job is not None and not job.done:
-        st.progress(job.progress, text=f"{label}: running…")
-        st.button("Stop", key=f"stop-{name}", on_click=job.stop, kwargs=dict(timeout=0))
+        st.progress(job.progress, text=f"{label}: running… {job.progress:.0%}")
+        st.button("Stop", key=f"stop-{name}", on_click=stop_job, args=(job,))
         return None
     if st.button(label, key=f"run-{name}", type="primary"):
         say(ctx.registry.start_job, ctx.key, name, factory)
-        st.rerun()  # the whole page: it polls while a study runs
+        st.rerun()  # the whole page: it refreshes while a study runs
     if job is not None and job.error:
         st.error(f"The study stopped: {job.error}")
         return None
+    if job is not None and job.stopped:
+        st.info(f"Stopped at {job.progress:.0%}: below is what it had finished. Press the button to run it again.")
     return job.result if job is not None else None
 
 
