@@ -86,12 +86,12 @@ def _layout(fig, title, height=380, **kw):
         font=FONT,
         height=height,
         margin=dict(l=60, r=20, t=60, b=40),
-        legend=dict(orientation="h", y=-0.32, yanchor="top"),
+        legend=dict(orientation="h", y=-0.4, yanchor="top"),  # below the x-axis title, never on it
         paper_bgcolor="white",
         plot_bgcolor="white",
         **kw,
     )
-    fig.update_xaxes(**GRID)
+    fig.update_xaxes(title_standoff=2, **GRID)
     fig.update_yaxes(exponentformat="power", **GRID)
     return fig
 
@@ -164,6 +164,7 @@ def loss_figure(snap, last_n=None, log_y=True):
     _marks(fig, snap, last_n)
     if not fig.data:
         _empty(fig)
+        fig.update_yaxes(range=[-1, 1] if log_y else [0, 3])  # 0.1 to 10: where a loss starts (chance is 2.3)
     fig.update_yaxes(type="log", **LOG_TICKS) if log_y else fig.update_yaxes(type="linear")
     return _layout(fig, "Training loss per step", xaxis_title="step", yaxis_title="cross-entropy")
 
@@ -202,7 +203,9 @@ def accuracy_figure(snap, last_n=None):
     _marks(fig, snap, last_n)
     if not fig.data:
         _empty(fig)
-    return _layout(fig, "Accuracy", xaxis_title="step", yaxis_title="accuracy", yaxis_range=[0, 1])
+    fig = _layout(fig, "Accuracy", xaxis_title="step", yaxis_title="accuracy", yaxis_range=[0, 1])
+    fig.update_layout(legend=dict(entrywidth=0.5, entrywidthmode="fraction"))  # two per row: the plot keeps its room
+    return fig
 
 
 def scoreboard(snap, thresholds=THRESHOLDS):

@@ -238,8 +238,8 @@ def has_points(prefix):
 
 
 def control(page, label):
-    """A button by its label; the accessible name of one with a keyboard shortcut ends with the key ("Start Space")."""
-    return page.get_by_role("button", name=re.compile("^" + re.escape(label) + r"(\s|$)"))
+    """A button by its label; one with a keyboard shortcut is named with it ("Start Shortcut Space")."""
+    return page.get_by_role("button", name=re.compile("^" + re.escape(label) + r"( Shortcut \S+)?$"))
 
 
 def button_starting(page, prefix):
@@ -495,5 +495,124 @@ def test_every_study_of_the_experiments_view_runs_in_a_browser(server, shots):
             page.screenshot(path=str(shots / "experiments-landscape.png"))
             assert not js_errors, js_errors
             phase("done\n")
+        finally:
+            browser.close()
+
+
+# ----------------------------------------------------------------------------------------- a lesson at 1280×800
+TRUNCATED_JS = """() => [...document.querySelectorAll(
+    '[data-testid="stMain"] button, [data-testid="stSidebar"] button')]
+  .filter(b => b.offsetParent !== null && b.innerText.trim() && b.getBoundingClientRect().left >= 0)
+  .filter(b => [...b.querySelectorAll('p, span, div')].some(e => e.scrollWidth > e.clientWidth + 1)
+               || b.scrollWidth > b.clientWidth + 1)
+  .map(b => b.innerText.trim())"""
+LESSON = "/?epochs=1&lr=0.3&activation=relu&bn0=true&impl0=torch&view=Gradients&position=bn2"
+
+
+def projector_page(browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(30_000)
+    js_errors = []
+    page.on("pageerror", lambda e: js_errors.append(str(e)))
+    return page, js_errors
+
+
+def run_id(page):
+    return re.search(r"[?&]run=([^&]+)", page.url).group(1)
+
+
+def test_a_lesson_at_projector_size_links_flips_studies_and_a_class_that_watches(server, shots):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page, js_errors = projector_page(browser)
+            # a lesson link opens exactly its set-up, on a fresh run
+            page.goto(server + LESSON, wait_until="domcontentloaded")
+            settle(page, timeout=60_000)
+            control(page, "Start").wait_for()
+            assert_no_failure(page, "the lesson link")
+            view = page.get_by_role("radiogroup", name="View")
+            sync_api.expect(view.get_by_role("radio", name="Gradients", exact=True)).to_be_checked()
+            sync_api.expect(page.get_by_role("switch", name="A · BN")).to_be_checked()
+            running = page.get_by_text(re.compile(r"^Running: batch 128 · 1 epoch · lr 0.3 · seed 0 .* · relu"))
+            sync_api.expect(running).to_be_visible()
+            # every label fits its button at 1280×800, with the sidebar open
+            assert page.evaluate(TRUNCATED_JS) == []
+            # a second click on the active view keeps it
+            view.get_by_role("radio", name="Gradients", exact=True).click()
+            settle(page)
+            sync_api.expect(view.get_by_role("radio", name="Gradients", exact=True)).to_be_checked()
+            show_view(page, "Training")
+            control(page, "Start").click()
+            wait_for_plots(
+                page,
+                lambda c: (
+                    loss_plot(c) is not None and "A · BN torch · relu" in [t["name"] for t in loss_plot(c)["traces"]]
+                ),
+                "lane A with torch's BN and ReLU, from the link",
+            )
+            # the run finishes (100 steps): Start is off, and more epochs are offered
+            wait_until(
+                page,
+                lambda: "finished" in page.locator("[data-testid='stProgress']").first.inner_text(),
+                "the end of the run",
+                timeout=180,
+            )
+            settle(page)
+            sync_api.expect(control(page, "Start")).to_be_disabled()
+            sync_api.expect(button_starting(page, "Train 1 more epoch")).to_be_visible()
+            key = run_id(page)
+
+            # on a finished run, switching BN off measures the accuracy at once
+            show_view(page, "Experiments")
+            pick_study(page, "Flip BN on a trained network")
+            button_starting(page, "Switch BN off in B").click()
+            result = page.get_by_text(
+                re.compile(r"validation accuracy [\d.]+% with BN on, [\d.]+% with BN switched off")
+            )
+            result.wait_for()
+            on, off = map(float, re.findall(r"([\d.]+)%", result.inner_text())[:2])
+            assert on != off, result.inner_text()
+            page.screenshot(path=str(shots / "lesson-flip-finished.png"))
+
+            # a study's progress moves while training is idle, and Stop says so at once
+            pick_study(page, "Learning-rate race")
+            button_starting(page, "Run the race").click()
+            bar = page.locator("[data-testid='stProgress']").filter(has_text="running")
+
+            def percent():
+                m = re.search(r"running… (\d+)%", bar.first.inner_text()) if bar.count() else None
+                return int(m.group(1)) if m else None
+
+            first = wait_until(page, lambda: [percent()] if percent() is not None else None, "the race's progress")[0]
+            wait_until(page, lambda: (percent() or 0) > first, "the race's progress to move", timeout=120)
+            page.get_by_role("button", name="Stop", exact=True).click()
+            page.get_by_text(re.compile(r"^Stopped at \d+%")).wait_for(timeout=10_000)
+            assert_no_failure(page, "the stopped race")
+
+            # the class watches: the same run, read-only, at the same size
+            viewer, viewer_errors = projector_page(browser)
+            viewer.goto(f"{server}/?watch={key}", wait_until="domcontentloaded")
+            settle(viewer, timeout=60_000)
+            wait_for_plots(viewer, lambda c: loss_plot(c) is not None and len(loss_plot(c)["traces"]) == 2, "the run")
+            for label in ("Start", "Pause", "Step", "Reset", "Train 1 more epoch", "Apply and restart"):
+                assert control(viewer, label).count() == 0, label
+            assert viewer.get_by_role("switch").count() == 0  # no lane toggles, no sidebar controls
+            assert_no_failure(viewer, "the viewer page")
+            viewer.screenshot(path=str(shots / "viewer.png"))
+            assert not viewer_errors, viewer_errors
+
+            # presenter mode: sidebar closed, Start and the scoreboard without scrolling
+            page.goto(f"{server}/?run={key}&present=1&view=Training", wait_until="domcontentloaded")
+            settle(page, timeout=60_000)
+            control(page, "Start").wait_for()
+            sync_api.expect(page.locator("[data-testid='stSidebar']")).to_have_attribute("data-collapsed", "true")
+            for element in (control(page, "Reset"), page.locator("[data-testid='stDataFrame']").first):
+                box = element.bounding_box()
+                assert box is not None and box["y"] + box["height"] <= 800, box
+            assert page.evaluate(TRUNCATED_JS) == []
+            assert_no_failure(page, "presenter mode")
+            page.screenshot(path=str(shots / "presenter.png"))
+            assert not js_errors, js_errors
         finally:
             browser.close()

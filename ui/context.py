@@ -7,6 +7,7 @@ import streamlit as st
 from bnviz import figures
 from bnviz.models import BN_LAYERS
 
+from .shared import frames
 from .state import BOUND, Key
 
 
@@ -18,6 +19,7 @@ class ViewContext:
     data: object | None = None  # the dataset (the studies test on it)
     registry: object | None = None
     key: str | None = None  # the experiment's id in the registry
+    present: bool = False  # presenter mode: one chart per row, the scoreboard first
 
     @property
     def live(self):
@@ -27,6 +29,11 @@ class ViewContext:
 def chart(fig, key):
     """A Plotly figure at the page's width, with the PNG download button."""
     st.plotly_chart(fig, key=key, config=figures.PNG_CONFIG, theme=None)
+
+
+def figure(build, *args):
+    """``build(*args)``, shared by every page that shows the same frame (see ui/shared.py)."""
+    return frames().figure(build, *args)
 
 
 def position_picker():

@@ -90,7 +90,8 @@ def render(exp, registry, key):
             on_click=on_more_epochs,
             args=(exp, registry, key),
         )
-        row.caption(f"Finished {exp.settings.epochs} epochs: Reset to start again, or train more.")
+        n = exp.settings.epochs
+        row.caption(f"Finished {n} epoch{'s' if n != 1 else ''}: Reset to start again, or train more.")
 
 
 def divergence_rule(settings):

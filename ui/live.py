@@ -2,10 +2,11 @@
 
 import streamlit as st
 
-from . import views
+from . import presenter, views
 from .context import ViewContext
 from .controls import status_bar
 from .feedback import guard
+from .shared import frames
 from .state import WINDOWS, Key
 from .views.experiments import running_jobs
 
@@ -19,12 +20,12 @@ def render(exp, registry, key, data):
     running = exp.status == "running"
     studying = bool(running_jobs(registry, key))
     live = (running or studying) and not ss[Key.FREEZE]
-    ctx = ViewContext(WINDOWS[ss[Key.WINDOW]], ss[Key.LOG_LOSS], exp, data, registry, key)
+    ctx = ViewContext(WINDOWS[ss[Key.WINDOW]], ss[Key.LOG_LOSS], exp, data, registry, key, presenter.requested())
 
     @st.fragment(run_every=REFRESH_S if live else None)
     def panel():
         registry.touch(key)
-        snap = exp.snapshot()
+        snap = frames().snapshot(key, exp, max_age=0)  # always new here; the viewers share it
         with guard():
             status_bar(snap)
             views.render(ss[Key.VIEW], snap, ctx)

@@ -5,7 +5,7 @@ import streamlit as st
 from bnviz.data import DataError
 from bnviz.engine import describe_error
 
-from . import controls, live, replay, server, sidebar
+from . import controls, live, replay, server, sidebar, watch
 from .state import BOUND, Key, show_flash
 from .views import VIEWS
 
@@ -13,6 +13,10 @@ TITLE = "bnviz · Batch Normalization, live"
 
 
 def main():
+    watching = st.query_params.get("watch")
+    if watching is not None:  # a viewer: nothing is made for this tab, nothing can be changed
+        watch.render(server.server(), watching)
+        return
     try:
         data = server.dataset()
     except DataError as e:

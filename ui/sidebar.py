@@ -1,12 +1,14 @@
 """The sidebar: the lanes, the live learning rate, the set-up that restarts, the view options, export and load."""
 
 import json
+import urllib.parse
 
 import streamlit as st
 
 from bnviz.history import experiment_bytes, metrics_csv, to_jsonable
 from bnviz.snapshot import MAX_LANES, LaneSpec
 
+from . import watch
 from .feedback import say
 from .server import SHIPPED_RUN, apply_setup, open_recording, open_shipped_run
 from .state import (
@@ -140,10 +142,17 @@ def render(exp, registry, data, snap=None):
         st.form_submit_button("Apply and restart", on_click=apply_setup, args=(exp, registry, data))
 
     sb.subheader("View")
+    sb.toggle(
+        "Presenter mode",
+        key=Key.PRESENT,
+        bind=BOUND,
+        help="For a projector: sidebar closed, one chart per row, large captions (also ?present=1 in the URL)",
+    )
     sb.selectbox("Window", list(WINDOWS), key=Key.WINDOW)
     sb.toggle("Log scale for loss", key=Key.LOG_LOSS)
     sb.toggle("Freeze charts", key=Key.FREEZE, help="Stop refreshing to look closely; training goes on")
     export(sb, exp)
+    share(sb, st.session_state[Key.RUN_KEY])
     if SHIPPED_RUN.exists():
         sb.button(
             "Replay the recorded 10-epoch run",
@@ -248,3 +257,30 @@ def render_replay(rec):
             mime="application/octet-stream",
             on_click="ignore",
         )
+
+
+NOT_LESSON = ("run", "watch", "replay")  # a lesson link opens a fresh run of its own: no run id in it
+
+
+def lesson_link(base_url):
+    """This page's set-up as a link (the bound widgets' URL parameters), without the run's id."""
+    params = {k: v for k, v in st.query_params.to_dict().items() if k not in NOT_LESSON}
+    query = "&".join(f"{k}={urllib.parse.quote(str(v))}" for k, v in params.items())
+    return f"{base_url.split('?')[0].rstrip('/')}/" + (f"?{query}" if query else "")
+
+
+def share(sb, key):
+    """The class follows along: a read-only watch link with its QR code, and this set-up as a lesson link."""
+    base = st.context.url or "http://127.0.0.1:8501/"
+    with sb.expander("Share with the class"):
+        url = watch.link(base, key)
+        st.caption("Students watch this run live, read-only (no button can change it):")
+        st.code(url, language=None, wrap_lines=True)
+        st.image(watch.qr_png(url), width=180, caption="the watch link, for a phone's camera")
+        st.caption("This set-up as a lesson link (whoever opens it gets a fresh run of their own):")
+        st.code(lesson_link(base), language=None, wrap_lines=True)
+        if "127.0.0.1" in base or "localhost" in base:
+            st.caption(
+                "This server only answers this laptop: start it with `--server.address 0.0.0.0` and use your "
+                "network address in these links (README, Teaching with it)."
+            )

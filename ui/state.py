@@ -37,6 +37,7 @@ class Key:
     FLASH = "flash"
     RUN_KEY = "run_key"
     FLIP_RESULT = "flip_result"
+    PRESENT = "present"
 
     @staticmethod
     def bn(i):

@@ -4,7 +4,7 @@ import streamlit as st
 
 from bnviz import figures
 
-from ..context import chart, position_picker
+from ..context import chart, figure, position_picker
 from ..state import Key
 
 RUNNING_CAPTION = (
@@ -27,8 +27,8 @@ def render(snap, ctx):
         )
         lane = bn_lanes[min(i or 0, len(bn_lanes) - 1)]
     st.caption(RUNNING_CAPTION.format(momentum=snap.settings.bn_momentum))
-    chart(figures.running_stats_figure(lane, pos), "running")
+    chart(figure(figures.running_stats_figure, lane, pos), "running")
     st.caption(BATCH_CAPTION)
-    chart(figures.batch_vs_running_figure(lane, pos), "batchrun")
+    chart(figure(figures.batch_vs_running_figure, lane, pos), "batchrun")
     st.caption(GAMMA_BETA_CAPTION)
-    chart(figures.gamma_beta_figure(lane, pos), "gb")
+    chart(figure(figures.gamma_beta_figure, lane, pos), "gb")

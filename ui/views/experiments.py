@@ -9,7 +9,7 @@ from bnviz import captions, env, figures
 from bnviz.jobs import Job
 from bnviz.studies import RACE_LRS, batch_statistics, lr_race
 
-from ..context import chart
+from ..context import chart, figure
 from ..feedback import say
 from ..state import Key
 
@@ -71,7 +71,7 @@ def running_jobs(registry, key):
 
 def render(snap, ctx):
     if not ctx.live:
-        st.info("The studies run live; switch to live training to use them.")
+        st.info("Studies run from a live page: they are not shown in a replay or on a viewer's page.")
         return
     study = st.radio("Study", STUDIES, horizontal=True, key=Key.STUDY)
     {
@@ -101,7 +101,7 @@ def race(snap, ctx):
     )
     if results:
         st.markdown(captions.race(results))
-        chart(figures.race_figure(results), "race")
+        chart(figure(figures.race_figure, results), "race")
         st.dataframe(figures.race_table(results), hide_index=True, width="stretch")
 
 
@@ -129,7 +129,7 @@ def batch_vs_running(snap, ctx):
     )
     if result:
         st.markdown(captions.batch_statistics(result))
-        chart(figures.batch_stats_figure(result), "batchstats")
+        chart(figure(figures.batch_stats_figure, result), "batchstats")
 
 
 def flip(snap, ctx):
@@ -152,8 +152,8 @@ def flip(snap, ctx):
             + (f"on, {after:.1%} with BN switched off" if off else f"switched off, {after:.1%} with BN back on")
             + " (measured at once, on the same images)."
         )
-    chart(figures.accuracy_figure(snap, ctx.last_n), "flip-acc")
-    chart(figures.histogram_figure(snap, "bn3"), "flip-hist")
+    chart(figure(figures.accuracy_figure, snap, ctx.last_n), "flip-acc")
+    chart(figure(figures.histogram_figure, snap, "bn3"), "flip-hist")
 
 
 def landscape(snap, ctx):
@@ -163,4 +163,4 @@ def landscape(snap, ctx):
         say(ctx.exp.reset, dataclasses.replace(ctx.exp.settings, landscape_every=0 if on else LANDSCAPE_EVERY))
         st.rerun()
     st.markdown(captions.landscape(snap, ctx.last_n))
-    chart(figures.landscape_figure(snap, ctx.last_n), "landscape")
+    chart(figure(figures.landscape_figure, snap, ctx.last_n), "landscape")

@@ -4,7 +4,7 @@ import streamlit as st
 
 from bnviz import captions, figures
 
-from ..context import chart
+from ..context import chart, figure
 
 GRAD_CAPTION = (
     "The gradient norm of each layer's weights at every probe, from the first layer (conv1) to the last (fc3)."
@@ -15,7 +15,7 @@ UPDATE_CAPTION = "Update-to-weight ratio: how much a step changes each layer's w
 def render(snap, ctx):
     st.caption(GRAD_CAPTION)
     st.markdown(captions.gradients(snap))
-    chart(figures.gradient_figure(snap, "grad_norm", ctx.last_n), "gn")
+    chart(figure(figures.gradient_figure, snap, "grad_norm", ctx.last_n), "gn")
     st.caption(UPDATE_CAPTION)
-    chart(figures.gradient_figure(snap, "update_ratio", ctx.last_n), "ur")
-    chart(figures.saturation_figure(snap, ctx.last_n), "sat")
+    chart(figure(figures.gradient_figure, snap, "update_ratio", ctx.last_n), "ur")
+    chart(figure(figures.saturation_figure, snap, ctx.last_n), "sat")

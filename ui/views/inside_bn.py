@@ -4,7 +4,7 @@ import streamlit as st
 
 from bnviz import captions, figures
 
-from ..context import chart, position_picker
+from ..context import chart, figure, position_picker
 
 HISTOGRAM_CAPTION = (
     "Left: what enters BN (the conv/linear output). Middle: what leaves it: with BN centred and "
@@ -22,12 +22,12 @@ def render(snap, ctx):
     pos = position_picker()
     st.caption(HISTOGRAM_CAPTION)
     st.markdown(captions.inside_bn(snap, pos))
-    chart(figures.histogram_figure(snap, pos), "hist")
+    chart(figure(figures.histogram_figure, snap, pos), "hist")
     st.caption(PERCENTILE_CAPTION)
     st.markdown(captions.percentiles(snap, pos, ctx.last_n))
-    chart(figures.percentile_figure(snap, pos, "out", ctx.last_n), "pct")
+    chart(figure(figures.percentile_figure, snap, pos, "out", ctx.last_n), "pct")
     st.caption(HEATMAP_CAPTION)
     cols = st.columns(len(snap.lanes))
     for col, lane in zip(cols, snap.lanes):
         with col:
-            chart(figures.heatmap_figure(lane, pos, "out"), f"heat{lane.index}")
+            chart(figure(figures.heatmap_figure, lane, pos, "out"), f"heat{lane.index}")

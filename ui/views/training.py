@@ -4,7 +4,7 @@ import streamlit as st
 
 from bnviz import captions, figures
 
-from ..context import chart
+from ..context import chart, figure
 
 CAPTION = (
     "Same network, same batches: only BN differs between the lanes. "
@@ -19,10 +19,19 @@ def render(snap, ctx):
     plateau = captions.plateau(snap)
     if plateau:
         st.markdown(plateau)
+    if ctx.present:  # the scoreboard first, then one chart per row at full width
+        scoreboard(snap)
+        chart(figure(figures.loss_figure, snap, ctx.last_n, ctx.log_loss), "loss")
+        chart(figure(figures.accuracy_figure, snap, ctx.last_n), "acc")
+        return
     c1, c2 = st.columns(2)
     with c1:
-        chart(figures.loss_figure(snap, ctx.last_n, ctx.log_loss), "loss")
+        chart(figure(figures.loss_figure, snap, ctx.last_n, ctx.log_loss), "loss")
     with c2:
-        chart(figures.accuracy_figure(snap, ctx.last_n), "acc")
+        chart(figure(figures.accuracy_figure, snap, ctx.last_n), "acc")
+    scoreboard(snap)
+
+
+def scoreboard(snap):
     st.markdown(SCOREBOARD_TITLE)
     st.dataframe(figures.scoreboard(snap), hide_index=True, width="stretch")
