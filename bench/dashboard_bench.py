@@ -180,7 +180,7 @@ def main(argv=None):
             page.goto(f"{url}/?preset=chapter&epochs=100")  # keeps training for the whole run
             page.wait_for_selector("[data-testid='stApp'][data-test-connection-state='CONNECTED']", timeout=60_000)
             page.wait_for_selector("[data-test-script-state='notRunning']", timeout=60_000)
-            start = page.get_by_role("button", name="Start", exact=True)
+            start = page.get_by_role("button", name=re.compile(r"^Start( Shortcut \S+)?$"))
             start.wait_for()
             t_click = time.monotonic()
             start.click()

@@ -32,6 +32,7 @@ import dataclasses
 import itertools
 import multiprocessing
 import pickle
+import signal
 import sys
 import threading
 import time
@@ -421,6 +422,9 @@ def _portable(e):
 
 def _serve(conn, data, settings, lanes, name, shared_cpu, threads):
     """The child's main thread: answer the server's requests until it says stop or goes away."""
+    # Ctrl-C in the terminal reaches every process of the group: the server shuts down and closes the pipe,
+    # which ends this child quietly; a KeyboardInterrupt here would only print a traceback per experiment.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     env.set_threads(threads)  # the engine's thread budget reads it
     torch.set_num_threads(threads)
     try:

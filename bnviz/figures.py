@@ -16,6 +16,7 @@ CHANNEL_COLORS = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F
 MAX_POINTS = 2000
 FONT = dict(size=16)
 LOG_TICKS = dict(tickformat="~g", dtick="D2")  # log axes labelled 0.1 / 0.2 / 0.5 / 1 / 2, not bare digits
+LOG_TICKS_FINE = dict(tickformat="~g", dtick="D1")  # within one decade: 0.3, 0.4, ..., 2 (D2 leaves 1-3 labels)
 THRESHOLDS = (0.5, 0.7, 0.8)
 POSITION_NAMES = {
     "bn1": "bn1 · after conv1 (6 channels)",
@@ -155,17 +156,34 @@ def _marks(fig, snap, last_n=None):
 
 # --------------------------------------------------------------------------------------- training
 def loss_figure(snap, last_n=None, log_y=True):
+    """The loss of every lane per step. The y axis spans the healthy losses (at most the divergence limit),
+    so one diverged lane (losses up to 1e18) neither squashes the others flat nor floods the axis with ticks;
+    its divergence is a marked line."""
     fig = new_figure()
+    healthy = []
     for lane in snap.lanes:
         t = window(lane.tables["steps"], last_n)
         if len(t.get("step", [])):
             x, y = downsample(t["step"], t["train_loss"])
-            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{lane.label}", line=dict(color=lane_color(lane))))
+            mode = "lines" if len(x) > 1 else "markers"  # a single step is a point, not an invisible line
+            fig.add_trace(go.Scatter(x=x, y=y, mode=mode, name=f"{lane.label}", line=dict(color=lane_color(lane))))
+            healthy.append(y[np.isfinite(y) & (y > 0) & (y <= snap.settings.diverge_loss)])
     _marks(fig, snap, last_n)
+    values = np.concatenate(healthy) if healthy else np.array([])
     if not fig.data:
         _empty(fig)
         fig.update_yaxes(range=[-1, 1] if log_y else [0, 3])  # 0.1 to 10: where a loss starts (chance is 2.3)
-    fig.update_yaxes(type="log", **LOG_TICKS) if log_y else fig.update_yaxes(type="linear")
+    elif len(values):
+        lo, hi = float(values.min()), float(values.max())
+        if log_y:
+            fig.update_yaxes(range=[np.log10(lo / 1.15), np.log10(hi * 1.15)])
+        else:
+            fig.update_yaxes(range=[0, hi * 1.05])
+    if log_y:
+        narrow = len(values) and values.max() / max(values.min(), 1e-12) < 10
+        fig.update_yaxes(type="log", **(LOG_TICKS_FINE if narrow else LOG_TICKS))  # enough labels in one decade
+    else:
+        fig.update_yaxes(type="linear")
     return _layout(fig, "Training loss per step", xaxis_title="step", yaxis_title="cross-entropy")
 
 
@@ -203,9 +221,11 @@ def accuracy_figure(snap, last_n=None):
     _marks(fig, snap, last_n)
     if not fig.data:
         _empty(fig)
-    fig = _layout(fig, "Accuracy", xaxis_title="step", yaxis_title="accuracy", yaxis_range=[0, 1])
-    fig.update_layout(legend=dict(entrywidth=0.5, entrywidthmode="fraction"))  # two per row: the plot keeps its room
-    return fig
+    # one legend entry per lane (its validation curve); the caption says thin = train, diamonds = test set
+    for trace in fig.data:
+        if not trace.name.endswith("· validation"):
+            trace.showlegend = False
+    return _layout(fig, "Accuracy", xaxis_title="step", yaxis_title="accuracy", yaxis_range=[0, 1])
 
 
 def scoreboard(snap, thresholds=THRESHOLDS):
@@ -627,7 +647,7 @@ def batch_stats_figure(result):
     fig = new_figure(
         rows=1,
         cols=2,
-        subplot_titles=("test accuracy", f"{result.position}: spread of the batch statistics around the running ones"),
+        subplot_titles=("test accuracy", f"{result.position}: batch statistics<br>around the running ones"),
     )
     bs = list(result.batch_sizes)
     fig.add_trace(
@@ -674,6 +694,7 @@ def batch_stats_figure(result):
         row=1,
         col=2,
     )
+    fig.update_annotations(font_size=15)  # the panel titles fit their half at 1280 px
     fig.update_xaxes(type="log", title_text="batch size")
     fig.update_yaxes(title_text="accuracy", row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=2, **LOG_TICKS)

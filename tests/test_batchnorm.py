@@ -142,7 +142,7 @@ def test_the_two_backward_passes_agree_float64(num_dims, n, c, hw):
     """The same outputs, moving statistics and gradients (X, gamma, beta) from both paths, to round-off."""
     results = {}
     for backward in BACKWARDS:
-        f, (X, gamma, beta) = functional(num_dims, backward, seed=7, n=n, c=c, hw=hw)
+        _, (X, gamma, beta) = functional(num_dims, backward, seed=7, n=n, c=c, hw=hw)
         Y, mean, var = batch_norm(
             X,
             gamma,
@@ -168,7 +168,7 @@ def test_models_train_with_the_paper_backward_by_default():
 
 
 def test_unknown_backward_is_named():
-    with pytest.raises(ValueError, match="backward must be 'paper' .* or 'autograd' .*got 'numpy'"):
+    with pytest.raises(ValueError, match="backward must be 'paper' .* or 'autograd', got 'numpy'"):
         BatchNorm(3, 2, backward="numpy")
     for training in (True, False):
         with pytest.raises(ValueError, match="backward must be .*got 'Paper'"):

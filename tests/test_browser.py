@@ -258,7 +258,7 @@ def test_the_dashboard_trains_in_a_browser_and_every_view_draws(server, shots):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page = browser.new_page(viewport={"width": 1280, "height": 800})  # a classroom projector
             page.goto(server, wait_until="domcontentloaded")
             settle(page, timeout=60_000)
             control(page, "Start").wait_for(timeout=30_000)
@@ -297,8 +297,8 @@ def test_the_dashboard_trains_in_a_browser_and_every_view_draws(server, shots):
 
             show_view(page, "Lesson")
             page.get_by_text("Batch Normalization, in one line").wait_for(timeout=10_000)
-            page.locator("[data-testid='stCode']").first.wait_for(timeout=10_000)
-            assert "class BatchNorm" in page.locator("[data-testid='stCode']").first.inner_text()
+            page.locator("[data-testid='stMain'] [data-testid='stCode']").first.wait_for(timeout=10_000)
+            assert "class BatchNorm" in page.locator("[data-testid='stMain'] [data-testid='stCode']").first.inner_text()
             assert_no_failure(page, "Lesson")
             page.screenshot(path=str(shots / "lesson.png"))
 
@@ -325,9 +325,9 @@ def test_the_dashboard_trains_in_a_browser_and_every_view_draws(server, shots):
             browser.close()
 
 
-def new_page(browser, height=1000):
+def new_page(browser, height=800):
     """A page, and the list of uncaught JavaScript errors it will collect."""
-    page = browser.new_page(viewport={"width": 1600, "height": height})
+    page = browser.new_page(viewport={"width": 1280, "height": height})
     page.set_default_timeout(30_000)
     js_errors = []
     page.on("pageerror", lambda e: js_errors.append(str(e)))
@@ -390,6 +390,12 @@ def test_the_shipped_recording_replays_in_a_browser(server, shots):
             browser.close()
 
 
+def shoot_last_chart(page, path):
+    """A picture at 1280×800 with the study's chart in view, as the teacher scrolls to it."""
+    page.locator(".js-plotly-plot").last.scroll_into_view_if_needed()
+    page.screenshot(path=str(path))
+
+
 def pick_study(page, study):
     # st.radio: a radiogroup named by the widget's label; the inputs are hidden, their labels take the click
     group = page.get_by_role("radiogroup", name="Study")
@@ -407,7 +413,7 @@ def test_every_study_of_the_experiments_view_runs_in_a_browser(server, shots):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
-            page, js_errors = new_page(browser, height=1400)  # tall enough for each study's chart and what follows it
+            page, js_errors = new_page(browser)  # 1280×800; each study's chart is scrolled into view for its picture
             page.goto(server, wait_until="domcontentloaded")
             settle(page, timeout=60_000)
             start = control(page, "Start")
@@ -439,7 +445,7 @@ def test_every_study_of_the_experiments_view_runs_in_a_browser(server, shots):
             page.locator("[data-testid='stDataFrame']").first.wait_for()  # the race's table
             settle(page)
             assert_no_failure(page, "the race")
-            page.screenshot(path=str(shots / "experiments-race.png"))
+            shoot_last_chart(page, shots / "experiments-race.png")
 
             phase("batch against running statistics")
             pick_study(page, "Batch vs running statistics")
@@ -452,7 +458,7 @@ def test_every_study_of_the_experiments_view_runs_in_a_browser(server, shots):
             )
             settle(page)
             assert_no_failure(page, "batch statistics")
-            page.screenshot(path=str(shots / "experiments-batchstats.png"))
+            shoot_last_chart(page, shots / "experiments-batchstats.png")
 
             phase("BN switched off and on in a training lane")
             pick_study(page, "Flip BN on a trained network")
@@ -466,7 +472,7 @@ def test_every_study_of_the_experiments_view_runs_in_a_browser(server, shots):
             wait_until(page, lambda: (progress_step(page) or 0) >= flipped + 60, "60 steps without BN")
             settle(page)
             assert_no_failure(page, "BN switched off")
-            page.screenshot(path=str(shots / "experiments-flip.png"))
+            shoot_last_chart(page, shots / "experiments-flip.png")
             button_starting(page, "Switch BN back on in").click()
             button_starting(page, "Switch BN off in").wait_for()
             settle(page)
@@ -492,7 +498,7 @@ def test_every_study_of_the_experiments_view_runs_in_a_browser(server, shots):
             )
             settle(page)
             assert_no_failure(page, "the landscape probe")
-            page.screenshot(path=str(shots / "experiments-landscape.png"))
+            shoot_last_chart(page, shots / "experiments-landscape.png")
             assert not js_errors, js_errors
             phase("done\n")
         finally:

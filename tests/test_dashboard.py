@@ -331,6 +331,7 @@ EXPECTED_CHARTS = {
     "Gradients": ["Gradient norm per layer", "Update-to-weight ratio", "Saturated units"],
     "Experiments": [],  # the first study draws nothing until it is run
     "Lesson": [],
+    "Story": [],  # a question first: the chart comes with the reveal
 }
 
 
@@ -403,7 +404,14 @@ def test_the_exports_give_csv_and_a_replayable_file(page):
     page.run()
     steps = page.steps()
     labels = [b.label for b in page.at.download_button]
-    assert labels == ["Metrics (CSV)", "Metrics and probes (JSON)", "Whole experiment (replayable)"]
+    assert labels == [
+        "Metrics (CSV)",
+        "Metrics and probes (JSON)",
+        "Whole experiment (replayable)",
+        "Save as a web page",
+    ]
+    page_html = page.tracked.downloads["bnviz-run.html"]()
+    assert page_html.lstrip().lower().startswith("<!doctype html") and "A · BN off" in page_html
     downloads = page.tracked.downloads
     assert set(downloads) >= {"bnviz-metrics.csv", "bnviz-history.json", "bnviz-experiment.npz"}
     history = json.loads(downloads["bnviz-history.json"]())
@@ -675,3 +683,23 @@ def test_the_divergence_warning_reads_the_runs_own_rule():
     (warning,) = [w.value for w in at.warning]
     assert "diverged at step 9" in warning and "above 50 for 3 steps" in warning, warning
     assert "above 20" not in warning
+
+
+def test_the_story_asks_first_and_reveals_from_the_run(page):
+    page.start_and_pause_after(12)
+    show(page, "Story")
+    assert "Two lanes, one difference" in "\n".join(m.value for m in page.at.markdown)
+    assert not page.charts()  # the question comes before anything is shown
+    page.at.radio(key="story_answer0").set_value("B, with BN")
+    page.click("Reveal")
+    page.assert_clean()
+    text = "\n".join(m.value for m in page.at.markdown)
+    assert "The class said: *B, with BN*" in text and len(page.charts()) == 1
+    for _ in range(3):
+        page.click("Next")
+    assert "Take BN away" in "\n".join(m.value for m in page.at.markdown)
+    page.click("Switch BN off in B · BN scratch")
+    page.click("Reveal")
+    page.assert_clean()
+    assert page.exp.snapshot().lanes[1].bn_bypassed
+    assert "validation accuracy" in "\n".join(m.value for m in page.at.markdown)

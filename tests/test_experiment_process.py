@@ -333,7 +333,10 @@ def test_the_learning_rate_race_gives_the_same_results_in_child_processes(data):
         (r.lr, r.norm, r.diverged_at, r.verdict) for r in there
     ]
     for a, b in zip(here, there):
-        np.testing.assert_array_equal(a.loss, b.loss)
+        if torch.cuda.is_available():  # "auto" trains on the GPU, whose kernels are not bitwise deterministic
+            np.testing.assert_allclose(a.loss, b.loss, rtol=1e-5, atol=1e-6)
+        else:  # on the CPU the same arithmetic in another process gives the same bits
+            np.testing.assert_array_equal(a.loss, b.loss)
 
 
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
@@ -365,3 +368,15 @@ def test_a_main_script_without_a_guard_is_not_run_again_in_the_child(tmp_path, m
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.splitlines() == ["page ran", f"{method} [3, 3]"]
+
+
+def test_ctrl_c_does_not_reach_the_training_process(data):
+    """Ctrl-C in the terminal of `make run` signals the whole process group: the child must not print a
+    traceback and die on its own; it ends when the server closes its pipe."""
+    import signal
+
+    with ExperimentProcess(data, Settings(batch_size=BATCH, epochs=1, val_size=50)) as exp:
+        os.kill(exp._proc.pid, signal.SIGINT)
+        exp.step(1)
+        assert exp.wait(30) and exp.alive
+        assert [lane.step for lane in exp.snapshot().lanes] == [1, 1]

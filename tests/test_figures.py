@@ -294,3 +294,27 @@ def test_downsample_leaves_nan_out_of_a_bucket_mean():
     y[-1] = np.nan  # the step where a lane diverged
     _, ys = figures.downsample(np.arange(n), y)
     assert ys[-1] == 2.0  # today: 1.0, a dip at the end of the curve that was never there
+
+
+def test_a_diverged_lane_does_not_stretch_the_loss_axis(run):
+    """Losses up to 1e18 in one lane: the axis keeps to the healthy losses, the divergence is a marked line."""
+    _, snap = run
+    lane = snap.lanes[0]
+    steps = dict(lane.tables["steps"])
+    loss = np.array(steps["train_loss"], dtype=float)
+    healthy_hi = float(np.max(snap.lanes[1].tables["steps"]["train_loss"]))
+    loss[len(loss) // 2 :] = 1e18
+    steps["train_loss"] = loss
+    bad = dataclasses.replace(lane, tables={**lane.tables, "steps": steps}, status="diverged", diverged_at=3)
+    fig = figures.loss_figure(dataclasses.replace(snap, lanes=(bad, snap.lanes[1])))
+    lo, hi = fig.layout.yaxis.range
+    assert 10**hi < 10 * max(healthy_hi, float(loss[: len(loss) // 2].max()))  # nowhere near 1e18
+    assert any("diverged" in (a.text or "") for a in fig.layout.annotations)
+
+
+def test_a_loss_within_one_decade_gets_a_label_per_digit(run):
+    _, snap = run
+    fig = figures.loss_figure(snap)
+    values = np.concatenate([l.tables["steps"]["train_loss"] for l in snap.lanes])
+    assert values.max() / values.min() < 10  # a short run on random images stays near 2.3
+    assert fig.layout.yaxis.dtick == "D1"

@@ -37,9 +37,11 @@ def test_the_check_would_see_streamlit_if_it_were_imported():
 def test_every_view_has_the_same_render_signature():
     import inspect
 
+    from ui.state import VIEW_NAMES
     from ui.views import VIEWS
 
-    assert list(VIEWS) == ["Training", "Inside BN", "BN state", "Gradients", "Experiments", "Lesson"]
+    assert list(VIEWS) == ["Training", "Inside BN", "BN state", "Gradients", "Experiments", "Lesson", "Story"]
+    assert tuple(VIEWS) == VIEW_NAMES  # the names a lesson link may carry
     for name, render in VIEWS.items():
         assert list(inspect.signature(render).parameters) == ["snap", "ctx"], name
 

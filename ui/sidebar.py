@@ -5,6 +5,7 @@ import urllib.parse
 
 import streamlit as st
 
+from bnviz import web_page
 from bnviz.history import experiment_bytes, metrics_csv, to_jsonable
 from bnviz.snapshot import MAX_LANES, LaneSpec
 
@@ -228,6 +229,14 @@ def export(sb, exp):
             mime="application/octet-stream",
             on_click="ignore",
         )
+        st.download_button(
+            "Save as a web page",
+            data=lambda: web_page.run_page(exp),
+            file_name="bnviz-run.html",
+            mime="text/html",
+            on_click="ignore",
+            help="One HTML file with the charts and a step slider: no server needed, opens offline",
+        )
         st.caption("Charts: the camera icon above each chart saves it as PNG.")
         st.file_uploader("Load a saved experiment", type=["npz"], key=Key.UPLOAD, on_change=on_upload)
 
@@ -256,6 +265,14 @@ def render_replay(rec):
             file_name="bnviz-recording.npz",
             mime="application/octet-stream",
             on_click="ignore",
+        )
+        st.download_button(
+            "Save as a web page",
+            data=lambda: web_page.run_page(rec),
+            file_name="bnviz-recording.html",
+            mime="text/html",
+            on_click="ignore",
+            help="One HTML file with the charts and a step slider: no server needed, opens offline",
         )
 
 

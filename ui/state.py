@@ -38,6 +38,9 @@ class Key:
     RUN_KEY = "run_key"
     FLIP_RESULT = "flip_result"
     PRESENT = "present"
+    STORY_STEP = "story_step"
+    STORY_REVEAL = "story_reveal"
+    STORY_ANSWER = "story_answer"  # + the step's number
 
     @staticmethod
     def bn(i):
@@ -67,7 +70,15 @@ WINDOWS = {"all steps": None, "last 200 steps": 200, "last 500 steps": 500, "las
 SPEEDS = {"1×": 1, "5×": 5, "20×": 20, "100×": 100}
 NORM_NAMES = {"scratch": "scratch", "torch": "torch"}
 MAX_URL_EPOCHS = 100
-VIEW_NAMES = ("Training", "Inside BN", "BN state", "Gradients", "Experiments", "Lesson")  # ui.views.VIEWS' keys
+VIEW_NAMES = (
+    "Training",
+    "Inside BN",
+    "BN state",
+    "Gradients",
+    "Experiments",
+    "Lesson",
+    "Story",
+)  # ui.views.VIEWS' keys
 BOUND = "query-params"  # widgets of the lesson set-up live in the URL: a link reopens the set-up
 
 

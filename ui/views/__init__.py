@@ -3,7 +3,7 @@
 ``VIEWS`` is the table the page's view picker, the router and the tests all read.
 """
 
-from . import bn_state, experiments, gradients, inside_bn, lesson, training
+from . import bn_state, experiments, gradients, inside_bn, lesson, story, training
 
 VIEWS = {
     "Training": training.render,
@@ -12,6 +12,7 @@ VIEWS = {
     "Gradients": gradients.render,
     "Experiments": experiments.render,
     "Lesson": lesson.render,
+    "Story": story.render,
 }
 DEFAULT_VIEW = "Training"
 

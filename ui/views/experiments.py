@@ -102,7 +102,8 @@ def race(snap, ctx):
     if results:
         st.markdown(captions.race(results))
         chart(figure(figures.race_figure, results), "race")
-        st.dataframe(figures.race_table(results), hide_index=True, width="stretch")
+        table = figures.race_table(results)
+        st.dataframe(table, hide_index=True, width="stretch", height=36 * (len(table) + 1) + 4)  # every row
 
 
 def batch_vs_running(snap, ctx):
