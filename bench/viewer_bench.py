@@ -79,9 +79,9 @@ def main(argv=None):
                 while len(viewers) < n:
                     page = browser.new_page(viewport={"width": 1280, "height": 800})
                     t_open = time.monotonic()
-                    page.goto(f"{url}/?watch={key}")
+                    page.goto(f"{url}/?watch={key}", wait_until="commit", timeout=180_000)
                     viewers.append(page)
-                while not loaded(viewers[-1]):
+                while not all(loaded(v) for v in viewers[-1:]):
                     viewers[-1].wait_for_timeout(100)
                 load_s = time.monotonic() - t_open if t_open else None
                 viewers[-1].wait_for_timeout(3000)  # settle

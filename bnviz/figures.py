@@ -125,7 +125,7 @@ def teacher_marks(snap, last_n=None):
         last = float(steps["step"][-1]) if len(steps.get("step", [])) else 0.0
         for step in lead.tables["epochs"].get("step", []):
             if float(step) < last:  # an epoch boundary inside the curves, not their end
-                marks.append((float(step), "", "#BBBBBB", "solid"))
+                marks.append((float(step), "", "#D9D9D9", "dot"))
     if last_n is not None and lead is not None and len(lead.tables["steps"].get("step", [])):
         first = float(lead.tables["steps"]["step"][-1]) - last_n
         marks = [m for m in marks if m[0] > first]
@@ -647,7 +647,7 @@ def batch_stats_figure(result):
     fig = new_figure(
         rows=1,
         cols=2,
-        subplot_titles=("test accuracy", f"{result.position}: batch statistics<br>around the running ones"),
+        subplot_titles=("test accuracy", f"{result.position}: spread around the running ones"),
     )
     bs = list(result.batch_sizes)
     fig.add_trace(

@@ -13,7 +13,7 @@ from collections import OrderedDict
 import streamlit as st
 
 MAX_AGE_S = 0.5  # below the pages' 1 s refresh: every refresh still shows a new frame
-MAX_FIGURES = 256
+MAX_FIGURES = 48  # 7 views x at most 5 figures, for a few frames: each entry keeps its snapshot alive
 
 
 class SharedFrames:
