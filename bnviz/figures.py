@@ -16,7 +16,6 @@ CHANNEL_COLORS = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F
 MAX_POINTS = 2000
 FONT = dict(size=16)
 LOG_TICKS = dict(tickformat="~g", dtick="D2")  # log axes labelled 0.1 / 0.2 / 0.5 / 1 / 2, not bare digits
-LOG_TICKS_FINE = dict(tickformat="~g", dtick="D1")  # within one decade: 0.3, 0.4, ..., 2 (D2 leaves 1-3 labels)
 THRESHOLDS = (0.5, 0.7, 0.8)
 POSITION_NAMES = {
     "bn1": "bn1 · after conv1 (6 channels)",
@@ -181,7 +180,15 @@ def loss_figure(snap, last_n=None, log_y=True):
             fig.update_yaxes(range=[0, hi * 1.05])
     if log_y:
         narrow = len(values) and values.max() / max(values.min(), 1e-12) < 10
-        fig.update_yaxes(type="log", **(LOG_TICKS_FINE if narrow else LOG_TICKS))  # enough labels in one decade
+        if narrow:  # within one decade 1-2-5 ticks leave 1-3 labels: six round values spread over the range
+            spread = np.geomspace(values.min(), values.max(), 6)
+            for digits in (2, 3, 4):  # as few digits as tell the six apart
+                ticks = sorted({float(f"{v:.{digits}g}") for v in spread})
+                if len(ticks) >= 5:
+                    break
+            fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+        else:
+            fig.update_yaxes(type="log", **LOG_TICKS)
     else:
         fig.update_yaxes(type="linear")
     return _layout(fig, "Training loss per step", xaxis_title="step", yaxis_title="cross-entropy")

@@ -317,4 +317,5 @@ def test_a_loss_within_one_decade_gets_a_label_per_digit(run):
     fig = figures.loss_figure(snap)
     values = np.concatenate([l.tables["steps"]["train_loss"] for l in snap.lanes])
     assert values.max() / values.min() < 10  # a short run on random images stays near 2.3
-    assert fig.layout.yaxis.dtick == "D1"
+    ticks = fig.layout.yaxis.tickvals
+    assert len(ticks) >= 4 and values.min() / 1.2 <= ticks[0] and ticks[-1] <= values.max() * 1.2
