@@ -7,22 +7,42 @@ is read-only: it offers what ``interface.ExperimentView`` declares (``settings``
 import math
 
 from .data import num_batches
-from .history import RecordingError, load_experiment
-from .snapshot import LaneSpec, LaneStatus, LaneView, Settings, Snapshot, Status
+from .history import TABLES, RecordingError, check_tables, load_experiment
+from .snapshot import MAX_LANES, LaneSpec, LaneStatus, LaneView, Settings, Snapshot, Status
 
 
 class Recording:
     def __init__(self, meta, lane_tables, name=""):
-        """meta: the experiment file's header (name, settings, device, lanes, ...); lane_tables: one per lane."""
-        self.meta, self.lane_tables, self.name = meta, lane_tables, name or meta.get("name", "recording")
+        """meta: the experiment file's header (name, settings, device, lanes, ...); lane_tables: one per lane.
+
+        Anything that does not describe a run bnviz could have made raises RecordingError with a plain sentence:
+        settings of the wrong type or out of range, 1 to MAX_LANES lanes of a known BN and activation, tables
+        as ``history.check_tables`` wants them, and as many as the lanes.
+        """
+        if not isinstance(meta, dict):
+            raise RecordingError("The experiment has no header.")
+        settings, lanes = meta.get("settings", {}), meta.get("lanes")
+        if not isinstance(settings, dict):
+            raise RecordingError("The experiment's settings cannot be read (they are not a table of values).")
+        if not isinstance(lanes, list) or not 1 <= len(lanes) <= MAX_LANES:
+            raise RecordingError(f"The experiment holds no lanes (it must list 1 to {MAX_LANES}).")
         try:
             known = Settings.__dataclass_fields__
-            self.settings = Settings(**{k: v for k, v in meta.get("settings", {}).items() if k in known})
-            self.specs = [LaneSpec(**l) for l in meta["lanes"]]
-        except (TypeError, ValueError, KeyError) as e:
+            values = {k: v for k, v in settings.items() if k in known}
+            for key, value in values.items():
+                _check_type(key, value, known[key].type)
+            self.settings = Settings(**values)
+            if not all(isinstance(l, dict) and set(l) <= set(LaneSpec.__dataclass_fields__) for l in lanes):
+                raise ValueError("a lane is not a set-up of BN and activation")
+            self.specs = [LaneSpec(**l) for l in lanes]
+        except (TypeError, ValueError, KeyError, OverflowError) as e:
             raise RecordingError(f"The experiment's settings cannot be read ({e}).") from e
-        if not self.specs or len(self.specs) != len(lane_tables):
-            raise RecordingError("The experiment holds no lanes.")
+        if not isinstance(lane_tables, (list, tuple)) or len(self.specs) != len(lane_tables):
+            raise RecordingError("The experiment holds no lanes (its tables do not match its lanes).")
+        check_tables(lane_tables, "The experiment")
+        name = name or meta.get("name", "recording")
+        self.meta, self.name = meta, name if isinstance(name, str) else "recording"
+        self.lane_tables = [{t: tables.get(t, {}) for t in TABLES} for tables in lane_tables]
 
     @classmethod
     def load(cls, source, name=""):
@@ -61,6 +81,24 @@ class Recording:
             lanes.append(LaneView(i, spec, status, None, step, epoch, per_epoch, ips, diverged, cut))
         status = Status.FINISHED if at >= end else Status.PAUSED
         return Snapshot(status, None, self.settings, f"replay of {self.name}", tuple(lanes))
+
+
+_KINDS = {float: ((int, float), "a number"), int: ((int,), "a whole number"), str: ((str,), "a text")}
+
+
+def _check_type(key, value, annotation):
+    """A setting of the type its field declares (JSON gives any type): int for counts, a number for rates."""
+    allowed, words = (), []
+    for t in getattr(annotation, "__args__", (annotation,)):  # int | None: either
+        types, word = _KINDS.get(t, ((t,), "nothing" if t is type(None) else t.__name__))
+        allowed, words = allowed + types, words + [word]
+    if isinstance(value, bool) or not isinstance(value, allowed):
+        raise TypeError(f"the setting {key} is {value!r:.40}, not {' or '.join(words)}")
+    if isinstance(value, int) and float in allowed:
+        try:
+            float(value)
+        except OverflowError:
+            raise ValueError(f"the setting {key} is too large a number") from None
 
 
 def first_divergence(steps, losses, settings):

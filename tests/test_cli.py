@@ -281,3 +281,235 @@ def test_the_bnviz_console_script_is_installed():
     assert script.is_file(), "pip install -e . installs the `bnviz` command (make install)"
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "dashboard" in out.stdout and "train" in out.stdout
+
+
+# --------------------------------------------------------------------------------------------- --out (issue 11)
+import errno  # noqa: E402
+import os  # noqa: E402
+
+from bnviz.engine import Experiment  # noqa: E402
+from bnviz.history import load_experiment  # noqa: E402
+from bnviz.snapshot import LaneSpec, Settings  # noqa: E402
+
+QUICK = ["train", "--norm", "scratch", "--epochs", "1", "--batch-size", "32", "--train-size", "64", "--device", "cpu"]
+OUTPUTS = ("experiment.npz", "history.csv", "summary.json")
+
+
+def contents(folder):
+    """{name: bytes} of the run files in a folder."""
+    return {n: (folder / n).read_bytes() for n in OUTPUTS if (folder / n).exists()}
+
+
+def no_leftovers(folder):
+    """Nothing bnviz writes on the way (staging folders, probes, .tmp files) is left in ``folder``."""
+    names = os.listdir(folder) if folder.exists() else []
+    return [n for n in names if n.startswith(".bnviz-") or n.endswith(".tmp") or n.startswith("bnviz-run-")] == []
+
+
+@pytest.fixture
+def system_tmp(tmp_path, monkeypatch):
+    """The system's temporary folder, for this test: where the fallback folder goes."""
+    folder = tmp_path / "system-tmp"
+    folder.mkdir()
+    monkeypatch.setattr(cli.tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_out_at_a_file_is_refused_before_training(tmp_path, capsys, fake_data):
+    target = tmp_path / "notes.txt"
+    target.write_text("my notes")
+    assert main(QUICK + ["--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert f"bnviz: --out {target} is a file, not a folder" in err and "Traceback" not in err
+    assert fake_data == []  # refused before the data was loaded, let alone trained on
+    assert target.read_text() == "my notes"
+
+
+@pytest.mark.parametrize("where", ["/dev/null/x", "/proc/x", "/dev/null/deeper/still", "unwritable"])
+def test_out_where_nothing_can_be_written_is_refused_before_training(where, tmp_path, capsys, fake_data):
+    if where == "unwritable":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into a read-only folder: /proc/x and /dev/null/x are the cases for root")
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        where = str(locked / "run")
+    try:
+        assert main(QUICK + ["--out", where]) == 2
+    finally:
+        if (tmp_path / "locked").exists():
+            (tmp_path / "locked").chmod(0o700)
+    err = capsys.readouterr().err
+    assert err.startswith(f"bnviz: --out {where} is not a folder bnviz can write to (") and "Traceback" not in err
+    assert fake_data == []
+    assert not Path(where).exists()
+
+
+def test_a_folder_it_created_is_removed_when_the_run_ends_without_files(tmp_path, capsys, fake_data, monkeypatch):
+    def interrupted(snap, printed):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bnviz.cli, "print_epochs", interrupted)
+    out = tmp_path / "new" / "run"
+    assert main(QUICK + ["--out", str(out)]) == 130
+    assert not (tmp_path / "new").exists()  # both folders it made, gone: no empty shell of a run
+    assert os.listdir(tmp_path) == []
+
+
+def fail_inside(folder, exc=None):
+    """A wrapper factory: call through, except for paths inside ``folder`` (the --out target), where it raises."""
+    exc = exc or OSError(errno.ENOSPC, "No space left on device")
+
+    def wrap(real):
+        def call(*args, **kwargs):
+            paths = [Path(a) for a in args if isinstance(a, (str, os.PathLike))]
+            if any(folder in p.parents for p in paths):
+                raise exc
+            return real(*args, **kwargs)
+
+        return call
+
+    return wrap
+
+
+def test_a_full_disk_after_training_saves_the_run_elsewhere_and_says_where(tmp_path, system_tmp, capsys, fake_data):
+    out = tmp_path / "runs" / "today"
+    wrap = fail_inside(out)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(cli, "save_experiment", wrap(cli.save_experiment))
+        assert main(QUICK + ["--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"could not write the run's files to {out} (No space left on device)" in err
+    (fallback,) = system_tmp.iterdir()
+    assert fallback.name.startswith("bnviz-run-") and f"they are saved in {fallback} instead" in err
+    assert sorted(os.listdir(fallback)) == sorted(OUTPUTS)  # complete, and nothing else
+    header, lanes = load_experiment(fallback / "experiment.npz")
+    assert [l["norm"] for l in header["lanes"]] == ["scratch"] and len(lanes[0]["steps"]["step"]) == 2
+    rows, summary = read_outputs(fallback)
+    assert len(rows) == 2 and summary["variants"][0]["steps"] == 2
+    assert not (tmp_path / "runs").exists()  # the folders it made for --out held nothing: removed
+    assert no_leftovers(tmp_path)
+
+
+def test_when_no_place_can_take_the_run_it_says_so(tmp_path, system_tmp, capsys, fake_data, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cli, "save_experiment", full)
+    out = tmp_path / "out"
+    assert main(QUICK + ["--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "the run trained, but could not be saved" in err and "Traceback" not in err
+    assert os.listdir(system_tmp) == [] and not out.exists()
+
+
+class Trained:
+    """What write_outputs needs of a finished experiment: its header; and its last snapshot."""
+
+    def __init__(self, seed):
+        s = Settings(batch_size=32, epochs=1, train_size=64, seed=seed, val_size=50, device="cpu")
+        with Experiment(synthetic_data(), s, [LaneSpec("scratch")], name=f"test-cli-{seed}") as exp:
+            exp.start()
+            assert exp.wait(timeout=120)
+            self.snap, self._header = exp.snapshot(), exp.header()
+
+    def header(self):
+        return self._header
+
+
+@pytest.fixture(scope="module")
+def two_runs():
+    """Two finished runs that differ (seeds 1 and 2): an older set and a newer one."""
+    return Trained(1), Trained(2)
+
+
+@pytest.mark.parametrize(
+    "step",
+    ["saving the npz", "writing the csv", "moving the npz in", "moving the summary in", "moving the old set aside"],
+)
+def test_an_interrupted_write_keeps_the_previous_complete_set(step, two_runs, tmp_path, system_tmp, capsys):
+    old, new = two_runs
+    out = tmp_path / "out"
+    cli.write_outputs(out, old, old.snap)
+    before = contents(out)
+    assert sorted(before) == sorted(OUTPUTS)
+    wrap = fail_inside(out)
+    with pytest.MonkeyPatch.context() as m:
+        if step == "saving the npz":
+            m.setattr(cli, "save_experiment", wrap(cli.save_experiment))
+        elif step == "writing the csv":
+            real = cli._write_text
+            m.setattr(cli, "_write_text", lambda p, t: wrap(real)(p, t) if p.name == "history.csv" else real(p, t))
+        else:
+            name = {"moving the npz in": "experiment.npz", "moving the summary in": "summary.json"}.get(step)
+            real, failed = os.replace, []
+
+            def replace(src, dst):  # that one move fails, once: those before it happened, those after work
+                src, dst = Path(src), Path(dst)
+                moving_in = dst.parent == out and src.parent.parent == out  # from the staging folder
+                moving_aside = src.parent == out
+                if not failed and ((moving_in and dst.name == name) or (name is None and moving_aside)):
+                    failed.append(dst)
+                    raise OSError(errno.EIO, "Input/output error")
+                return real(src, dst)
+
+            m.setattr(cli.os, "replace", replace)
+        with pytest.raises(cli.OutputError) as info:
+            cli.save_outputs(out, new, new.snap)
+        if step.startswith("moving"):
+            assert failed, "the move that was to fail never happened"
+    assert info.value.code == 1 and "they are saved in" in str(info.value)
+    assert contents(out) == before  # the previous set, whole and untouched: never a mix
+    assert sorted(os.listdir(out)) == sorted(OUTPUTS) and no_leftovers(out) and no_leftovers(tmp_path)
+    (fallback,) = system_tmp.iterdir()
+    after = contents(fallback)
+    assert sorted(after) == sorted(OUTPUTS) and after["history.csv"] != before["history.csv"]  # the new run
+
+
+def test_summary_json_is_the_commit_marker(two_runs, tmp_path, capsys, monkeypatch):
+    """Over an older set: summary.json is moved aside first and moved in last, so a folder holding a
+    summary.json holds one run's complete set even if the process is killed between the moves."""
+    old, new = two_runs
+    out = tmp_path / "out"
+    cli.write_outputs(out, old, old.snap)
+    before = contents(out)
+    moves = []
+    real = os.replace
+
+    def replace(src, dst):
+        moves.append((Path(src).parent == out, Path(dst).parent == out, Path(dst).name))
+        return real(src, dst)
+
+    monkeypatch.setattr(cli.os, "replace", replace)
+    cli.write_outputs(out, new, new.snap)
+    aside = [name for from_out, _, name in moves if from_out]
+    moved_in = [name for from_out, to_out, name in moves if to_out and not from_out]
+    assert aside[0] == "summary.json" and sorted(aside) == sorted(OUTPUTS)
+    assert moved_in == list(OUTPUTS)  # summary.json last
+    assert sorted(os.listdir(out)) == sorted(OUTPUTS)
+    assert contents(out)["history.csv"] != before["history.csv"]  # the new set
+    assert b'"seed": 2' in (out / "summary.json").read_bytes()
+
+
+def test_what_a_killed_run_left_in_the_folder_is_removed(tmp_path):
+    out = tmp_path / "out"
+    dead = out / ".bnviz-write-999999999-abc"  # beyond any pid: that run is gone
+    (dead / "previous").mkdir(parents=True)
+    (dead / ".experiment.npz.x.tmp").write_bytes(b"half")
+    (out / ".bnviz-probe-999999999-q").write_bytes(b"bnviz")
+    alive = out / f".bnviz-write-{os.getppid()}-xyz"  # a live process's: left alone
+    alive.mkdir()
+    (out / "notes.txt").write_text("kept")
+    assert cli.prepare_out(out) == []  # nothing created: it was there
+    assert sorted(os.listdir(out)) == sorted([alive.name, "notes.txt"])
+
+
+def test_other_system_errors_are_a_message(capsys, monkeypatch):
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", "/data/fashion")
+
+    monkeypatch.setattr(bnviz.cli, "load_fashion_mnist", refused)
+    assert main(["train", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err == "bnviz: Permission denied: /data/fashion\n"

@@ -5,6 +5,7 @@ import io
 import os
 import pickle
 import uuid
+import zipfile
 
 import numpy as np
 import pytest
@@ -441,3 +442,45 @@ def test_metrics_csv_of_an_empty_lane():
 def test_to_jsonable_turns_nan_into_null():
     out = history.to_jsonable({"steps": {"x": np.array([1.0, np.nan])}})
     assert out == {"steps": {"x": [1.0, None]}}
+
+
+# --------------------------------------------------------------------------------------------- hostile files
+def test_every_column_is_checked_before_any_is_read(tmp_path, finished_run, monkeypatch):
+    """A bad column at the end of the file is found from its .npy header: no column's data was read before."""
+    header, views, _, _ = finished_run
+    good = history.experiment_bytes(header, views)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(good)) as src, zipfile.ZipFile(buf, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info))
+        bad = io.BytesIO()
+        np.lib.format.write_array_header_1_0(bad, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
+        dst.writestr("lane1/probes/zz_last.npy", bad.getvalue())
+    reads = []
+    real = np.lib.format.read_array
+    monkeypatch.setattr(np.lib.format, "read_array", lambda f, **kw: reads.append(f.name) or real(f, **kw))
+    with pytest.raises(RecordingError, match="claims 1,000,000,000,000 rows"):
+        load_experiment(buf.getvalue())
+    assert reads == ["header.npy"]
+    reads.clear()
+    assert load_experiment(good)[0]["name"] == header["name"]
+    assert len(reads) > 20  # the same reader does read a good file
+
+
+def test_a_saved_run_passes_the_checks_for_files(finished_run):
+    _, views, _, _ = finished_run
+    history.check_tables(views, required=history.REQUIRED)
+    for table, cols in history.REQUIRED.items():
+        assert set(cols) <= set(views[1][table]) or not views[1][table], table
+
+
+def test_the_size_a_file_takes_is_its_declared_size(finished_run, monkeypatch):
+    """The cap is on the uncompressed sizes: a file that compresses well is not let through by its small size."""
+    header, views, _, _ = finished_run
+    raw = history.experiment_bytes(header, views)
+    with zipfile.ZipFile(io.BytesIO(raw)) as z:
+        total = sum(i.file_size for i in z.infolist())
+    assert len(raw) < total
+    monkeypatch.setattr(history, "MAX_TOTAL_BYTES", (len(raw) + total) // 2)
+    with pytest.raises(RecordingError, match="too big to open"):
+        load_experiment(raw)

@@ -155,3 +155,52 @@ def test_a_recording_that_cannot_be_read_says_so(bad_meta, tables):
 def test_unknown_settings_are_ignored_not_refused():
     rec = Recording(meta(batch_size=64, from_the_future=1), [lane_tables([2.3] * 3)])
     assert rec.settings.batch_size == 64 and rec.meta["settings"]["from_the_future"] == 1
+
+
+# ------------------------------------------------------------------------------------------- tables by hand
+def _with(tables, table, **cols):
+    return {**tables, table: {**tables[table], **cols}}
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda t: {**t, "weights": {}}, "weights"),
+        (lambda t: _with(t, "steps", train_loss=np.ones(2)), "differ in length"),
+        (lambda t: _with(t, "steps", step=np.array([1.0, np.nan, 3.0])), "NaN"),
+        (lambda t: _with(t, "steps", step=np.array([1.0, 3.0, 2.0])), "go back"),
+        (lambda t: _with(t, "steps", step=[1, 2, 3]), "not an array"),
+        (lambda t: _with(t, "steps", train_acc=np.array(["a", "b", "c"])), "not numbers"),
+        (lambda t: {k: v for k, v in t.items() if k != "steps"} | {"steps": {"train_loss": np.ones(3)}}, "no step"),
+        (lambda t: _with(t, "probes", step=np.array([[1.0]])), "dimensions"),
+        (lambda t: "steps", "no tables"),
+    ],
+)
+def test_tables_that_bnviz_cannot_have_written_are_refused(change, words):
+    with pytest.raises(RecordingError) as info:
+        Recording(meta(), [change(lane_tables([2.3] * 3))])
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"batch_size": "128"},
+        {"diverge_steps": "5"},
+        {"epochs": 2.0},
+        {"lr": True},
+        {"lr": 10**400},
+        {"train_size": "all"},
+        {"device": None},
+    ],
+)
+def test_settings_of_the_wrong_type_are_refused(settings):
+    with pytest.raises(RecordingError, match="settings cannot be read"):
+        Recording(meta(**settings), [lane_tables([2.3] * 3)])
+
+
+def test_a_recording_by_hand_may_leave_tables_out():
+    tables = {"steps": lane_tables([2.3] * 3)["steps"]}
+    rec = Recording(meta(train_size=None, lr=1), [tables])
+    assert set(rec.lane_tables[0]) == set(TABLES) and rec.snapshot().lanes[0].step == 3
+    assert rec.settings.train_size is None and rec.settings.lr == 1
