@@ -703,3 +703,13 @@ def test_the_story_asks_first_and_reveals_from_the_run(page):
     page.assert_clean()
     assert page.exp.snapshot().lanes[1].bn_bypassed
     assert "validation accuracy" in "\n".join(m.value for m in page.at.markdown)
+
+
+def test_a_files_name_is_shown_as_text_not_as_markdown(page):
+    raw = recorded_bytes(page, steps=2)
+    name = "[click](http://evil.example)![x](http://evil.example/i.png).npz"
+    page.at.file_uploader(key="upload").set_value((name, raw, "application/octet-stream"))
+    page.run()
+    page.assert_clean()
+    (info,) = [t for t in page.texts("info") if "Replay of" in t]
+    assert "\\[click\\]\\(http://evil.example\\)" in info and "\\!\\[x\\]" in info  # escaped: no link, no image

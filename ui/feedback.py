@@ -11,6 +11,15 @@ from bnviz.registry import CapacityError
 
 from .state import flash
 
+MARKDOWN = "\\`*_{}[]()<>#!|~$"  # inline: what can make a link, an image, emphasis, HTML or maths
+
+
+def plain(text):
+    """User-supplied text (a file's name, a header field) shown as itself, never as Markdown or HTML:
+    a name like ``[x](http://host)`` must not become a link, nor ``![](...)`` an image that fetches."""
+    return "".join("\\" + c if c in MARKDOWN else c for c in str(text))
+
+
 EXPECTED = (ValueError, DeviceError, RecordingError, RuntimeError, TimeoutError)
 
 

@@ -5,7 +5,7 @@ import streamlit as st
 from . import views
 from .context import ViewContext
 from .controls import status_bar
-from .feedback import guard
+from .feedback import guard, plain
 from .state import BOUND, SPEEDS, WINDOWS, Key
 
 TICK_S = 0.5
@@ -29,8 +29,8 @@ def render(rec):
     ss = st.session_state
     c = st.columns([4, 1])
     c[0].info(
-        f"Replay of **{rec.name}**: {rec.last_step:,} steps, {len(rec.specs)} lanes, recorded on "
-        f"{rec.header().get('device', '?')}. Every chart works as live; nothing trains."
+        f"Replay of **{plain(rec.name)}**: {rec.last_step:,} steps, {len(rec.specs)} lanes, recorded on "
+        f"{plain(rec.header().get('device', '?'))}. Every chart works as live; nothing trains."
     )
     c[1].button("Back to live training", width="stretch", on_click=back_to_live)
     st.segmented_control(
