@@ -17,14 +17,10 @@ import json
 import os
 import platform
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
-from dashboard_bench import CHROMIUM_ARGS, chromium_cpu_s, cpu_s, headless_rate, page_step
+from dashboard_bench import CHROMIUM_ARGS, chromium_cpu_s, cpu_s, headless_rate, page_step, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 START = re.compile(r"^Start( Shortcut \S+)?$")
@@ -47,24 +43,10 @@ def main(argv=None):
 
     baseline = headless_rate(args.baseline_seconds)
     print(f"headless: {baseline:.1f} steps/s", flush=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    server, url = start_server()
     result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
               "headless_steps_per_s": baseline, "runs": []}  # fmt: skip
     try:
-        for _ in range(300):
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.2)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             teacher = browser.new_page(viewport={"width": 1280, "height": 800})

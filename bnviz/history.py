@@ -187,11 +187,18 @@ def save_experiment(path, header, lane_views):
         for table, cols in tables.items():
             for col, a in cols.items():
                 arrays[f"lane{i}/{table}/{col}"] = a
+    return write_atomically(path, lambda f: np.savez_compressed(f, **arrays))
+
+
+def write_atomically(path, write):
+    """Call ``write(binary file)`` on a temporary file beside ``path``, then rename it into place: a reader sees
+    the old file or the whole new one, never half of it. Returns the path."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)

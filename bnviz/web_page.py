@@ -15,9 +15,6 @@ import base64
 import dataclasses
 import html
 import json
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -26,6 +23,7 @@ from plotly.io.json import to_json_plotly
 from plotly.offline import get_plotlyjs
 
 from . import figures
+from .history import write_atomically
 from .models import BN_LAYERS
 from .replay import Recording
 from .snapshot import Snapshot
@@ -259,19 +257,8 @@ def run_page(source, title=None, frames=FRAMES):
 
 def write_run_page(path, source, title=None):
     """Write ``run_page(source, title)`` to ``path`` atomically; returns the path."""
-    path = Path(path)
     text = run_page(source, title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, lambda f: f.write(text.encode("utf-8")))
 
 
 PAGE = """<!DOCTYPE html>

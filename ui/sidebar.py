@@ -195,6 +195,14 @@ def lanes(sb, exp, snap=None):
         c2.button("− remove last", on_click=on_remove_lane, args=(exp,))
 
 
+WEB_PAGE_HELP = "One HTML file with the charts and a step slider: no server needed, opens offline"
+
+
+def download(label, data, file_name, mime, help=None):
+    """A download built only when clicked (``data`` is called then), without rerunning the page."""
+    st.download_button(label, data=data, file_name=file_name, mime=mime, on_click="ignore", help=help)
+
+
 def export(sb, exp):
     """Downloads built when clicked, each from ONE snapshot (names and tables always agree)."""
 
@@ -214,29 +222,10 @@ def export(sb, exp):
         return experiment_bytes(header, tables()[1])
 
     with sb.expander("Export · load a run"):
-        st.download_button("Metrics (CSV)", data=csv, file_name="bnviz-metrics.csv", mime="text/csv", on_click="ignore")
-        st.download_button(
-            "Metrics and probes (JSON)",
-            data=history_json,
-            file_name="bnviz-history.json",
-            mime="application/json",
-            on_click="ignore",
-        )
-        st.download_button(
-            "Whole experiment (replayable)",
-            data=replayable,
-            file_name="bnviz-experiment.npz",
-            mime="application/octet-stream",
-            on_click="ignore",
-        )
-        st.download_button(
-            "Save as a web page",
-            data=lambda: web_page.run_page(exp),
-            file_name="bnviz-run.html",
-            mime="text/html",
-            on_click="ignore",
-            help="One HTML file with the charts and a step slider: no server needed, opens offline",
-        )
+        download("Metrics (CSV)", csv, "bnviz-metrics.csv", "text/csv")
+        download("Metrics and probes (JSON)", history_json, "bnviz-history.json", "application/json")
+        download("Whole experiment (replayable)", replayable, "bnviz-experiment.npz", "application/octet-stream")
+        download("Save as a web page", lambda: web_page.run_page(exp), "bnviz-run.html", "text/html", WEB_PAGE_HELP)
         st.caption("Charts: the camera icon above each chart saves it as PNG.")
         st.file_uploader("Load a saved experiment", type=["npz"], key=Key.UPLOAD, on_change=on_upload)
 
@@ -252,27 +241,15 @@ def render_replay(rec):
     snap = rec.snapshot()
     names, views = [l.label for l in snap.lanes], [l.tables for l in snap.lanes]
     with sb.expander("Export this recording", expanded=True):
-        st.download_button(
-            "Metrics (CSV)",
-            data=lambda: metrics_csv(names, views),
-            file_name="bnviz-recording-metrics.csv",
-            mime="text/csv",
-            on_click="ignore",
-        )
-        st.download_button(
+        download("Metrics (CSV)", lambda: metrics_csv(names, views), "bnviz-recording-metrics.csv", "text/csv")
+        download(
             "Whole experiment (replayable)",
-            data=lambda: experiment_bytes(rec.header(), views),
-            file_name="bnviz-recording.npz",
-            mime="application/octet-stream",
-            on_click="ignore",
+            lambda: experiment_bytes(rec.header(), views),
+            "bnviz-recording.npz",
+            "application/octet-stream",
         )
-        st.download_button(
-            "Save as a web page",
-            data=lambda: web_page.run_page(rec),
-            file_name="bnviz-recording.html",
-            mime="text/html",
-            on_click="ignore",
-            help="One HTML file with the charts and a step slider: no server needed, opens offline",
+        download(
+            "Save as a web page", lambda: web_page.run_page(rec), "bnviz-recording.html", "text/html", WEB_PAGE_HELP
         )
 
 
