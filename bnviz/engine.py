@@ -357,8 +357,17 @@ class Experiment:
         """Give lane ``index`` a new set-up; it restarts from step 0 with the same seed, the others go on."""
         lane = self._lane(index)
         lane.spec = spec
+        starts = lane.history.starts.rows(0)
         with self._lock:
             lane.restart()
+            lane.history.starts.extend(starts)
+            self._mark_start(lane, restart=True)
+
+    def _mark_start(self, lane, restart):
+        """Record that ``lane`` begins at step 0 while the others are further on (the charts mark the place)."""
+        others = max((l.step for l in self.lanes if l is not lane), default=0)
+        if others > 0:
+            lane.history.starts.append(dict(step=others, restart=1.0 if restart else 0.0))
 
     @on_worker
     def set_bn_bypass(self, index, bypass):
@@ -396,6 +405,7 @@ class Experiment:
             raise ValueError(f"an experiment has at most {MAX_LANES} lanes")
         with self._lock:
             self.lanes = self.lanes + [Lane(len(self.lanes), spec, self.settings, self.data, self.device)]
+            self._mark_start(self.lanes[-1], restart=False)
         if self._status == Status.FINISHED:
             self._set_status(Status.PAUSED)
 

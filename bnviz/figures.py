@@ -106,7 +106,8 @@ MARK_HEIGHTS = (0.99, 0.88, 0.77, 0.66)  # labels of neighbouring marks sit at d
 
 def teacher_marks(snap, last_n=None):
     """What happened during the run, as (step, label, colour, dash): divergences, BN switched off and on,
-    learning-rate changes and epoch boundaries (no label), sorted by step."""
+    lanes restarted or added (at the step the others had reached), learning-rate changes and epoch boundaries
+    (no label), sorted by step."""
     marks = []
     for lane in snap.lanes:
         c = lane_color(lane)
@@ -115,6 +116,10 @@ def teacher_marks(snap, last_n=None):
         ev = lane.tables.get("events", {})
         for step, on in zip(ev.get("step", []), ev.get("bn_on", [])):
             marks.append((float(step), f"{lane.label.split(' · ')[0]}: BN {'on' if on else 'off'}", c, "dash"))
+        starts = lane.tables.get("starts", {})
+        for step, restart in zip(starts.get("step", []), starts.get("restart", [])):
+            what = "restarted from 0" if restart else "added, from 0"
+            marks.append((float(step), f"{lane.label.split(' · ')[0]} {what}", c, "longdash"))
     lead = max(snap.lanes, key=lambda l: len(l.tables["steps"].get("step", [])), default=None)
     if lead is not None:
         steps = lead.tables["steps"]

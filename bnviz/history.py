@@ -29,7 +29,7 @@ from .snapshot import MAX_LANES
 
 FORMAT = "bnviz-experiment"
 FORMAT_VERSION = 1
-TABLES = ("steps", "val", "epochs", "probes", "dists", "landscape", "events")
+TABLES = ("steps", "val", "epochs", "probes", "dists", "landscape", "events", "starts")
 
 
 class RecordingError(ValueError):
@@ -144,6 +144,9 @@ class LaneHistory:
         self.dists = ThinnedTable(dist_capacity)  # step, histograms and per-channel vectors: bounded
         self.landscape = Table()  # step, loss_spread, grad_change, smoothness (when switched on)
         self.events = Table()  # step, bn_on: BN switched off (0) or back on (1) mid-training
+        # step, restart: this lane began again from step 0 (restart 1: a new set-up; 0: a lane added) while
+        # the others were at ``step``, where the charts mark it. Kept across the lane's restarts.
+        self.starts = Table()
 
     def view(self):
         return {name: getattr(self, name).view() for name in TABLES}
@@ -256,6 +259,7 @@ REQUIRED = {
     "dists": ("step",),
     "landscape": ("step", "loss_min", "loss_max", "loss_spread", "grad_change", "smoothness"),
     "events": ("step", "bn_on"),
+    "starts": ("step", "restart"),
 }
 # ... and those that replay.Recording itself reads (a Recording built by hand needs only these).
 READ = {"steps": ("step", "epoch"), "epochs": ("step", "images_per_s")}

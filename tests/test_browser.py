@@ -549,7 +549,12 @@ def test_a_lesson_at_projector_size_links_flips_studies_and_a_class_that_watches
             view.get_by_role("radio", name="Gradients", exact=True).click()
             settle(page)
             sync_api.expect(view.get_by_role("radio", name="Gradients", exact=True)).to_be_checked()
-            show_view(page, "Training")
+            # keys 1-7 pick the views
+            page.keyboard.press("3")
+            sync_api.expect(view.get_by_role("radio", name="BN state", exact=True)).to_be_checked()
+            page.keyboard.press("1")
+            sync_api.expect(view.get_by_role("radio", name="Training", exact=True)).to_be_checked()
+            settle(page)
             control(page, "Start").click()
             wait_for_plots(
                 page,

@@ -13,6 +13,7 @@ from conftest import until, worker_threads
 from torch import nn
 
 import bnviz.engine
+from bnviz import figures
 from bnviz.engine import Experiment, Lane, describe_error
 from bnviz.history import TABLES
 from bnviz.snapshot import DEFAULT_LANES, MAX_LANES, LaneSpec, LaneStatus, LaneView, Settings, Status
@@ -270,6 +271,15 @@ def test_set_lane_restarts_only_that_lane(make):
     np.testing.assert_allclose(
         table(snap, 1, "steps", "train_loss"), table(snap, 0, "steps", "train_loss")[:3], atol=1e-4, rtol=0
     )
+    # the restart is marked where lane 0 was when it happened, and the marks survive a second restart
+    np.testing.assert_array_equal(table(snap, 1, "starts", "step"), [6])
+    e.set_lane(1, LaneSpec("scratch"))
+    snap = e.snapshot()
+    np.testing.assert_array_equal(table(snap, 1, "starts", "step"), [6, 9])
+    labels = [a.text for a in figures.loss_figure(snap).layout.annotations]
+    assert labels.count("B restarted from 0") == 2, labels
+    e.step(3)
+    assert e.wait(timeout=30)
     for bad in (5, 2, -1):  # the same error as remove_lane's, for every command that takes a lane
         with pytest.raises(ValueError, match=f"there is no lane {bad}"):
             e.set_lane(bad, LaneSpec())
@@ -279,7 +289,7 @@ def test_set_lane_restarts_only_that_lane(make):
             e.remove_lane(bad)
         with pytest.raises(ValueError, match=f"there is no lane {bad}"):
             e.clone_model(bad)
-    assert [l.step for l in e.snapshot().lanes] == [9, 3]  # a refused command changed nothing
+    assert [l.step for l in e.snapshot().lanes] == [12, 3]  # a refused command changed nothing
 
 
 def test_set_lane_while_running(make):
@@ -725,3 +735,15 @@ def test_a_finished_run_trains_more_epochs_from_where_it_stopped(make):
         )
     with pytest.raises(ValueError, match="1 to 100"):
         e.extend(0)
+
+
+def test_a_lane_added_later_is_marked_where_the_others_were(make):
+    e = make(settings(epochs=2), lanes=(LaneSpec("scratch"),))
+    e.step(4)
+    assert e.wait(timeout=30)
+    e.add_lane(LaneSpec("none"))
+    snap = e.snapshot()
+    np.testing.assert_array_equal(table(snap, 1, "starts", "step"), [4])
+    np.testing.assert_array_equal(table(snap, 1, "starts", "restart"), [0.0])
+    assert "B added, from 0" in [a.text for a in figures.loss_figure(snap).layout.annotations]
+    assert len(snap.lanes[0].tables["starts"]) == 0  # the first lane began with the run: nothing to mark

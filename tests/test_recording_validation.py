@@ -38,7 +38,8 @@ GIB = 2**30
 # --------------------------------------------------------------------------------------------- a real run
 @pytest.fixture(scope="module")
 def run():
-    """(header, lane views) of a finished 3-lane run with every table: probes, dists, landscape, BN switched."""
+    """(header, lane views) of a finished 3-lane run with every table: probes, dists, landscape, BN switched,
+    a lane restarted."""
     s = Settings(
         lr=0.1,
         batch_size=32,
@@ -56,13 +57,14 @@ def run():
         assert e.wait(timeout=60)
         e.set_bn_bypass(1, True)
         e.set_bn_bypass(1, False)
+        e.set_lane(2, LaneSpec("torch"))  # a restart, marked where the others were
         e.start()
         assert e.wait(timeout=120)
         snap = e.snapshot()
         assert snap.status == "finished"
         views = [lane.tables for lane in snap.lanes]
-        assert all(len(v[t].get("step", [])) for v in views for t in TABLES if t != "events")
-        assert len(views[1]["events"]["step"]) == 2
+        assert all(len(v[t].get("step", [])) for v in views for t in TABLES if t not in ("events", "starts"))
+        assert len(views[1]["events"]["step"]) == 2 and list(views[2]["starts"]["step"]) == [4]
         return e.header(), views
 
 

@@ -46,9 +46,34 @@ def main():
     if rec is not None:
         replay.render(rec)  # its explainer first, above the fold, then the view picker and the timeline
         return
-    st.segmented_control("View", list(VIEWS), key=Key.VIEW, label_visibility="collapsed", required=True, bind=BOUND)
+    view_picker()
     controls.render(exp, registry, key)
     live.render(exp, registry, key, data)
+
+
+# Keys 1-7 pick a view. Streamlit's segmented control has no shortcut, so a row of buttons (hidden; the
+# picker is what the class sees) carries them: a button's shortcut listens on the page, visible or not.
+VIEW_KEYS_CSS = "<style>.st-key-view-keys {display: none;}</style>"
+
+
+def pick_view(name):
+    st.session_state[Key.VIEW] = name
+
+
+def view_picker():
+    st.segmented_control(
+        "View",
+        list(VIEWS),
+        key=Key.VIEW,
+        label_visibility="collapsed",
+        required=True,
+        bind=BOUND,
+        help="Keys 1-" + str(len(VIEWS)) + " pick a view: " + ", ".join(f"{i} {v}" for i, v in enumerate(VIEWS, 1)),
+    )
+    st.markdown(VIEW_KEYS_CSS, unsafe_allow_html=True)
+    with st.container(key="view-keys", horizontal=True):
+        for i, name in enumerate(VIEWS, 1):
+            st.button(name, key=f"view-key-{i}", shortcut=str(i), on_click=pick_view, args=(name,))
 
 
 def run():
