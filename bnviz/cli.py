@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from . import device as devices
-from .data import DataError, load_fashion_mnist, locate
+from .data import DataError, load_fashion_mnist
 from .engine import Experiment
 from .history import metrics_csv, save_experiment
 from .models import NORMS
@@ -88,7 +88,10 @@ def train(args):
 
 
 def _train(args, settings, specs, out):
-    with Experiment(load_fashion_mnist(), settings, specs, name="cli", shared_cpu=False) as exp:
+    data = load_fashion_mnist()
+    if data.notice:  # a folder named by $BNVIZ_DATA (or a partly filled one) was passed over
+        print(f"bnviz: {data.notice}", file=sys.stderr)
+    with Experiment(data, settings, specs, name="cli", shared_cpu=False) as exp:
         print(
             f"bnviz: training {', '.join(args.norm)} on {devices.describe(exp.device)}, {exp.data.n_train:,} "
             f"images, batch {args.batch_size}, lr {args.lr}, {args.epochs} epoch(s), seed {args.seed}",
@@ -384,12 +387,12 @@ def main(argv=None):
         if args.command == "dashboard":
             return dashboard(extra)
         if args.command == "data":
-            root = locate()
-            d = load_fashion_mnist(root)
+            d = load_fashion_mnist()
             print(
-                f"bnviz: Fashion-MNIST ready in {root} "
-                f"({d.train_images.shape[0]:,} + {d.test_images.shape[0]:,} images)"
+                f"bnviz: Fashion-MNIST ready in {d.source} "
+                f"({d.train_images.shape[0]:,} + {d.test_images.shape[0]:,} images, the original files by SHA-256)"
             )
+            print(f"bnviz: {d.note}")  # which place was used, and why any earlier one was passed over
         else:
             train(args)
     except OutputError as e:

@@ -5,10 +5,18 @@ package ``dataset-fashion-mnist``), then torchvision's download into ``./data``.
 four original files (``train-images-idx3-ubyte[.gz]`` ...) directly or in torchvision's layout
 (``FashionMNIST/raw/``). Gzipped files are unpacked once into ``./data/FashionMNIST/raw`` and read by
 ``torchvision.datasets.FashionMNIST``. Debian recompressed its gz files, so their md5 differs from
-torchvision's list: we check what we load by its content instead (shapes, 6,000 + 1,000 per class).
+torchvision's list: we check what we load by its content instead: shapes, 6,000 + 1,000 per class, then the
+SHA-256 of each decompressed file (``SHA256``), which is the same whatever gzip produced the files.
+
+``find()`` says which place it used and why each earlier one was passed over (``Located.note``); the loaded
+data carries that sentence (``FashionMNISTData.note``, and ``.notice`` when a folder named by ``$BNVIZ_DATA``
+or a partly filled one was passed over, or the digests were not checked), for ``bnviz data`` and the
+dashboard to show.
 """
 
+import dataclasses
 import gzip
+import hashlib
 import os
 import shutil
 import tempfile
@@ -23,6 +31,16 @@ from . import env
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+# SHA-256 of each file decompressed (`zcat train-images-idx3-ubyte.gz | sha256sum`): Zalando's original
+# Fashion-MNIST (github.com/zalandoresearch/fashion-mnist), computed here from Debian's dataset-fashion-mnist
+# 0.0~git20200523.55506a9-1 (recompressed, same content) and the same as published elsewhere for the
+# decompressed files of archives whose md5 matches Zalando's list. Same bytes as torchvision's download unpacks.
+SHA256 = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
 HOW_TO_FIX = (
     "To fix it, do one of: install Debian's package (sudo apt-get install dataset-fashion-mnist, which fills "
     f"{DEBIAN_DIR}); copy the four Fashion-MNIST files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
@@ -41,18 +59,39 @@ def search_dirs():
     return dirs + [Path("data"), DEBIAN_DIR]
 
 
+def _scan(folder):
+    """({name: path} for a folder holding all four files (plain or .gz), directly or in FashionMNIST/raw,
+    or None; why not, in words; whether that is worth telling (the folder holds some of the files)."""
+    try:
+        if not folder.exists():
+            return None, "does not exist", False
+        if not folder.is_dir():
+            return None, "is not a folder", False
+        if not any(folder.iterdir()):
+            return None, "is empty", False
+        best = {}
+        for d in (folder, folder / "FashionMNIST" / "raw"):
+            found = {}
+            for name in FILES:
+                for candidate in (d / name, d / f"{name}.gz"):
+                    if candidate.is_file():
+                        found[name] = candidate
+                        break
+            if len(found) == len(FILES):
+                return found, "", False
+            if len(found) > len(best):
+                best = found
+    except OSError as e:  # a folder we may not read
+        return None, f"cannot be read ({e.strerror or e})", True
+    if not best:
+        return None, "holds none of the four files (train-images-idx3-ubyte.gz ...)", False
+    lacking = ", ".join(f"{n}.gz" for n in FILES if n not in best)
+    return None, f"has no {lacking} ({len(best)} of the 4 files)", True
+
+
 def _find_files(folder):
     """{name: path} for a folder holding all four files (plain or .gz), directly or in FashionMNIST/raw."""
-    for d in (folder, folder / "FashionMNIST" / "raw"):
-        found = {}
-        for name in FILES:
-            for candidate in (d / name, d / f"{name}.gz"):
-                if candidate.is_file():
-                    found[name] = candidate
-                    break
-        if len(found) == len(FILES):
-            return found
-    return None
+    return _scan(folder)[0]
 
 
 def _unpack_into(files, root):
@@ -92,13 +131,49 @@ def _staging_root():
     raise DataError("Neither ./data nor ~/.cache/bnviz is writable, so the data cannot be unpacked.")
 
 
-def locate(download=True):
-    """A torchvision root holding Fashion-MNIST (unpacking or downloading it if needed)."""
-    for folder in search_dirs():
-        files = _find_files(folder)
+def _label(folder, first):
+    """How a place is named in messages."""
+    if first and env.data_dir() is not None:
+        return f"$BNVIZ_DATA={folder}"
+    return "./data" if folder == Path("data") else str(folder)
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where the data is: the torchvision root to load, the place its files came from (as messages name it),
+    and the places passed over before it, each as (name, why, worth telling)."""
+
+    root: Path
+    label: str
+    passed_over: tuple = ()
+    unpacked: bool = False  # the files were unpacked from `label` into root, a folder of our own
+
+    @property
+    def used(self):
+        return f"{self.label} (unpacked into {_label(self.root, False)})" if self.unpacked else self.label
+
+    @property
+    def note(self):
+        """e.g. "$BNVIZ_DATA=/x has no t10k-labels-idx1-ubyte.gz (3 of the 4 files); used ./data"."""
+        return "; ".join([f"{place} {why}" for place, why, _ in self.passed_over] + [f"used {self.used}"])
+
+    @property
+    def notice(self):
+        """The note when a folder named by $BNVIZ_DATA, or one holding some of the files, was passed over."""
+        return self.note if any(telling for _, _, telling in self.passed_over) else ""
+
+
+def find(download=True):
+    """Located: the first place holding the four files (unpacked if needed), else torchvision's download."""
+    passed_over = []
+    for i, folder in enumerate(search_dirs()):
+        files, why, telling = _scan(folder)
+        label = _label(folder, i == 0)
         if files:
             writable = os.access(folder, os.W_OK) and folder != DEBIAN_DIR
-            return _unpack_into(files, folder if writable else _staging_root())
+            root = Path(_unpack_into(files, folder if writable else _staging_root()))
+            return Located(root, label, tuple(passed_over), unpacked=root != folder)
+        passed_over.append((label, why, telling or label.startswith("$BNVIZ_DATA")))
     if download:
         from torchvision.datasets import FashionMNIST
 
@@ -106,13 +181,18 @@ def locate(download=True):
         try:
             FashionMNIST(root, train=True, download=True)
             FashionMNIST(root, train=False, download=True)
-            return root
+            return Located(root, f"torchvision's download into {_label(root, False)}", tuple(passed_over))
         except Exception as e:  # no internet, a proxy, a full disk...
             reason = f"torchvision's download failed ({type(e).__name__}: {e})"
     else:
         reason = "download not allowed"
-    places = ", ".join(str(d) for d in search_dirs())
-    raise DataError(f"Fashion-MNIST was not found in {places}, and {reason}. {HOW_TO_FIX}")
+    places = "; ".join(f"{place} {why}" for place, why, _ in passed_over)
+    raise DataError(f"Fashion-MNIST was not found ({places}), and {reason}. {HOW_TO_FIX}")
+
+
+def locate(download=True):
+    """A torchvision root holding Fashion-MNIST (unpacking or downloading it if needed)."""
+    return find(download=download).root
 
 
 @dataclass(frozen=True)
@@ -124,11 +204,13 @@ class FashionMNISTData:
     test_images: torch.Tensor
     test_labels: torch.Tensor
     source: str = ""
+    note: str = ""  # where it came from and why earlier places were passed over (Located.note)
+    notice: str = ""  # the note, when it is worth showing (Located.notice); else ""
 
     def to(self, device):
-        return FashionMNISTData(
-            *(t.to(device) for t in (self.train_images, self.train_labels, self.test_images, self.test_labels)),
-            self.source,
+        return dataclasses.replace(
+            self,
+            **{k: getattr(self, k).to(device) for k in ("train_images", "train_labels", "test_images", "test_labels")},
         )
 
 
@@ -148,15 +230,55 @@ def check_content(images, labels, n, what):
         )
 
 
+def sha256_of(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_digests(raw, source=""):
+    """Raise DataError unless the four decompressed files in raw are Zalando's original Fashion-MNIST.
+
+    Hashing the 55 MB takes about 0.06 s (load_fashion_mnist does it once per process and root).
+    """
+    wrong = [n for n in FILES if sha256_of(raw / n) != SHA256[n]]
+    if wrong:
+        where = f"{raw} (from {source})" if source else str(raw)
+        todo = (
+            "Delete them, or point $BNVIZ_DATA at a folder holding the original files (or unset it)"
+            if source.startswith("$BNVIZ_DATA")
+            else "Delete them (bnviz then looks in the next place, or downloads the originals)"
+        )
+        raise DataError(
+            f"The files in {where} are not the original Fashion-MNIST: the SHA-256 of {', '.join(wrong)} "
+            f"(decompressed) differs from Zalando's, though shapes and class counts are right. They are "
+            f"another dataset, random images or altered copies. {todo}. {HOW_TO_FIX}"
+        )
+
+
 _cache = {}
 
 
+UNCHECKED = "the SHA-256 digests were not checked ($BNVIZ_DATA_UNCHECKED=1)"
+
+
 def load_fashion_mnist(root=None, *, download=True):
-    """Load (and cache in this process) the dataset on the CPU, checked by content."""
+    """Load (and cache in this process) the dataset on the CPU, checked by content and digest.
+
+    Without a root it is found (find()), and the data says where from (``note``, ``notice``).
+    $BNVIZ_DATA_UNCHECKED=1 skips the digests (synthetic data in tests), and the note and notice say so.
+    """
     from torchvision.datasets import FashionMNIST
 
-    root = Path(root) if root is not None else locate(download=download)
-    key = str(root.resolve())
+    found = None
+    if root is None:
+        found = find(download=download)
+        root = found.root
+    root = Path(root)
+    unchecked = env.data_unchecked()
+    key = (str(root.resolve()), unchecked)
     if key not in _cache:
         parts = []
         for train, n in ((True, 60_000), (False, 10_000)):
@@ -171,8 +293,16 @@ def load_fashion_mnist(root=None, *, download=True):
                 ) from e
             check_content(ds.data, ds.targets, n, what)
             parts += [ds.data.contiguous(), ds.targets.long()]
+        if not unchecked:
+            check_digests(root / "FashionMNIST" / "raw", found.label if found else "")
         _cache[key] = FashionMNISTData(*parts, source=str(root))
-    return _cache[key]
+    note, notice = (found.note, found.notice) if found else ("", "")
+    if unchecked:
+        note = f"{note}; {UNCHECKED}" if note else UNCHECKED
+        notice = note  # worth showing: what is loaded may not be Fashion-MNIST at all
+    if (note, notice) == ("", ""):
+        return _cache[key]
+    return dataclasses.replace(_cache[key], note=note, notice=notice)
 
 
 def batches(images, labels, batch_size, *, shuffle=False, seed=0, epoch=0):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 VARIABLES = {
     "BNVIZ_DATA": "folder holding the four Fashion-MNIST files (searched first)",
+    "BNVIZ_DATA_UNCHECKED": "1: accept Fashion-MNIST-shaped data whose SHA-256 is not Zalando's (tests)",
     "BNVIZ_THREADS": "torch intra-op threads per experiment (default: chosen for the machine)",
     "BNVIZ_ENGINE": "'process' (default: each experiment in a child process) or 'thread' (inside the server)",
     "BNVIZ_START_METHOD": "'forkserver' (default on Linux) or 'spawn' (default elsewhere) for those processes",
@@ -45,6 +46,10 @@ def _read(name, parse, default, valid=lambda v: True):
 def data_dir():
     raw = os.environ.get("BNVIZ_DATA", "").strip()
     return Path(raw) if raw else None
+
+
+def data_unchecked():
+    return os.environ.get("BNVIZ_DATA_UNCHECKED", "").strip().lower() in ("1", "true", "yes")
 
 
 def threads():

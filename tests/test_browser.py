@@ -91,7 +91,7 @@ def data_env(request):
         os.chdir(cwd)
     if found:
         return {}
-    return {"BNVIZ_DATA": str(request.getfixturevalue("full_synthetic").folder)}
+    return {"BNVIZ_DATA": str(request.getfixturevalue("full_synthetic").folder), "BNVIZ_DATA_UNCHECKED": "1"}
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """The command line, run in-process: argument errors, device errors, data errors, and what --out writes."""
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from conftest import until, worker_threads
 
 import bnviz.cli
 import bnviz.cli as cli
+import bnviz.data
 from bnviz.cli import main
 from bnviz.data import FashionMNISTData, num_batches
 
@@ -198,11 +200,51 @@ def test_data_errors_return_2(places, idx, monkeypatch, capsys, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_data_command_reports_the_set(places, full_synthetic, monkeypatch, capsys):
+def test_data_command_reports_the_set(places, full_synthetic, synthetic_is_original, monkeypatch, capsys):
     monkeypatch.setenv("BNVIZ_DATA", str(full_synthetic.folder))
     assert main(["data"]) == 0
     out = capsys.readouterr().out
-    assert f"Fashion-MNIST ready in {full_synthetic.folder}" in out and "(60,000 + 10,000 images)" in out
+    assert out == (
+        f"bnviz: Fashion-MNIST ready in {full_synthetic.folder} "
+        "(60,000 + 10,000 images, the original files by SHA-256)\n"
+        f"bnviz: used $BNVIZ_DATA={full_synthetic.folder}\n"
+    )
+
+
+def test_data_command_says_why_the_named_folder_was_not_used(
+    places, full_synthetic, synthetic_is_original, monkeypatch, capsys, tmp_path
+):
+    monkeypatch.setattr(bnviz.data, "DEBIAN_DIR", full_synthetic.folder)
+    monkeypatch.setenv("BNVIZ_DATA", str(tmp_path / "nowhere"))
+    assert main(["data"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("bnviz: Fashion-MNIST ready in data (60,000 + 10,000 images")
+    assert out[1] == (
+        f"bnviz: $BNVIZ_DATA={tmp_path / 'nowhere'} does not exist; ./data does not exist; "
+        f"used {full_synthetic.folder} (unpacked into ./data)"
+    )
+
+
+def test_train_says_when_the_named_folder_was_passed_over(capsys, monkeypatch):
+    notice = "$BNVIZ_DATA=/x is empty; used ./data"
+    data = dataclasses.replace(synthetic_data(), note=notice, notice=notice)
+    monkeypatch.setattr(bnviz.cli, "load_fashion_mnist", lambda *a, **k: data)
+    assert main(["train", "--device", "cpu", "--epochs", "1", "--train-size", "64", "--batch-size", "32"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"bnviz: {notice}\nbnviz: training none, scratch on ")
+
+
+def test_data_command_refuses_noise_shaped_like_the_set(places, full_synthetic, monkeypatch, capsys):
+    """full_synthetic has Fashion-MNIST's shapes and class counts but not its images: refused by digest."""
+    places.env.mkdir()
+    for p in full_synthetic.folder.glob("*.gz"):
+        (places.env / p.name).symlink_to(p)
+    monkeypatch.setenv("BNVIZ_DATA", str(places.env))
+    assert main(["data"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert captured.err.startswith(f"bnviz: The files in {places.env / 'FashionMNIST' / 'raw'} (from $BNVIZ_DATA=")
+    assert "are not the original Fashion-MNIST" in captured.err and "point $BNVIZ_DATA at a folder" in captured.err
 
 
 def test_chapter_run_on_real_data(real_data_root, tmp_path, monkeypatch, capsys):

@@ -1,12 +1,15 @@
 """Finding, unpacking, checking and batching Fashion-MNIST, on IDX files written here (and the real ones)."""
 
 import gzip
+import hashlib
 import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from conftest import REAL_DEBIAN_DIR, idx_bytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,9 +17,11 @@ import bnviz.data
 from bnviz.data import (
     CLASS_NAMES,
     FILES,
+    SHA256,
     DataError,
     batches,
     check_content,
+    find,
     load_fashion_mnist,
     locate,
     num_batches,
@@ -78,10 +83,15 @@ def test_incomplete_folder_is_passed_over(places, idx, monkeypatch):
     written[FILES[3]].unlink()
     arrays = idx.make_arrays(20, 10, seed=1)
     idx.write_dataset(places.debian, arrays)
-    root = locate(download=False)
-    assert Path(root).resolve() == (places.cwd / "data").resolve()
-    assert raw_contents(root) == expected_contents(idx, arrays)
+    found = find(download=False)
+    assert found.root.resolve() == (places.cwd / "data").resolve()
+    assert raw_contents(found.root) == expected_contents(idx, arrays)
     assert not raw_dir(places.env).exists()
+    assert found.note == (
+        f"$BNVIZ_DATA={places.env} has no {FILES[3]}.gz (3 of the 4 files); ./data does not exist; "
+        f"used {places.debian} (unpacked into ./data)"
+    )
+    assert found.notice == found.note
 
 
 @pytest.mark.parametrize("gz", [True, False], ids=["gz", "plain"])
@@ -136,13 +146,141 @@ def test_nothing_found_without_download(places, monkeypatch):
     with pytest.raises(DataError) as e:
         locate(download=False)
     msg = str(e.value)
-    for place in (places.env, Path("data"), places.debian):
-        assert str(place) in msg
+    assert f"$BNVIZ_DATA={places.env} does not exist; ./data does not exist; {places.debian} does not exist" in msg
     assert "download not allowed" in msg
     assert "apt-get install dataset-fashion-mnist" in msg
     assert "$BNVIZ_DATA" in msg and "./data" in msg and "train-images-idx3-ubyte.gz" in msg
     assert not (places.cwd / "data").exists() or not any((places.cwd / "data").iterdir())
     with pytest.raises(DataError, match="not found"):
+        load_fashion_mnist(download=False)
+
+
+# --- which place was used, and why the ones before it were not ---------------------------------------
+
+
+def fill_env(places, idx, how):
+    """$BNVIZ_DATA as a folder that is missing, empty, incomplete (3 of 4 files) or holds something else."""
+    if how == "empty":
+        places.env.mkdir()
+    elif how == "incomplete":
+        written = idx.write_dataset(places.env, idx.make_arrays(20, 10), gz=True)
+        written[FILES[0]].unlink()
+    elif how == "other files":
+        idx.write_file(places.env / "notes.txt", b"not the data")
+    elif how == "a file":
+        idx.write_file(places.env, b"not a folder")
+    return {
+        "missing": "does not exist",
+        "empty": "is empty",
+        "incomplete": f"has no {FILES[0]}.gz (3 of the 4 files)",
+        "other files": "holds none of the four files (train-images-idx3-ubyte.gz ...)",
+        "a file": "is not a folder",
+    }[how]
+
+
+@pytest.mark.parametrize("how", ["missing", "empty", "incomplete", "other files", "a file"])
+def test_a_named_folder_passed_over_says_why(places, idx, monkeypatch, how):
+    monkeypatch.setenv("BNVIZ_DATA", str(places.env))
+    why = fill_env(places, idx, how)
+    idx.write_dataset(places.cwd / "data", idx.make_arrays(20, 10), gz=True)
+    found = find(download=False)
+    assert found.root == Path("data")
+    assert found.note == f"$BNVIZ_DATA={places.env} {why}; used ./data"
+    assert found.notice == found.note  # the folder asked for was not used: worth showing
+
+
+def test_usual_places_passed_over_are_noted_but_not_shown(places, idx):
+    idx.write_dataset(places.debian, idx.make_arrays(20, 10), gz=True)
+    found = find(download=False)
+    assert found.note == f"./data does not exist; used {places.debian} (unpacked into ./data)"
+    assert found.notice == ""  # no $BNVIZ_DATA and an absent ./data: nothing unusual
+    found = find(download=False)  # ./data now holds the unpacked files
+    assert found.note == "used ./data" and found.notice == ""
+
+
+def test_a_partly_filled_data_folder_is_shown(places, idx):
+    written = idx.write_dataset(places.cwd / "data", idx.make_arrays(20, 10), gz=True)
+    written[FILES[1]].unlink()
+    arrays = idx.make_arrays(20, 10, seed=1)
+    idx.write_dataset(places.debian, arrays, gz=True)
+    found = find(download=False)
+    debian = f"{places.debian} (unpacked into ./data)"
+    assert found.notice == f"./data has no {FILES[1]}.gz (3 of the 4 files); used {debian}"
+    assert raw_contents(found.root) == expected_contents(idx, arrays)  # Debian's set, not ./data's three files
+
+
+def test_loaded_data_says_where_it_came_from(places, full_synthetic, synthetic_is_original, monkeypatch):
+    """The note travels with the data, and is the one of this call, not of the cached load before it."""
+    monkeypatch.setattr(bnviz.data, "DEBIAN_DIR", full_synthetic.folder)
+    monkeypatch.setenv("BNVIZ_DATA", str(places.env))
+    places.env.mkdir()
+    d = load_fashion_mnist(download=False)
+    debian = f"{full_synthetic.folder} (unpacked into ./data)"
+    assert d.note == f"$BNVIZ_DATA={places.env} is empty; ./data does not exist; used {debian}"
+    assert d.notice == d.note
+    monkeypatch.delenv("BNVIZ_DATA")
+    again = load_fashion_mnist(download=False)
+    assert again.note == "used ./data" and again.notice == ""
+    assert again.train_images is d.train_images  # the same tensors, loaded and checked once
+    assert d.to("cpu").note == d.note
+
+
+def noise_folder(folder, compresslevel=0):
+    """Random images with exactly 6,000 + 1,000 labels per class, gzipped: the right shapes and counts."""
+    rng = np.random.default_rng(7)
+    for name, n in zip(FILES, (60_000, 60_000, 10_000, 10_000)):
+        a = (
+            rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+            if "images" in name
+            else rng.permutation(np.arange(n) % 10)
+        )
+        write_file(folder / name, idx_bytes(a), compresslevel)
+    return folder
+
+
+def write_file(path, data, compresslevel):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_name(path.name + ".gz").write_bytes(gzip.compress(data, compresslevel=compresslevel))
+
+
+def test_noise_with_the_right_counts_is_refused(places, full_synthetic, synthetic_is_original, monkeypatch):
+    """Noise shaped like Fashion-MNIST in $BNVIZ_DATA is refused (not passed over for the next place)."""
+    monkeypatch.setenv("BNVIZ_DATA", str(noise_folder(places.env)))
+    monkeypatch.setattr(bnviz.data, "DEBIAN_DIR", full_synthetic.folder)  # a good set lies in the next place
+    with pytest.raises(DataError) as e:
+        load_fashion_mnist(download=False)
+    msg = str(e.value)
+    assert msg.startswith(f"The files in {raw_dir(places.env)} (from $BNVIZ_DATA={places.env}) are not the original")
+    assert ", ".join(FILES) in msg and "though shapes and class counts are right" in msg
+    assert "Delete them, or point $BNVIZ_DATA at a folder holding the original files (or unset it)" in msg
+    monkeypatch.delenv("BNVIZ_DATA")  # refused, not cached: pointed elsewhere, the good set loads
+    assert load_fashion_mnist(download=False).train_labels.shape == (60_000,)
+
+
+def test_noise_in_data_is_refused_with_what_to_do(places, tmp_path, monkeypatch):
+    noise_folder(places.cwd / "data")
+    with pytest.raises(DataError) as e:
+        load_fashion_mnist(download=False)
+    msg = str(e.value)
+    assert f"The files in {raw_dir('data')} (from ./data) are not the original Fashion-MNIST" in msg
+    assert "Delete them (bnviz then looks in the next place, or downloads the originals)" in msg
+
+
+def test_unchecked_accepts_other_data_and_says_so(places, full_synthetic, monkeypatch):
+    """$BNVIZ_DATA_UNCHECKED=1 (the browser tests' synthetic server): loaded, and the note says unchecked."""
+    places.env.mkdir()
+    for p in full_synthetic.folder.glob("*.gz"):
+        (places.env / p.name).symlink_to(p)
+    monkeypatch.setenv("BNVIZ_DATA", str(places.env))
+    with pytest.raises(DataError, match="not the original Fashion-MNIST"):
+        load_fashion_mnist(download=False)
+    monkeypatch.setenv("BNVIZ_DATA_UNCHECKED", "1")
+    d = load_fashion_mnist(download=False)
+    unchecked = "the SHA-256 digests were not checked ($BNVIZ_DATA_UNCHECKED=1)"
+    assert d.note == d.notice == f"used $BNVIZ_DATA={places.env}; {unchecked}"
+    assert load_fashion_mnist(places.env, download=False).notice == unchecked
+    monkeypatch.delenv("BNVIZ_DATA_UNCHECKED")  # unchecked data is never handed to a checked load
+    with pytest.raises(DataError, match="not the original Fashion-MNIST"):
         load_fashion_mnist(download=False)
 
 
@@ -185,7 +323,7 @@ def full_root(full_synthetic):
     return Path(root)
 
 
-def test_full_size_synthetic_loads(full_root, full_synthetic):
+def test_full_size_synthetic_loads(full_root, full_synthetic, synthetic_is_original):
     d = load_fashion_mnist(full_root, download=False)
     assert d.source == str(full_root)
     assert d.train_images.dtype == torch.uint8 and d.train_images.shape == (60_000, 28, 28)
@@ -195,9 +333,10 @@ def test_full_size_synthetic_loads(full_root, full_synthetic):
     assert torch.equal(d.train_images, tri) and torch.equal(d.test_images, tei)
     assert torch.equal(d.train_labels, trl.long()) and torch.equal(d.test_labels, tel.long())
     assert load_fashion_mnist(full_root, download=False) is d  # cached in the process
+    assert d.note == "" and d.notice == ""  # a root given: nothing was searched
 
 
-def test_full_size_synthetic_through_locate(places, full_synthetic, monkeypatch):
+def test_full_size_synthetic_through_locate(places, full_synthetic, synthetic_is_original, monkeypatch):
     """The Debian case end to end: gz files in a folder we must not write, unpacked into ./data, loaded."""
     monkeypatch.setattr(bnviz.data, "DEBIAN_DIR", full_synthetic.folder)
     d = load_fashion_mnist(download=False)
@@ -365,3 +504,31 @@ def test_real_fashion_mnist(real_data):
     X, y = next(batches(d.train_images, d.train_labels, 128, shuffle=True, seed=0, epoch=1))
     assert X.shape == (128, 1, 28, 28) and y.shape == (128,)
     assert num_batches(60_000, 128) == 469 and num_batches(10_000, 1024, shuffle=False) == 10
+
+
+def test_real_files_regzipped_still_pass(real_data_root, places, monkeypatch):
+    """Another gzip (level 1, not Debian's nor Zalando's) of the same bytes: the same decompressed digests."""
+    for name in FILES:
+        data = (raw_dir(real_data_root) / name).read_bytes()
+        write_file(places.env / name, data, compresslevel=1)
+        debian = REAL_DEBIAN_DIR / f"{name}.gz"
+        if debian.is_file():
+            assert (places.env / f"{name}.gz").read_bytes() != debian.read_bytes()
+    monkeypatch.setenv("BNVIZ_DATA", str(places.env))
+    d = load_fashion_mnist(download=False)
+    assert d.note == f"used $BNVIZ_DATA={places.env}" and d.notice == ""
+    assert torch.bincount(d.test_labels, minlength=10).tolist() == [1_000] * 10
+
+
+def test_real_files_with_one_pixel_changed_are_refused(real_data_root, tmp_path):
+    raw = raw_dir(tmp_path / "root")
+    raw.mkdir(parents=True)
+    for name in FILES:
+        (raw / name).symlink_to(raw_dir(real_data_root) / name)
+    data = bytearray((raw_dir(real_data_root) / FILES[2]).read_bytes())
+    data[16 + 400] ^= 1  # one pixel of the first test image, one bit
+    (raw / FILES[2]).unlink()
+    (raw / FILES[2]).write_bytes(bytes(data))
+    assert hashlib.sha256(bytes(data)).hexdigest() != SHA256[FILES[2]]
+    with pytest.raises(DataError, match=f"the SHA-256 of {FILES[2]} \\(decompressed\\) differs"):
+        load_fashion_mnist(tmp_path / "root", download=False)
