@@ -522,10 +522,35 @@ def test_a_reload_finds_its_experiment_and_a_stale_link_gets_a_fresh_one(page):
     again.assert_clean()
     assert again.key == key and len(page.registry) == 1
     assert [l.step for l in page.registry.get(key).snapshot().lanes] == [1, 1]
+    # a run of this server that ended (its page closed longer than the grace period)
+    page.registry.grace_s, page.registry.clock = 0, lambda: float("inf")
+    assert page.registry.reap() == [key]
+    page.registry.grace_s, page.registry.clock = 120.0, time.monotonic
+    ended = Page(page.tracked, run_key=key)
+    assert not ended.at.exception and ended.key != key
+    assert any("That run has ended" in t for t in ended.texts("info")), ended.texts("info")
+    # a run this server never made: the server restarted since, or the link is from another one
     stale = Page(page.tracked, run_key="no-such-run")
     assert not stale.at.exception
     assert stale.key != "no-such-run" and len(page.registry) == 2
-    assert any("That run has ended" in t for t in stale.texts("info"))
+    assert any("the server has restarted since" in t for t in stale.texts("info")), stale.texts("info")
+
+
+def test_a_lesson_link_s_values_that_cannot_be_used_are_named(owned, monkeypatch, synthetic):
+    monkeypatch.setattr(bnviz.data, "load_fashion_mnist", lambda *a, **k: synthetic)
+    p = Page(owned, epochs="101", lr="abc", view="Training")
+    assert not p.at.exception
+    (warning,) = p.texts("warning")
+    warning = warning.replace("\\", "")  # the Markdown source escapes the link's text; the page shows it plain
+    assert "epochs='101' (it must be a whole number from 1 to 100)" in warning
+    assert "lr='abc' (it must be one of 0.01" in warning and "view" not in warning
+    assert p.exp.settings.epochs == 3 and p.exp.settings.lr == 0.1  # the preset's values, as the page says
+    # the link's text is shown as text: a value written as a Markdown link stays text
+    linked = Page(owned, seed="[click](http://example.com)")
+    (warning,) = linked.texts("warning")
+    assert "\\[click\\]\\(http://example.com\\)" in warning
+    for fine in ({"epochs": "7"}, {}):
+        assert not Page(owned, **fine).texts("warning")
 
 
 # ----------------------------------------------------------------------------------------- when things go wrong

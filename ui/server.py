@@ -21,7 +21,8 @@ from bnviz.registry import Janitor, Registry
 from bnviz.replay import Recording
 from bnviz.snapshot import LaneSpec
 
-from .state import Key, flash, init_widgets, settings_from_widgets, url_lanes
+from .feedback import plain
+from .state import Key, flash, init_widgets, settings_from_widgets, url_lanes, url_problems
 
 SHIPPED_RUN = Path(__file__).resolve().parents[1] / "assets" / "chapter-run" / "experiment.npz"
 SHIPPED_NAME = "the chapter's 10 epochs (shipped)"
@@ -40,6 +41,18 @@ def server():
     Janitor(registry).start()
     atexit.register(registry.close)
     return registry
+
+
+@st.cache_resource
+def runs_made_here():
+    """The ids of every run this server made (ended ones too): a link to any other is from before a restart."""
+    return set()
+
+
+def register(registry, exp):
+    key = registry.add(exp)
+    runs_made_here().add(key)
+    return key
 
 
 @st.cache_resource(show_spinner="Loading Fashion-MNIST…")
@@ -67,11 +80,15 @@ def make_experiment(data, settings, lanes):
 
 
 def new_experiment(registry, data):
+    problems = url_problems()
+    if problems:
+        # the values are the link's own text: shown as text, never as Markdown (a link's value could be a link)
+        flash("warning", plain(f"This link's {'; '.join(problems)} could not be used: the default is used instead."))
     init_widgets()
     activation = st.session_state[Key.ACTIVATION]
     lanes = url_lanes() or (LaneSpec("none", activation), LaneSpec("scratch", activation))  # a lesson link's lanes
     exp = make_experiment(data, settings_from_widgets(), lanes)
-    key = registry.add(exp)
+    key = register(registry, exp)
     st.query_params["run"] = key
     return key, exp
 
@@ -81,8 +98,14 @@ def attach(registry, data):
     key = st.query_params.get("run")
     exp = registry.get(key) if key else None
     if exp is None:
-        if key:
-            flash("info", "That run has ended (the page was closed for a while); here is a fresh one.")
+        if key in runs_made_here():
+            flash("info", "That run has ended (its page was closed for a while); here is a fresh one.")
+        elif key:
+            flash(
+                "info",
+                "That run is not on this server: the server has restarted since (a run lives as long as the server "
+                "that trains it), or the link is from another server. Here is a fresh run.",
+            )
         key, exp = new_experiment(registry, data)
     init_widgets(exp)
     st.session_state[Key.RUN_KEY] = key
@@ -98,7 +121,7 @@ def apply_setup(exp, registry, data):
         lanes = [LaneSpec(l.spec.norm, ss[Key.ACTIVATION]) for l in exp.lanes]
         if resolve_device(settings.device) != exp.device:
             fresh = make_experiment(data, settings, lanes)
-            st.query_params["run"] = ss[Key.RUN_KEY] = registry.add(fresh)
+            st.query_params["run"] = ss[Key.RUN_KEY] = register(registry, fresh)
             exp.stop(timeout=0)
             return
         exp.reset(settings, lanes)
@@ -120,7 +143,8 @@ def open_recording(source, name):
         st.session_state[Key.RECORDING] = Recording.load(source, name=name)
         st.session_state.pop(Key.REPLAY_STEP, None)
     except (RecordingError, FileNotFoundError) as e:
-        flash("error", f"The recorded run could not be opened: {e}" if name == SHIPPED_NAME else str(e))
+        # the message may quote the file (a table's name): as text, never as Markdown
+        flash("error", plain(f"The recorded run could not be opened: {e}" if name == SHIPPED_NAME else str(e)))
 
 
 def open_shipped_run():

@@ -134,6 +134,40 @@ def url_epochs():
     return n if 1 <= n <= MAX_URL_EPOCHS else None
 
 
+def url_problems():
+    """The lesson link's values that cannot be used, each as a sentence that says what was used instead.
+
+    A link's value that is not valid is dropped (the widget keeps its default); the page says so once,
+    instead of silently training something other than what the link asked for.
+    """
+    checks = {  # key: (parse, valid, what is allowed)
+        Key.LR: (float, lambda v: v in LR_CHOICES, "one of " + ", ".join(f"{v:g}" for v in LR_CHOICES)),
+        Key.BATCH_SIZE: (int, lambda v: v in BATCH_SIZES, "one of " + ", ".join(map(str, BATCH_SIZES))),
+        Key.EPOCHS: (int, lambda v: 1 <= v <= MAX_URL_EPOCHS, f"a whole number from 1 to {MAX_URL_EPOCHS}"),
+        Key.SEED: (int, lambda v: 0 <= v <= 10_000, "a whole number from 0 to 10000"),
+        Key.ACTIVATION: (str, lambda v: v in ACTIVATIONS, " or ".join(ACTIVATIONS)),
+        Key.VIEW: (str, lambda v: v in VIEW_NAMES, "one of " + ", ".join(VIEW_NAMES)),
+        Key.POSITION: (str, lambda v: v in BN_LAYERS, "one of " + ", ".join(BN_LAYERS)),
+        Key.PRESET: (str, lambda v: v in PRESETS or v in URL_PRESETS, "demo or chapter"),
+        Key.PRESENT: (url_bool, lambda v: True, "true or false"),
+    }
+    for i in range(3):
+        checks[Key.bn(i)] = (url_bool, lambda v: True, "true or false")
+        checks[Key.impl(i)] = (str, lambda v: v in NORM_NAMES, " or ".join(NORM_NAMES))
+    problems = []
+    for key, (parse, valid, allowed) in checks.items():
+        raw = st.query_params.get(key)
+        if raw is None:
+            continue
+        try:
+            ok = valid(parse(raw))
+        except ValueError:
+            ok = False
+        if not ok:
+            problems.append(f"{key}={str(raw)[:40]!r} (it must be {allowed})")
+    return problems
+
+
 def init_widgets(exp=None):
     """Widget values: from the attached experiment (after a reload), else from a lesson link's URL, else the preset.
 
@@ -180,11 +214,14 @@ def settings_from_widgets():
 
 
 def flash(kind, text):
-    """A message shown once at the top of the next drawing of the page: kind is info, warning or error."""
-    st.session_state[Key.FLASH] = (kind, text)
+    """A message shown once at the top of the next drawing of the page: kind is info, warning or error.
+
+    Messages wait in order; the same message twice is shown once."""
+    waiting = st.session_state.setdefault(Key.FLASH, [])
+    if (kind, text) not in waiting:
+        waiting.append((kind, text))
 
 
 def show_flash():
-    message = st.session_state.pop(Key.FLASH, None)
-    if message:
-        getattr(st, message[0])(message[1])
+    for kind, text in st.session_state.pop(Key.FLASH, []):
+        getattr(st, kind)(text)
