@@ -21,7 +21,7 @@ def main():
         data = server.dataset()
     except DataError as e:
         st.title(TITLE)
-        st.error(f"**The Fashion-MNIST data was not found.** {e}")
+        st.error(f"**The Fashion-MNIST data was not found.** {server.no_maths(e)}")
         st.stop()
     registry = server.server()
     key, exp = server.attach(registry, data)
@@ -42,6 +42,7 @@ def main():
 
     st.title(TITLE)
     show_flash()
+    server.data_notice(data)
     live.heartbeat(registry, key)  # the live run stays alive while this tab is open, replaying or not
     if rec is not None:
         replay.render(rec)  # its explainer first, above the fold, then the view picker and the timeline

@@ -57,7 +57,20 @@ def register(registry, exp):
 
 @st.cache_resource(show_spinner="Loading Fashion-MNIST…")
 def dataset():
+    """The dataset, found, unpacked and checked once per server (a DataError is not cached: a reload retries)."""
     return bnviz.data.load_fashion_mnist()
+
+
+def no_maths(text):
+    """A data message as Markdown: "$BNVIZ_DATA ... $BNVIZ_DATA" must not become a formula."""
+    return str(text).replace("$", "\\$")
+
+
+def data_notice(data):
+    """Under the title, when it is worth knowing: the folder $BNVIZ_DATA names (or a partly filled one) was
+    passed over and why, or the data's digests were not checked (bnviz.data's notice)."""
+    if data.notice:
+        st.caption(f"Fashion-MNIST: {no_maths(data.notice)}")
 
 
 def make_experiment(data, settings, lanes):
