@@ -90,15 +90,19 @@ class BatchNorm(nn.Module):
         self.register_buffer("moving_mean", torch.zeros(shape))
         self.register_buffer("moving_var", torch.ones(shape))
 
-    def forward(self, X):
+    def check_input(self, X):
+        """A ValueError that names the shape, for input of the wrong rank or channel count."""
+        name = type(self).__name__
         if X.dim() != self.num_dims:
             layout = "(N, C)" if self.num_dims == 2 else "(N, C, H, W)"
             raise ValueError(
-                f"BatchNorm(num_dims={self.num_dims}) expects {self.num_dims}-D input {layout}, "
-                f"got shape {tuple(X.shape)}"
+                f"{name}(num_dims={self.num_dims}) expects {self.num_dims}-D input {layout}, got shape {tuple(X.shape)}"
             )
         if X.shape[1] != self.num_features:
-            raise ValueError(f"BatchNorm expects {self.num_features} channels (dim 1), got shape {tuple(X.shape)}")
+            raise ValueError(f"{name} expects {self.num_features} channels (dim 1), got shape {tuple(X.shape)}")
+
+    def forward(self, X):
+        self.check_input(X)
         Y, new_moving_mean, new_moving_var = batch_norm(
             X,
             self.gamma,

@@ -11,7 +11,9 @@ At every BN position (bn1..bn4) a probe records, from the very forward pass that
   keeps a probe cheap): histograms over fixed bins shared by every lane, so
   before/after and BN on/off compare bar for bar; the 15th, 50th and 85th percentiles (Ioffe & Szegedy
   2015, Figure 1); mean and std; the fraction of saturated units (sigmoid < 0.05 or > 0.95, or ReLU = 0);
-- per channel: the batch mean and variance, the running mean and variance, gamma and beta (BN lanes);
+- per channel: the batch mean and variance; the running mean and variance, gamma and beta, those of them the
+  layer holds (``norm_state``: LayerNorm and GroupNorm have gamma and beta but no running statistics, BN
+  that only centres has no running variance);
 - per weight layer: the gradient norm and the update-to-weight ratio ``lr * |grad| / |w|`` (plain SGD).
 All of it is gathered as tensors and moved to the CPU in one transfer.
 """
@@ -22,8 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .batchnorm import BatchNorm
-from .models import BN_ACTIVATIONS, BN_INPUTS, BN_LAYERS
+from .models import BN_ACTIVATIONS, BN_INPUTS, BN_LAYERS, FULL_STATE
 
 HIST_RANGE = (-5.0, 5.0)  # bins for the tensors entering and leaving BN: 0.1 wide
 HIST_BINS = 100
@@ -84,13 +85,34 @@ class Hooks(list):
         self.remove()
 
 
+# Where each piece of state lives: our layers' names first, then torch's (BatchNorm, LayerNorm, GroupNorm).
+STATE_ATTRIBUTES = {
+    "running_mean": ("moving_mean", "running_mean"),
+    "running_var": ("moving_var", "running_var"),
+    "gamma": ("gamma", "weight"),
+    "beta": ("beta", "bias"),
+}
+
+
+def norm_state(layer):
+    """{name: tensor} of what a normalisation layer holds, among running_mean, running_var, gamma and beta.
+
+    Only what exists: {} for ``nn.Identity`` (no BN), gamma and beta for LayerNorm and GroupNorm.
+    """
+    if isinstance(layer, nn.Identity):
+        return {}
+    state = {}
+    for name, attributes in STATE_ATTRIBUTES.items():
+        found = [getattr(layer, a) for a in attributes if isinstance(getattr(layer, a, None), torch.Tensor)]
+        if found:
+            state[name] = found[0]
+    return state
+
+
 def bn_state(layer):
-    """(running_mean, running_var, gamma, beta) as flat tensors, for our layer or torch's; None without BN."""
-    if isinstance(layer, BatchNorm):
-        return layer.moving_mean, layer.moving_var, layer.gamma, layer.beta
-    if isinstance(layer, nn.modules.batchnorm._BatchNorm):
-        return layer.running_mean, layer.running_var, layer.weight, layer.bias
-    return None
+    """(running_mean, running_var, gamma, beta) of a layer that holds all four (any BN); None otherwise."""
+    state = norm_state(layer)
+    return tuple(state[name] for name in FULL_STATE) if set(state) == set(FULL_STATE) else None
 
 
 def _histogram(x, lo, hi, bins):
@@ -151,16 +173,19 @@ class Probe:
             a = x  # the activation's sample
             saturated = (a <= 0) if self.activation == "relu" else ((a < SATURATION[0]) | (a > SATURATION[1]))
             named.append((f"{pos}.saturated", saturated.float().mean().reshape(1)))
-            x = self.hooks["in"][i].stored
+            x = self.hooks["in"][i].stored.float()
             dims = (0, 2, 3) if x.dim() == 4 else (0,)
             n = x.numel() // x.shape[1]
-            mean = x.float().sum(dim=dims) / n  # sums, not var_mean: 10x cheaper over (0, 2, 3)
-            var = ((x.float() * x.float()).sum(dim=dims) / n - mean * mean).clamp_min(0)
+            # sums, not var_mean: 10x cheaper over (0, 2, 3); about one value of each channel (the first image's),
+            # so that a mean far from 0 (a lane that does not centre) does not cancel the variance's digits away
+            shift = x[:1, :, :1, :1] if x.dim() == 4 else x[:1]
+            xs = x - shift
+            mean_s = xs.sum(dim=dims) / n
+            var = ((xs * xs).sum(dim=dims) / n - mean_s * mean_s).clamp_min(0)
+            mean = mean_s + shift.reshape(-1)
             named += [(f"{pos}.batch_mean", mean), (f"{pos}.batch_var", var)]
-            state = bn_state(getattr(self.model, pos))
-            if state is not None:
-                for name, t in zip(("running_mean", "running_var", "gamma", "beta"), state):
-                    named.append((f"{pos}.{name}", t.detach().reshape(-1).float()))
+            for name, t in norm_state(getattr(self.model, pos)).items():
+                named.append((f"{pos}.{name}", t.detach().reshape(-1).float()))
         n = min(len(v) for v in few.values())  # every tensor here holds at least 2 x 84 values
         ranked = torch.stack([v[:n] for v in few.values()]).sort(dim=1).values
         at = [min(n - 1, round(p * (n - 1))) for p in PERCENTILES]

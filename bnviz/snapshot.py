@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from . import device as devices
-from .models import ACTIVATIONS, NORMS
+from .models import ACTIVATIONS, NORM_INFO, NORMS
 
 
 class _Plain(str, Enum):
@@ -102,18 +102,18 @@ class Settings:
 
 @dataclass(frozen=True)
 class LaneSpec:
-    norm: str = "scratch"  # none | scratch | torch
+    norm: str = "scratch"  # one of models.NORMS: none | scratch | torch | layernorm | groupnorm | renorm | ...
     activation: str = "sigmoid"  # sigmoid | relu
 
     def __post_init__(self):
         if self.norm not in NORMS:
-            raise ValueError(f"BN implementation must be one of {', '.join(NORMS)} (got {self.norm!r})")
+            raise ValueError(f"normalisation must be one of {', '.join(NORMS)} (got {self.norm!r})")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)} (got {self.activation!r})")
 
     @property
     def label(self):
-        bn = {"none": "BN off", "scratch": "BN scratch", "torch": "BN torch"}[self.norm]
+        bn = NORM_INFO[self.norm].label
         return bn if self.activation == "sigmoid" else f"{bn} · {self.activation}"
 
 

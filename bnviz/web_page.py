@@ -24,7 +24,7 @@ from plotly.offline import get_plotlyjs
 
 from . import figures
 from .history import write_atomically
-from .models import BN_LAYERS
+from .models import BN_LAYERS, NORM_INFO
 from .replay import Recording
 from .snapshot import Snapshot
 
@@ -79,7 +79,7 @@ def charts_of(recording):
         )
     )
     for i, spec in enumerate(recording.specs):
-        if spec.norm != "none":
+        if {"running_mean", "running_var"} & set(NORM_INFO[spec.norm].state):  # not LayerNorm, GroupNorm
             charts.append(
                 Chart(
                     f"Running statistics of lane {'ABC'[i]} · {spec.label}",
@@ -182,7 +182,7 @@ def _lane_rows(snap):
         rows.append(
             (
                 lane.label,
-                "none" if lane.spec.norm == "none" else f"BN ({lane.spec.norm})",
+                "none" if lane.spec.norm == "none" else NORM_INFO[lane.spec.norm].label,
                 lane.spec.activation,
                 f"{lane.step:,}",
                 f"{test[-1]:.1%}" if len(test) else "-",

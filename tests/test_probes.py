@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from bnviz.models import BN_ACTIVATIONS, BN_INPUTS, BN_LAYERS, NORMS, build_lenet
+from bnviz.models import BN_ACTIVATIONS, BN_INPUTS, BN_LAYERS, NORM_INFO, NORMS, build_lenet
 from bnviz.probes import (
     ACT_BINS,
     ACT_RANGES,
@@ -241,15 +241,18 @@ def test_batch_stats_match_the_bn_input(read):
 
 
 def test_bn_state_present_only_with_bn(read):
+    """A probe reads what the layer holds, as NORM_INFO states it: no running statistics that do not exist."""
     norm = read.model.config.norm
     for pos in BN_LAYERS:
         keys = {f"{pos}.{name}" for name in BN_STATE}
-        if norm == "none":
-            assert not keys & set(read.vectors)
-            continue
-        assert keys <= set(read.vectors)
-        for name in BN_STATE:
-            assert read.vectors[f"{pos}.{name}"].shape == (CHANNELS[pos],)
+        held = {f"{pos}.{name}" for name in NORM_INFO[norm].state}
+        assert keys & set(read.vectors) == held
+        for key in held:
+            assert read.vectors[key].shape == (CHANNELS[pos],)
+    if norm == "none":
+        assert NORM_INFO[norm].state == ()
+    elif norm in ("layernorm", "groupnorm"):
+        assert NORM_INFO[norm].state == ("gamma", "beta")
 
 
 @pytest.mark.parametrize("norm", ["scratch", "torch"])
