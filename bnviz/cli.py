@@ -365,7 +365,7 @@ def main(argv=None):
         "--norm",
         type=parse_norms,
         default=["none", "scratch"],
-        help="comma-separated variants among none, scratch, torch (default: none,scratch)",
+        help=f"comma-separated normalisations among {', '.join(NORMS)} (default: none,scratch)",
     )
     t.add_argument("--epochs", type=positive(int), default=10)
     t.add_argument("--lr", type=positive(float), default=0.1)

@@ -3,9 +3,10 @@
 The chapter repeats the original claim that BN helps because it reduces "internal covariate shift", the
 change of each layer's input distribution as the layers below it learn. Santurkar et al. test it: they add
 noise after every BN layer, with a non-zero mean and a non-unit variance that change at every training step,
-so the next layer's input distribution moves all the time, more than without BN. The noisy network still
-trains about as well as BN's, and much better than the one without BN: whatever BN does, it is not (only)
-keeping the distributions still.
+so the next layer's input distribution moves all the time, more than without BN. In their experiments the
+noisy network trained about as well as the one with plain BN, and better than the one without: whatever BN
+does, it is not (only) keeping the distributions still. A noisy lane beside a BN lane and a lane without BN
+asks the same question of LeNet.
 
 Here, at each training step and for each channel j, a shift and a scale are drawn afresh:
 
@@ -17,8 +18,9 @@ so right after the layer (at gamma = 1, beta = 0) channel j's batch has mean shi
 scale_j, different at every step. All the values of a channel share one draw: the channel's distribution moves
 as a whole, which is what covariate shift is. The noise is added in training only; evaluation is BN's.
 
-The draws come from a generator seeded by (seed, step): the same run gives the same noise, a restarted lane
-the same noise again, and a copy of the layer (``copy.deepcopy``) goes on with the same sequence.
+The draws come from the layer's own generator (on the CPU, seeded): the same run gives the same noise, a
+restarted lane the same noise again, a copy of the layer (``copy.deepcopy``) goes on with the same sequence,
+and ``state_dict()`` carries the generator's state.
 The BN part, its moving statistics and its gradient (the paper's backward) are ``BatchNorm``'s.
 """
 
@@ -38,30 +40,27 @@ class NoisyBatchNorm(BatchNorm):
         if not (shift >= 0 and 0 < scale[0] <= scale[1]):
             raise ValueError(f"noise needs shift >= 0 and 0 < scale_low <= scale_high, got {shift}, {scale}")
         self.shift, self.scale, self.seed = float(shift), tuple(float(s) for s in scale), int(seed)
-        self.steps = 0  # training steps seen: a Python int, so drawing never waits for the device
+        self.generator = torch.Generator().manual_seed(self.seed)  # on the CPU: drawing never waits for the device
 
-    def noise(self, step):
-        """(scale, shift) of training step ``step``, each shaped like gamma, on the CPU."""
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        shape = self.gamma.shape
+    def draw(self):
+        """This step's (scale, shift), each shaped like gamma, on the CPU; the generator moves on."""
         low, high = self.scale
-        scale = low + (high - low) * torch.rand(shape, generator=g)
-        shift = self.shift * (2 * torch.rand(shape, generator=g) - 1)
+        scale = low + (high - low) * torch.rand(self.gamma.shape, generator=self.generator)
+        shift = self.shift * (2 * torch.rand(self.gamma.shape, generator=self.generator) - 1)
         return scale, shift
 
     def forward(self, X):
         Y = super().forward(X)
         if not self.training:
             return Y
-        scale, shift = self.noise(self.steps)
-        self.steps += 1
+        scale, shift = self.draw()
         return Y * scale.to(Y.device, Y.dtype) + shift.to(Y.device, Y.dtype)
 
-    def get_extra_state(self):  # the step count travels with state_dict()
-        return {"steps": self.steps}
+    def get_extra_state(self):  # the generator's state travels with state_dict()
+        return {"generator": self.generator.get_state()}
 
     def set_extra_state(self, state):
-        self.steps = int(state["steps"])
+        self.generator.set_state(state["generator"])
 
     def extra_repr(self):
         low, high = self.scale

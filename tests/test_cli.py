@@ -73,6 +73,23 @@ def test_bad_norm_message(capsys):
     assert "--norm takes distinct names from none, scratch, torch" in err and "'none,batch'" in err
 
 
+def test_norm_takes_every_normalisation(tmp_path, capsys, fake_data):
+    """Issue 12: the new names train from the command line and are recorded as given."""
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "none, scratch, torch, layernorm, groupnorm, renorm, ghost, noisy, centre, scale, frozen" in " ".join(
+        capsys.readouterr().out.split()
+    )
+    out = tmp_path / "out"
+    norms = "groupnorm,noisy,frozen"
+    argv = ["train", "--norm", norms, "--epochs", "1", "--batch-size", "64", "--train-size", "200"]
+    assert main([*argv, "--device", "cpu", "--out", str(out)]) == 0
+    _, summary = read_outputs(out)
+    assert [v["norm"] for v in summary["variants"]] == norms.split(",")
+    assert [v["lane"] for v in summary["variants"]] == ["A · GroupNorm", "B · Noisy BN", "C · BN γ=1 β=0"]
+    assert all(v["status"] == "finished" and v["train_loss"] > 0 for v in summary["variants"])
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_cuda_returns_2(capsys, fake_data, tmp_path):
     assert main(["train", "--device", "cuda", "--train-size", "64", "--out", str(tmp_path / "out")]) == 2
