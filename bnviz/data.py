@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from . import env
+from .sampling import NUM_CLASSES, class_skewed_order
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -305,14 +306,23 @@ def load_fashion_mnist(root=None, *, download=True):
     return dataclasses.replace(_cache[key], note=note, notice=notice)
 
 
-def batches(images, labels, batch_size, *, shuffle=False, seed=0, epoch=0):
+def batches(images, labels, batch_size, *, shuffle=False, seed=0, epoch=0, classes_per_batch=NUM_CLASSES):
     """Yield (X, y): X float (B, 1, 28, 28) in [0, 1] on the images' device, y int64 (B,).
 
     With shuffle, the order is a permutation drawn from (seed, epoch): every lane and every rerun that
     asks for the same epoch sees the same batches. A last batch of a single image is dropped in training
-    (BN needs two values per channel).
+    (BN needs two values per channel). With ``classes_per_batch`` below 10, each batch holds images of that
+    many classes only (``sampling.class_skewed_order``), as many batches as an i.i.d. epoch.
     """
     n = images.shape[0]
+    if shuffle and classes_per_batch < NUM_CLASSES:
+        count = num_batches(n, batch_size)
+        order = class_skewed_order(labels, batch_size, classes_per_batch, seed=seed, epoch=epoch, num_batches=count)
+        order = order.to(images.device)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            yield images[idx].unsqueeze(1).float().div_(255), labels[idx]
+        return
     if shuffle:
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         order = torch.randperm(n, generator=g).to(images.device)

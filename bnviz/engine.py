@@ -29,7 +29,7 @@ from .history import LaneHistory
 from .models import build_lenet, set_bn_bypass
 from .probes import Probe
 from .snapshot import DEFAULT_LANES, MAX_LANES, LaneStatus, LaneView, Settings, Snapshot, Status
-from .training import evaluate, make_optimizer, train_step
+from .training import evaluate, evaluate_train_mode, has_running_statistics, make_optimizer, train_step
 
 
 class Lane:
@@ -72,7 +72,13 @@ class Lane:
         s = self.settings
         if self._batches is None:
             self._batches = batches(
-                self.data.train_x, self.data.train_y, s.batch_size, shuffle=True, seed=s.seed, epoch=self.epoch
+                self.data.train_x,
+                self.data.train_y,
+                s.batch_size,
+                shuffle=True,
+                seed=s.seed,
+                epoch=self.epoch,
+                classes_per_batch=s.classes_per_batch,
             )
         X, y = next(self._batches)
         probing = self.step % s.probe_every == 0
@@ -117,9 +123,9 @@ class Lane:
             with lock:
                 self.history.landscape.append(dict(step=self.step, **numbers))
         if val_due:
-            val_loss, val_acc = evaluate(self.model, self.data.val_x, self.data.val_y)
+            row = self.validate()
             with lock:
-                self.history.val.append(dict(step=self.step, val_loss=val_loss, val_acc=val_acc))
+                self.history.val.append(row)
         if epoch_end:
             self.end_epoch(lock)
 
@@ -162,11 +168,20 @@ class Lane:
         if not (set_bn_bypass(self.model, bypass) and bypass != self.bn_bypassed):
             return before, before
         self.bn_bypassed = bypass
-        val_loss, val_acc = evaluate(self.model, self.data.val_x, self.data.val_y)
+        row = self.validate()
         with lock:
             self.history.events.append(dict(step=self.step, bn_on=0.0 if bypass else 1.0))
-            self.history.val.append(dict(step=self.step, val_loss=val_loss, val_acc=val_acc))
-        return before, val_acc
+            self.history.val.append(row)
+        return before, row["val_acc"]
+
+    def validate(self):
+        """The validation row at this step: loss and accuracy in eval mode (BN's running statistics), and the
+        accuracy in train mode (each batch's own statistics; the same number for a lane without them)."""
+        val_loss, val_acc = evaluate(self.model, self.data.val_x, self.data.val_y)
+        batch_acc = val_acc
+        if has_running_statistics(self.model):
+            batch_acc = evaluate_train_mode(self.model, self.data.val_x, self.data.val_y, self.settings.batch_size)[1]
+        return dict(step=self.step, val_loss=val_loss, val_acc=val_acc, val_acc_batch=batch_acc)
 
     def extend(self, epochs):
         """Train ``epochs`` more epochs: a finished lane goes on from where it stopped."""

@@ -72,6 +72,7 @@ class Settings:
     landscape_every: int = 0  # steps between loss-landscape measurements (0: off)
     diverge_loss: float = 20.0  # a lane has diverged when its loss is NaN or infinite, or above this
     diverge_steps: int = 5  # ... for this many steps in a row (chance is 2.3; BN lanes can spike once)
+    classes_per_batch: int = 10  # each training batch holds this many of the 10 classes (10: i.i.d. batches)
 
     def __post_init__(self):
         problems = []
@@ -84,6 +85,8 @@ class Settings:
         for name in ("batch_size", "epochs", "probe_every", "val_every", "val_size", "dist_capacity", "diverge_steps"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name.replace('_', ' ')} must be at least 1 (got {getattr(self, name)})")
+        if not 1 <= self.classes_per_batch <= 10:
+            problems.append(f"classes per batch must be 1 to 10 (got {self.classes_per_batch})")
         if self.dist_capacity == 1:
             problems.append("dist capacity must be at least 2 (got 1): the first and the latest snapshot")
         if self.batch_size < 2:

@@ -44,3 +44,43 @@ def evaluate(model, images, labels, batch_size=1024):
         model.train(was_training)
     n = images.shape[0]
     return loss.item() / n, correct.item() / n
+
+
+def has_running_statistics(model):
+    """Whether train mode and eval mode differ: BN-like layers keep running averages for eval mode."""
+    return any(name.endswith(("running_mean", "moving_mean")) for name, _ in model.named_buffers())
+
+
+@torch.no_grad()
+def evaluate_train_mode(model, images, labels, batch_size):
+    """(mean loss, accuracy) with BN in train mode: each batch normalized by its own statistics, as in training.
+
+    The images go in batches of the training batch size (the statistics BN saw while learning); a last batch
+    of one image is left out (BN needs two values per channel). What train mode changes is put back: the
+    running statistics and counters (every buffer), and the random state of any layer that draws noise.
+    Set beside ``evaluate`` (eval mode, running statistics), the gap between the two is what BN's running
+    averages get wrong.
+    """
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    generators = [m.generator for m in model.modules() if isinstance(getattr(m, "generator", None), torch.Generator)]
+    states = [g.get_state() for g in generators]
+    was_training = model.training
+    model.train()
+    try:
+        loss = torch.zeros((), device=images.device)
+        correct = torch.zeros((), dtype=torch.long, device=images.device)
+        n = 0
+        for X, y in batches(images, labels, batch_size):
+            if X.shape[0] < 2:
+                break
+            logits = model(X)
+            loss += loss_fn(logits, y)
+            correct += (logits.argmax(1) == y).sum()
+            n += X.shape[0]
+    finally:
+        model.train(was_training)
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
+        for g, state in zip(generators, states):
+            g.set_state(state)
+    return loss.item() / max(n, 1), correct.item() / max(n, 1)

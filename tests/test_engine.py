@@ -17,7 +17,7 @@ from bnviz import figures
 from bnviz.engine import Experiment, Lane, describe_error
 from bnviz.history import TABLES
 from bnviz.snapshot import DEFAULT_LANES, MAX_LANES, LaneSpec, LaneStatus, LaneView, Settings, Status
-from bnviz.training import evaluate
+from bnviz.training import evaluate, evaluate_train_mode
 
 N_TRAIN, N_TEST, BATCH = 256, 200, 32  # conftest's tiny_data
 STEPS_PER_EPOCH = N_TRAIN // BATCH  # 8
@@ -747,3 +747,28 @@ def test_a_lane_added_later_is_marked_where_the_others_were(make):
     np.testing.assert_array_equal(table(snap, 1, "starts", "restart"), [0.0])
     assert "B added, from 0" in [a.text for a in figures.loss_figure(snap).layout.annotations]
     assert len(snap.lanes[0].tables["starts"]) == 0  # the first lane began with the run: nothing to mark
+
+
+def test_validation_records_train_mode_accuracy_beside_eval_mode(make):
+    e = make(settings(epochs=2))
+    e.step(8)
+    assert e.wait(timeout=30)
+    snap = e.snapshot()
+    plain, bn = (lane.tables["val"] for lane in snap.lanes)
+    assert list(plain["step"]) == list(bn["step"]) == [4, 8]
+    # without BN train and eval mode are the same network; with it, a different number from the same weights
+    np.testing.assert_array_equal(plain["val_acc_batch"], plain["val_acc"])
+    model, data = e.clone_model(1), e.data
+    expected = evaluate_train_mode(model, data.val_x, data.val_y, BATCH)[1]
+    assert bn["val_acc_batch"][-1] == pytest.approx(expected)
+
+
+def test_a_run_of_two_class_batches_trains_as_many_steps_an_epoch(make):
+    e = make(settings(classes_per_batch=2))
+    e.start()
+    assert e.wait(timeout=60)
+    snap = e.snapshot()
+    iid = make(settings())
+    assert [l.steps_per_epoch for l in snap.lanes] == [l.steps_per_epoch for l in iid.snapshot().lanes]
+    assert all(l.status == "finished" and l.step == l.steps_per_epoch for l in snap.lanes)
+    assert e.header()["settings"]["classes_per_batch"] == 2

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from bnviz.models import build_lenet
-from bnviz.training import evaluate, make_optimizer, train_step
+from bnviz.training import evaluate, evaluate_train_mode, has_running_statistics, make_optimizer, train_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -110,3 +110,27 @@ def test_evaluate_restores_the_mode_when_the_forward_pass_raises(train_mode):
         evaluate(model, images, labels)
     assert model.training is train_mode
     assert all(m.training is train_mode for m in model.modules())
+
+
+@pytest.mark.parametrize("norm", ["scratch", "torch"])
+def test_train_mode_accuracy_uses_each_batch_s_statistics_and_changes_nothing(norm):
+    model = build_lenet(norm, "relu", seed=0)
+    opt = make_optimizer(model, lr=0.1)
+    for i in range(5):
+        train_step(model, opt, *tiny_batch(seed=i))
+    model.eval()
+    images = (torch.rand(37, 28, 28, generator=torch.Generator().manual_seed(9)) * 255).to(torch.uint8)
+    labels = torch.randint(0, 10, (37,), generator=torch.Generator().manual_seed(9))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loss, acc = evaluate_train_mode(model, images, labels, batch_size=12)
+    # the reference: a copy in train mode, batch by batch (12, 12, 12; the last batch of 1 is left out)
+    ref, X = copy.deepcopy(model).train(), images.unsqueeze(1).float() / 255
+    with torch.no_grad():
+        logits = torch.cat([ref(X[i : i + 12]) for i in (0, 12, 24)])
+    assert acc == pytest.approx((logits.argmax(1) == labels[:36]).float().mean().item())
+    assert loss == pytest.approx(nn.functional.cross_entropy(logits, labels[:36]).item(), rel=1e-5)
+    assert not model.training  # the mode it came in, and every buffer as it was
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert evaluate(model, images, labels)[1] != acc or norm == "none"
+    assert has_running_statistics(model) and not has_running_statistics(build_lenet("none"))
