@@ -571,7 +571,7 @@ def test_missing_data_shows_how_to_fix_it(owned, monkeypatch, tmp_path):
     assert not page.at.exception
     errors = page.texts("error")
     assert len(errors) == 1
-    assert "Fashion-MNIST data was not found" in errors[0]
+    assert "Fashion-MNIST data could not be used" in errors[0]
     assert "To fix it" in errors[0] and "dataset-fashion-mnist" in errors[0] and "BNVIZ_DATA" in errors[0]
     assert not [b for b in page.at.button if b.label == "Start"]
     assert not owned.experiments and not owned.registries  # nothing was started

@@ -21,7 +21,7 @@ def main():
         data = server.dataset()
     except DataError as e:
         st.title(TITLE)
-        st.error(f"**The Fashion-MNIST data was not found.** {server.no_maths(e)}")
+        st.error(f"**The Fashion-MNIST data could not be used.** {server.no_maths(e)}")
         st.stop()
     registry = server.server()
     key, exp = server.attach(registry, data)
