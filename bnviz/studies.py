@@ -132,7 +132,10 @@ def batch_statistics(
     model = copy.deepcopy(model)
     layers = [m for m in model.modules() if bn_state(m) is not None]
     if not layers:
-        raise ValueError("This network has no BN layers: train a lane with BN first.")
+        raise ValueError(
+            "This network has no BN layers with a running mean and variance (LayerNorm, GroupNorm and BN that only "
+            "centres or only scales keep none, or only one): train a lane with BN first."
+        )
     for m in layers:  # train mode below must not move the running statistics
         m.momentum = 0.0
     images, labels = images[:max_images], labels[:max_images]

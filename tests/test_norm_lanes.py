@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from bnviz import figures
+from bnviz import figures, studies
 from bnviz.cli import parse_norms
 from bnviz.history import save_experiment
 from bnviz.models import BN_LAYERS, NORM_INFO, NORMS, build_lenet, set_bn_bypass
-from bnviz.probes import Probe, norm_state
+from bnviz.probes import Probe, bn_state, norm_state
 from bnviz.replay import Recording
 from bnviz.snapshot import LaneSpec, Settings
 from bnviz.training import evaluate, make_optimizer, train_step
@@ -107,6 +107,19 @@ def test_every_norm_trains_probes_switches_and_records(make_experiment, lanes, t
     assert [l.label for l in replayed.lanes] == [l.label for l in snap.lanes]
     for a, b in zip(replayed.lanes, snap.lanes):
         assert sorted(a.tables["dists"]) == sorted(b.tables["dists"])
+
+
+@pytest.mark.parametrize("norm", NEW)
+def test_the_batch_statistics_study_takes_the_lanes_with_running_statistics(norm, tiny_data):
+    model = build_lenet(norm)
+    images, labels = tiny_data.test_images, tiny_data.test_labels
+    if bn_state(model.bn1) is None:  # no running mean and variance to compare with
+        assert norm in ("layernorm", "groupnorm", "centre", "scale")
+        with pytest.raises(ValueError, match="no BN layers with a running mean and variance"):
+            studies.batch_statistics(model, images, labels, batch_sizes=(4, 32))
+        return
+    result = studies.batch_statistics(model, images, labels, batch_sizes=(4, 32))
+    assert result.batch_sizes == (4, 32) and all(0 <= a <= 1 for a in result.train_mode_acc)
 
 
 def test_ghost_lane_uses_sub_batches_of_the_minibatch():
