@@ -27,6 +27,7 @@ from . import landscape
 from .data import batches, num_batches
 from .history import LaneHistory
 from .models import build_lenet, set_bn_bypass
+from .precise_bn import layers_with_statistics, recompute_statistics
 from .probes import Probe
 from .snapshot import DEFAULT_LANES, MAX_LANES, LaneStatus, LaneView, Settings, Snapshot, Status
 from .training import evaluate, evaluate_train_mode, has_running_statistics, make_optimizer, train_step
@@ -394,6 +395,27 @@ class Experiment:
         if lane.spec.norm == "none":
             raise ValueError(f"{lane.spec.label} has no BN layers to switch")
         return lane.set_bn_bypass(bypass, self._lock)
+
+    @on_worker
+    def recompute_statistics(self, index, batches=200):
+        """PreciseBN on lane ``index``: its running statistics re-estimated over ``batches`` training batches with
+        the weights frozen (bnviz/precise_bn.py). Recorded as a validation row at the lane's step, so the
+        accuracy chart shows the change at once. Returns {before, after, batch (train mode), batches}."""
+        lane = self._lane(index)
+        batches = int(batches)
+        if not 1 <= batches <= 10_000:
+            raise ValueError(f"recompute over 1 to 10,000 batches, not {batches}")
+        if not layers_with_statistics(lane.model):
+            raise ValueError(f"{lane.spec.label} keeps no running statistics to recompute")
+        before = evaluate(lane.model, self.data.val_x, self.data.val_y)[1]
+        s = lane.settings
+        count = recompute_statistics(
+            lane.model, self.data.train_x, self.data.train_y, s.batch_size, num_batches=batches, seed=s.seed
+        )
+        row = lane.validate()
+        with self._lock:
+            lane.history.val.append(row)
+        return dict(before=before, after=row["val_acc"], batch=row["val_acc_batch"], batches=count)
 
     @on_worker
     def extend(self, epochs=1):

@@ -59,6 +59,7 @@ COMMANDS = (
     "set_lane",
     "set_bn_bypass",
     "extend",
+    "recompute_statistics",
     "add_lane",
     "remove_lane",
     "reset",
@@ -242,6 +243,9 @@ class ExperimentProcess:
 
     def extend(self, epochs=1):
         return self._request("call", "extend", epochs)
+
+    def recompute_statistics(self, index, batches=200):
+        return self._request("call", "recompute_statistics", index, batches)
 
     def add_lane(self, spec):
         return self._request("call", "add_lane", spec)

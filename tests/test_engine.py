@@ -772,3 +772,20 @@ def test_a_run_of_two_class_batches_trains_as_many_steps_an_epoch(make):
     assert [l.steps_per_epoch for l in snap.lanes] == [l.steps_per_epoch for l in iid.snapshot().lanes]
     assert all(l.status == "finished" and l.step == l.steps_per_epoch for l in snap.lanes)
     assert e.header()["settings"]["classes_per_batch"] == 2
+
+
+def test_recompute_statistics_measures_before_and_after_and_records_it(make):
+    e = make(settings(epochs=2, lr=0.5))
+    e.step(6)
+    assert e.wait(timeout=30)
+    rows = len(e.snapshot().lanes[1].tables["val"]["step"])
+    result = e.recompute_statistics(1, batches=5)
+    assert result["batches"] == 5 and 0 <= result["before"] <= 1
+    snap = e.snapshot()
+    val = snap.lanes[1].tables["val"]
+    assert len(val["step"]) == rows + 1 and val["step"][-1] == 6 and val["val_acc"][-1] == result["after"]
+    assert val["val_acc_batch"][-1] == result["batch"]
+    with pytest.raises(ValueError, match="keeps no running statistics"):
+        e.recompute_statistics(0)
+    with pytest.raises(ValueError, match="1 to 10,000 batches"):
+        e.recompute_statistics(1, batches=0)

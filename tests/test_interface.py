@@ -26,6 +26,7 @@ LIVE_METHODS = {
     "set_lane",
     "set_bn_bypass",
     "extend",
+    "recompute_statistics",
     "add_lane",
     "remove_lane",
     "reset",
