@@ -56,11 +56,11 @@ class NoisyBatchNorm(BatchNorm):
         scale, shift = self.draw()
         return Y * scale.to(Y.device, Y.dtype) + shift.to(Y.device, Y.dtype)
 
-    def get_extra_state(self):  # the generator's state travels with state_dict()
-        return {"generator": self.generator.get_state()}
+    def get_extra_state(self):  # the generator's state travels with state_dict(), as a tensor like the rest
+        return self.generator.get_state()
 
     def set_extra_state(self, state):
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state.to(torch.uint8).cpu())
 
     def extra_repr(self):
         low, high = self.scale

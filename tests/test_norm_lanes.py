@@ -122,6 +122,18 @@ def test_the_batch_statistics_study_takes_the_lanes_with_running_statistics(norm
     assert result.batch_sizes == (4, 32) and all(0 <= a <= 1 for a in result.train_mode_acc)
 
 
+@pytest.mark.parametrize("norm", NEW)
+def test_state_dict_is_tensors_and_loads_into_a_fresh_model(norm):
+    """As ExperimentProcess.clone_model carries a model: state_dict() to numpy, and back into a new build."""
+    model = build_lenet(norm)
+    train_step(model, make_optimizer(model, 0.1), torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,)))
+    state = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    clone = build_lenet(norm)
+    clone.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    X = torch.rand(16, 1, 28, 28)
+    torch.testing.assert_close(clone(X), model(X))  # training mode: the same noise, the same renorm step
+
+
 def test_ghost_lane_uses_sub_batches_of_the_minibatch():
     model = build_lenet("ghost")
     assert [layer.size for layer in model.bn_layers().values()] == [32] * 4
