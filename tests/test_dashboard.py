@@ -289,6 +289,23 @@ def test_turning_bn_on_in_lane_a_restarts_that_lane_only(page):
     assert page.steps() == [1, b_step + 1]
 
 
+def test_a_lane_runs_any_normalisation_and_the_set_up_takes_small_and_skewed_batches(page):
+    assert set(page.at.selectbox(key="impl1").options) >= {"GroupNorm", "LayerNorm", "BN renorm", "Noisy BN"}
+    page.at.selectbox(key="impl1").set_value("groupnorm")
+    page.run()
+    page.assert_clean()
+    assert page.exp.lanes[1].spec.norm == "groupnorm"
+    page.at.selectbox(key="batch_size").set_value(2)
+    page.at.selectbox(key="classes").set_value(2)
+    page.click("Apply and restart")
+    page.assert_clean()
+    assert page.exp.settings.batch_size == 2 and page.exp.settings.classes_per_batch == 2
+    assert any("batch 2 ·" in c and "2 classes a batch" in c for c in page.texts("caption"))
+    page.click("Step")
+    page.assert_clean()
+    assert page.steps() == [1, 1]
+
+
 def test_a_third_lane_can_be_added_and_removed(page):
     page.click("Step")
     page.click("+ add lane")

@@ -7,6 +7,7 @@ import streamlit as st
 
 from bnviz import web_page
 from bnviz.history import experiment_bytes, metrics_csv, to_jsonable
+from bnviz.models import NORM_INFO
 from bnviz.snapshot import MAX_LANES, LaneSpec
 
 from . import watch
@@ -15,6 +16,7 @@ from .server import SHIPPED_RUN, apply_setup, open_recording, open_shipped_run
 from .state import (
     BATCH_SIZES,
     BOUND,
+    CLASS_CHOICES,
     LR_CHOICES,
     NORM_NAMES,
     PRESETS,
@@ -28,7 +30,11 @@ PRESET_HELP = (
     "Class demo: a 12,800-image subset and frequent probes, so curves move within seconds. "
     "Chapter defaults: all 60,000 images, 10 epochs, as in the book."
 )
-LANES_CAPTION = "Each lane is the same LeNet on the same batches; only BN differs. Changing a lane restarts it."
+NORM_HELP = "\n\n".join(f"**{NORM_INFO[n].label}**: {NORM_INFO[n].description}" for n in NORM_INFO if n != "none")
+LANES_CAPTION = (
+    "Each lane is the same LeNet on the same batches; only its normalisation differs (the switch: on or off; "
+    "beside it: which kind). Changing a lane restarts it."
+)
 SETUP_CAPTION = "These restart every lane from the seed when applied."
 
 
@@ -78,6 +84,8 @@ def describe(settings, specs=None, device=None):
         f"batch {settings.batch_size} · {settings.epochs} epoch{'s' if settings.epochs != 1 else ''} · "
         f"lr {settings.lr:g} · seed {settings.seed} · {size} images"
     )
+    if settings.classes_per_batch != 10:
+        text += f" · {settings.classes_per_batch} classes a batch"
     if specs:
         text += " · " + ", ".join(sorted({s.activation for s in specs}))
     return text + (f" · {device}" if device else "")
@@ -93,7 +101,13 @@ def pending(exp):
     running = exp.settings
     items = [
         f"{name} {getattr(wanted, field)} (running: {getattr(running, field)})"
-        for name, field in (("batch size", "batch_size"), ("epochs", "epochs"), ("seed", "seed"), ("device", "device"))
+        for name, field in (
+            ("batch size", "batch_size"),
+            ("epochs", "epochs"),
+            ("seed", "seed"),
+            ("classes in each batch", "classes_per_batch"),
+            ("device", "device"),
+        )
         if getattr(wanted, field) != getattr(running, field)
     ]
     if wanted.train_size != running.train_size:
@@ -136,6 +150,14 @@ def render(exp, registry, data, snap=None):
         st.number_input("Epochs", 1, 100, key=Key.EPOCHS, bind=BOUND)
         st.selectbox("Activation", ("sigmoid", "relu"), key=Key.ACTIVATION, bind=BOUND)
         st.number_input("Seed", 0, 10_000, key=Key.SEED, bind=BOUND)
+        st.selectbox(
+            "Classes in each batch",
+            CLASS_CHOICES,
+            format_func=lambda k: "10 (i.i.d. batches)" if k == 10 else f"{k} of the 10",
+            key=Key.CLASSES,
+            bind=BOUND,
+            help="Fewer classes per batch: skewed batches, whose statistics are not the data's (where BN breaks)",
+        )
         st.selectbox("Training-set size", list(TRAIN_SIZES), key=Key.TRAIN_SIZE)
         st.selectbox(
             "Device", ("auto", "cpu", "cuda", "mps"), key=Key.DEVICE, help="auto: CUDA, then Apple's MPS, then the CPU"
@@ -174,9 +196,10 @@ def lanes(sb, exp, snap=None):
         c1, c2 = sb.columns([1, 1])
         c1.toggle(f"{'ABC'[i]} · BN", key=Key.bn(i), bind=BOUND, on_change=on_lane_change, args=(exp, i))
         c2.selectbox(
-            "implementation",
+            "normalisation",
             list(NORM_NAMES),
             format_func=NORM_NAMES.get,
+            help=NORM_HELP,
             key=Key.impl(i),
             bind=BOUND,
             disabled=not st.session_state[Key.bn(i)],

@@ -6,7 +6,7 @@ typo is an AttributeError at import, not a widget that silently forgets its valu
 
 import streamlit as st
 
-from bnviz.models import ACTIVATIONS, BN_LAYERS
+from bnviz.models import ACTIVATIONS, BN_LAYERS, NORM_INFO, NORMS
 from bnviz.snapshot import Settings
 
 
@@ -18,6 +18,7 @@ class Key:
     BATCH_SIZE = "batch_size"
     EPOCHS = "epochs"
     SEED = "seed"
+    CLASSES = "classes"  # classes in each training batch (10: i.i.d.)
     DEVICE = "device"
     TRAIN_SIZE = "train_size"
     ACTIVATION = "activation"
@@ -64,11 +65,12 @@ PRESETS = {
 DEFAULT_PRESET = "Class demo: fast"
 URL_PRESETS = {"demo": "Class demo: fast", "chapter": "Chapter defaults"}  # ?preset=chapter in the URL
 LR_CHOICES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-BATCH_SIZES = (16, 32, 64, 128, 256, 512)
+BATCH_SIZES = (2, 4, 8, 16, 32, 64, 128, 256, 512)  # from 2: where BN's batch statistics break down
 TRAIN_SIZES = {"all 60,000": None, "12,800 (fast)": 12_800, "6,400": 6_400, "25,600": 25_600}
 WINDOWS = {"all steps": None, "last 200 steps": 200, "last 500 steps": 500, "last 2,000 steps": 2000}
 SPEEDS = {"1×": 1, "5×": 5, "20×": 20, "100×": 100}
-NORM_NAMES = {"scratch": "scratch", "torch": "torch"}
+NORM_NAMES = {n: NORM_INFO[n].label for n in NORMS if n != "none"}  # what a lane with its BN toggle on can run
+CLASS_CHOICES = (10, 5, 2, 1)
 MAX_URL_EPOCHS = 100
 VIEW_NAMES = (
     "Training",
@@ -145,6 +147,7 @@ def url_problems():
         Key.BATCH_SIZE: (int, lambda v: v in BATCH_SIZES, "one of " + ", ".join(map(str, BATCH_SIZES))),
         Key.EPOCHS: (int, lambda v: 1 <= v <= MAX_URL_EPOCHS, f"a whole number from 1 to {MAX_URL_EPOCHS}"),
         Key.SEED: (int, lambda v: 0 <= v <= 10_000, "a whole number from 0 to 10000"),
+        Key.CLASSES: (int, lambda v: v in CLASS_CHOICES, "one of " + ", ".join(map(str, CLASS_CHOICES))),
         Key.ACTIVATION: (str, lambda v: v in ACTIVATIONS, " or ".join(ACTIVATIONS)),
         Key.VIEW: (str, lambda v: v in VIEW_NAMES, "one of " + ", ".join(VIEW_NAMES)),
         Key.POSITION: (str, lambda v: v in BN_LAYERS, "one of " + ", ".join(BN_LAYERS)),
@@ -186,6 +189,7 @@ def init_widgets(exp=None):
     choose(Key.BATCH_SIZE, s.batch_size, int, lambda v: v in BATCH_SIZES)
     ss.setdefault(Key.EPOCHS, s.epochs if exp else (url_epochs() or s.epochs))
     choose(Key.SEED, s.seed, int, lambda v: 0 <= v <= 10_000)
+    choose(Key.CLASSES, s.classes_per_batch, int, lambda v: v in CLASS_CHOICES)
     ss.setdefault(Key.DEVICE, s.device)
     ss.setdefault(Key.TRAIN_SIZE, next((k for k, v in TRAIN_SIZES.items() if v == s.train_size), "12,800 (fast)"))
     choose(Key.ACTIVATION, exp.lanes[0].spec.activation if exp else "sigmoid", str, lambda v: v in ACTIVATIONS)
@@ -205,6 +209,7 @@ def settings_from_widgets():
         batch_size=int(ss[Key.BATCH_SIZE]),
         epochs=int(ss[Key.EPOCHS]),
         seed=int(ss[Key.SEED]),
+        classes_per_batch=int(ss[Key.CLASSES]),
         device=ss[Key.DEVICE],
         train_size=TRAIN_SIZES[ss[Key.TRAIN_SIZE]],
         probe_every=preset["probe_every"],
