@@ -110,7 +110,8 @@ class LaneSpec:
 
     def __post_init__(self):
         if self.norm not in NORMS:
-            raise ValueError(f"normalisation must be one of {', '.join(NORMS)} (got {self.norm!r})")
+            names = ", ".join(NORMS)
+            raise ValueError(f"normalisation (the BN implementation) must be one of {names} (got {self.norm!r})")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)} (got {self.activation!r})")
 

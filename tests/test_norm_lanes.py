@@ -39,7 +39,7 @@ def test_the_new_norms():
         "BN γ=1 β=0",
     ]
     assert LaneSpec("groupnorm", "relu").label == "GroupNorm · relu"
-    with pytest.raises(ValueError, match="normalisation must be one of none, scratch, torch, layernorm"):
+    with pytest.raises(ValueError, match=r"BN implementation\) must be one of none, scratch, torch, layernorm"):
         LaneSpec("batchnorm")
 
 
