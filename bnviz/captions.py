@@ -382,3 +382,36 @@ def batch_statistics(result):
     else:
         text += f", and never within {CLOSE:.0%} of eval mode up to batch size {sizes[-1]:,}"
     return text + "."
+
+
+def train_eval(snap):
+    """What the train/eval chart shows at the latest validation of each lane: the two accuracies and their gap."""
+    normalised = [lane for lane in snap.lanes if lane.spec.norm != "none"]
+    if not normalised:
+        return "No lane has normalisation: train mode and eval mode are the same network."
+    parts, unrecorded = [], []
+    for lane in normalised:
+        v = lane.tables.get("val", {})
+        name = lane.label.split(" · ")[0]
+        if not len(v.get("step", [])):
+            continue
+        if "val_acc_batch" not in v:
+            unrecorded.append(name)
+            continue
+        ev, tr = float(v["val_acc"][-1]), float(v["val_acc_batch"][-1])
+        if not _finite(ev, tr):
+            continue
+        gap = 100 * (tr - ev)
+        if round(100 * ev, 1) == round(100 * tr, 1):
+            parts.append(f"{name}: {100 * ev:.1f}% in both modes")
+        else:
+            better = "train mode" if gap > 0 else "eval mode"
+            parts.append(
+                f"{name}: {100 * ev:.1f}% in eval mode, {100 * tr:.1f}% in train mode ({better} ahead by "
+                f"{abs(gap):.1f} points)"
+            )
+    text = f"At step {snap.max_step:,}: " + "; ".join(parts) + "." if parts else ""
+    if unrecorded:
+        note = f"{' and '.join(unrecorded)} recorded no train-mode accuracy (a run saved before bnviz measured it)."
+        text = f"{text} {note}".strip()
+    return text or "No validation check yet."

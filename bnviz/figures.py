@@ -217,6 +217,34 @@ def loss_figure(snap, last_n=None, log_y=True):
     return _layout(fig, "Training loss per step", xaxis_title="step", yaxis_title="cross-entropy")
 
 
+def train_eval_figure(snap, last_n=None):
+    """Validation accuracy of every lane with running statistics, in eval mode (solid: what the network is at
+    test time) and in train mode (dotted: each batch normalised by its own statistics, as in training)."""
+    fig = new_figure()
+    for lane in snap.lanes:
+        v = window(lane.tables["val"], last_n)
+        if not len(v.get("step", [])) or "val_acc_batch" not in v or lane.spec.norm == "none":
+            continue
+        c = lane_color(lane)
+        x, y = downsample(v["step"], v["val_acc"])
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{lane.label} · eval mode", line=dict(color=c, width=3)))
+        x, y = downsample(v["step"], v["val_acc_batch"])
+        fig.add_trace(
+            go.Scatter(
+                x=x, y=y, mode="lines", name=f"{lane.label} · train mode", line=dict(color=c, width=2, dash="dot")
+            )
+        )
+    if not fig.data:
+        _empty(fig, "No lane with normalisation has been validated yet")
+    return _layout(
+        fig,
+        "Validation accuracy: running statistics (eval) vs batch statistics (train mode)",
+        xaxis_title="step",
+        yaxis_title="accuracy",
+        yaxis_range=[0, 1],
+    )
+
+
 def accuracy_figure(snap, last_n=None):
     fig = new_figure()
     for lane in snap.lanes:

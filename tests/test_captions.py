@@ -276,10 +276,36 @@ def check_landscape(snap, last_n=None):
     return text
 
 
-CHECKS = (check_gradients, check_plateau, check_training, check_landscape)
-
-
 # ============================================================================================ real data
+def check_train_eval(snap):
+    """Each lane's eval-mode and train-mode accuracy, and the gap, as the caption prints them."""
+    text = c.train_eval(snap)
+    normalised = [lane for lane in snap.lanes if lane.spec.norm != "none"]
+    if not normalised:
+        assert text.startswith("No lane has normalisation")
+        return
+    for lane in normalised:
+        v, name = lane.tables["val"], lane.label.split(" · ")[0]
+        if not len(v.get("step", [])):
+            continue
+        if "val_acc_batch" not in v:
+            assert f"{name}" in text and "recorded no train-mode accuracy" in text
+            continue
+        ev, tr = 100 * float(v["val_acc"][-1]), 100 * float(v["val_acc_batch"][-1])
+        pattern = r": ([\d.]+)% in (?:both modes|eval mode, ([\d.]+)% in train mode \((\w+) mode ahead by ([\d.]+) "
+        m = re.search(re.escape(name) + pattern + r"points\))", text)
+        assert m, text
+        assert agrees(m.group(1), ev)
+        if m.group(2):
+            assert agrees(m.group(2), tr) and agrees(m.group(4), abs(tr - ev))
+            assert m.group(3) == ("train" if tr > ev else "eval")
+        else:
+            assert round(ev, 1) == round(tr, 1)
+
+
+CHECKS = (check_gradients, check_plateau, check_training, check_landscape, check_train_eval)
+
+
 def test_every_caption_agrees_with_the_real_snapshot(real_snap):
     """The shipped run at several steps and the fast preset: each caption's numbers and words, recomputed."""
     for position in BN_LAYERS:

@@ -319,3 +319,14 @@ def test_a_loss_within_one_decade_gets_a_label_per_digit(run):
     assert values.max() / values.min() < 10  # a short run on random images stays near 2.3
     ticks = fig.layout.yaxis.tickvals
     assert len(ticks) >= 4 and values.min() / 1.2 <= ticks[0] and ticks[-1] <= values.max() * 1.2
+
+
+def test_train_eval_draws_both_modes_of_each_normalised_lane(run):
+    empty, snap = run
+    fig = figures.train_eval_figure(snap)
+    assert [t.name for t in fig.data] == ["B · BN scratch · eval mode", "B · BN scratch · train mode"]
+    val = snap.lanes[1].tables["val"]
+    np.testing.assert_allclose(fig.data[0].y, val["val_acc"])
+    np.testing.assert_allclose(fig.data[1].y, val["val_acc_batch"])
+    assert fig.data[1].line.dash == "dot"
+    assert any("No lane with normalisation" in t for t in annotations(figures.train_eval_figure(empty)))

@@ -1,8 +1,9 @@
-"""BN state: the running statistics, one batch's statistics against them, and the learned gamma and beta."""
+"""BN state: the running statistics, one batch's statistics against them, the learned gamma and beta, and the
+accuracy with running statistics (eval mode) against batch statistics (train mode)."""
 
 import streamlit as st
 
-from bnviz import figures
+from bnviz import captions, figures
 
 from ..context import chart, figure, position_picker
 from ..state import Key
@@ -12,6 +13,12 @@ RUNNING_CAPTION = (
     "statistics (momentum {momentum:g}). They settle as training goes on."
 )
 BATCH_CAPTION = "One batch's statistics scatter around the running ones: that noise is part of why BN regularises."
+TRAIN_EVAL_CAPTION = (
+    "The same weights, two ways to normalise: eval mode uses the running statistics (what the network is at test "
+    "time), train mode each batch's own (batches of the training batch size). Where they differ, the running "
+    "statistics do not describe the batches the network learned on (small or skewed batches, a high learning "
+    "rate), or train mode adds something of its own (noisy BN's noise, ghost BN's sub-batches)."
+)
 GAMMA_BETA_CAPTION = (
     "gamma and beta start at 1 and 0 and are learned: the network chooses the scale and shift it wants."
 )
@@ -32,3 +39,6 @@ def render(snap, ctx):
     chart(figure(figures.batch_vs_running_figure, lane, pos), "batchrun")
     st.caption(GAMMA_BETA_CAPTION)
     chart(figure(figures.gamma_beta_figure, lane, pos), "gb")
+    st.caption(TRAIN_EVAL_CAPTION)
+    st.markdown(captions.train_eval(snap))
+    chart(figure(figures.train_eval_figure, snap, ctx.last_n), "traineval")
