@@ -404,6 +404,16 @@ def test_the_studies_render_and_bn_can_be_flipped_off_in_a_trained_lane(page):
     assert page.chart("Accuracy")["data"]
     page.click("Switch BN back on in B · BN scratch")
     assert not page.exp.snapshot().lanes[1].bn_bypassed
+    # PreciseBN: the statistics recomputed, the accuracy before and after said, as recorded
+    page.at.radio(key="study").set_value("Recompute statistics")
+    page.run()
+    rows = len(page.exp.snapshot().lanes[1].tables["val"]["step"])
+    page.click(next(b.label for b in page.at.button if b.label.startswith("Recompute B's statistics")))
+    page.assert_clean()
+    val = page.exp.snapshot().lanes[1].tables["val"]
+    assert len(val["step"]) == rows + 1
+    said = next(t for t in page.texts("markdown") if "after recomputing over" in t)
+    assert f"to {val['val_acc'][-1]:.1%}" in said and f"it is {val['val_acc_batch'][-1]:.1%}" in said
     assert not page.tracked.jobs  # nothing started in the background without a click
 
 

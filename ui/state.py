@@ -38,6 +38,7 @@ class Key:
     FLASH = "flash"
     RUN_KEY = "run_key"
     FLIP_RESULT = "flip_result"
+    PRECISE_RESULT = "precise_result"
     PRESENT = "present"
     STORY_STEP = "story_step"
     STORY_REVEAL = "story_reveal"

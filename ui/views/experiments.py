@@ -1,5 +1,6 @@
 """Experiments: the studies that go beyond watching (the learning-rate race, batch vs running statistics,
-switching BN off in a trained lane, the loss landscape). Each runs as a background job of the registry."""
+switching BN off in a trained lane, recomputing BN's statistics, the loss landscape). The race and the batch
+statistics run as background jobs of the registry; the others are commands to the live experiment."""
 
 import dataclasses
 
@@ -7,13 +8,20 @@ import streamlit as st
 
 from bnviz import captions, env, figures
 from bnviz.jobs import Job
+from bnviz.models import NORM_INFO
 from bnviz.studies import RACE_LRS, batch_statistics, lr_race
 
 from ..context import chart, figure
-from ..feedback import say
+from ..feedback import plain, say
 from ..state import Key
 
-STUDIES = ("Learning-rate race", "Batch vs running statistics", "Flip BN on a trained network", "Smoother landscape")
+STUDIES = (
+    "Learning-rate race",
+    "Batch vs running statistics",
+    "Flip BN on a trained network",
+    "Recompute statistics",
+    "Smoother landscape",
+)
 STUDY_JOBS = ("race", "batchstats")
 MIN_STEPS_FOR_BATCHSTATS = 50
 LANDSCAPE_EVERY = 25
@@ -34,6 +42,13 @@ FLIP_CAPTION = (
     "Switch BN off in a trained lane: its layers become the identity, every weight stays. Predict first: "
     "what happens to its accuracy, when the weights were learned for normalised inputs? The accuracy is "
     "measured at once when you switch; the histograms show what now reaches the activations."
+)
+PRECISE_IMAGES = 6_400  # PreciseBN's average runs over this many training images, whatever the batch size
+PRECISE_CAPTION = (
+    "PreciseBN (Wu & Johnson 2021): freeze the weights and re-estimate each BN layer's running mean and variance "
+    "as the plain average over {images:,} training images in batches of the training size, instead of the moving "
+    "average that training kept while the weights moved. Eval mode then uses statistics that fit the weights as "
+    "they are. The accuracy before and after is measured at once, on the same validation images."
 )
 LANDSCAPE_CAPTION = (
     "Santurkar et al. (2018): every few steps, on a fixed batch, step along the gradient by "
@@ -78,7 +93,8 @@ def render(snap, ctx):
         STUDIES[0]: race,
         STUDIES[1]: batch_vs_running,
         STUDIES[2]: flip,
-        STUDIES[3]: landscape,
+        STUDIES[3]: recompute,
+        STUDIES[4]: landscape,
     }[study](snap, ctx)
 
 
@@ -155,6 +171,35 @@ def flip(snap, ctx):
         )
     chart(figure(figures.accuracy_figure, snap, ctx.last_n), "flip-acc")
     chart(figure(figures.histogram_figure, snap, "bn3"), "flip-hist")
+
+
+def recompute(snap, ctx):
+    st.caption(PRECISE_CAPTION.format(images=PRECISE_IMAGES))
+    lanes = [l for l in snap.lanes if "running_mean" in NORM_INFO[l.spec.norm].state and not l.bn_bypassed]
+    if not lanes:
+        st.info("No lane keeps running statistics: turn on BN (or renorm, ghost, noisy, frozen) in a lane first.")
+    batches = max(1, PRECISE_IMAGES // snap.settings.batch_size)
+    for lane in lanes:
+        if st.button(
+            f"Recompute {lane.label.split(' · ')[0]}'s statistics ({batches:,} batches)", key=f"pbn{lane.index}"
+        ):
+            with st.spinner("Averaging the batch statistics…"):
+                result = say(ctx.exp.recompute_statistics, lane.index, batches)
+            if result is not None:
+                st.session_state[Key.PRECISE_RESULT] = (lane.label, lane.step, result)
+            st.rerun()
+    done = st.session_state.get(Key.PRECISE_RESULT)
+    if done:
+        label, step, r = done
+        change = r["after"] - r["before"]
+        verb = "rose" if change > 0 else "fell" if change < 0 else "stayed"
+        st.markdown(
+            f"**{plain(label)}** at step {step:,}: eval-mode accuracy {verb} from {r['before']:.1%} to "
+            f"{r['after']:.1%} after recomputing over {r['batches']:,} batches; in train mode (batch statistics) "
+            f"it is {r['batch']:.1%}."
+        )
+    st.markdown(captions.train_eval(snap))
+    chart(figure(figures.train_eval_figure, snap, ctx.last_n), "precise-traineval")
 
 
 def landscape(snap, ctx):
