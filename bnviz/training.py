@@ -48,7 +48,8 @@ def evaluate(model, images, labels, batch_size=1024):
 
 def has_running_statistics(model):
     """Whether train mode and eval mode differ: BN-like layers keep running averages for eval mode."""
-    return any(name.endswith(("running_mean", "moving_mean")) for name, _ in model.named_buffers())
+    statistics = ("running_mean", "running_var", "moving_mean", "moving_var")  # torch's names, and ours
+    return any(name.endswith(statistics) for name, _ in model.named_buffers())
 
 
 @torch.no_grad()

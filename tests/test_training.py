@@ -134,3 +134,10 @@ def test_train_mode_accuracy_uses_each_batch_s_statistics_and_changes_nothing(no
         assert torch.equal(v, before[k]), k
     assert evaluate(model, images, labels)[1] != acc or norm == "none"
     assert has_running_statistics(model) and not has_running_statistics(build_lenet("none"))
+
+
+@pytest.mark.parametrize(
+    "norm,differs", [("none", False), ("layernorm", False), ("groupnorm", False), ("scale", True), ("centre", True)]
+)
+def test_a_network_keeps_running_statistics_exactly_when_its_modes_differ(norm, differs):
+    assert has_running_statistics(build_lenet(norm)) == differs

@@ -29,6 +29,7 @@ class Key:
     POSITION = "position"
     STUDY = "study"
     STATE_LANE = "state_lane"
+    LESSON_LANE = "lesson_lane"
     UPLOAD = "upload"
     RECORDING = "recording"
     REPLAY_STEP = "replay_step"

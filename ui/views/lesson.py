@@ -1,11 +1,21 @@
-"""Lesson: the formula, the layer students watch train (its source), and the gradient written out."""
+"""Lesson: the formula, the layer each lane runs (which values it pools, and its source), the gradient."""
 
 import inspect
 
 import streamlit as st
 
+import bnviz.batch_renorm
 import bnviz.batchnorm
 import bnviz.batchnorm_backward
+import bnviz.batchnorm_lite
+import bnviz.ghost_batchnorm
+import bnviz.models
+import bnviz.noisy_batchnorm
+from bnviz.models import NORM_INFO
+from bnviz.norm_groups import norm_groups_figure
+
+from ..context import chart, figure, position_picker
+from ..state import Key
 
 FORMULA = (
     r"\mathrm{BN}(\mathbf{x}) = \boldsymbol{\gamma} \odot "
@@ -19,6 +29,11 @@ SYMBOLS = (
     "- $\\gamma$, $\\beta$: learned scale and shift, one per channel.\n"
     "- At test time the running averages replace the batch statistics (`model.eval()`)."
 )
+GROUPS_CAPTION = (
+    "Normalisations differ in which values share a mean and a variance. Found by asking the lane's own layer: "
+    "nudge one image's values in one channel (in train mode) and see whose outputs move. Cells of one colour "
+    "are normalised with the same statistics."
+)
 BACKWARD_INTRO = (
     "Autograd can differentiate the layer above by itself. Ioffe & Szegedy (2015, Section 3) also wrote the "
     'gradient out by hand; here it is, with the paper\'s names, chosen by `BatchNorm(..., backward="paper")`.'
@@ -31,15 +46,62 @@ WHAT_TO_LOOK_FOR = (
     "3. **BN state**: running statistics settle; gamma and beta move away from 1 and 0.\n"
     "4. **Gradients**: without BN the first layers get tiny gradients."
 )
+# Where each normalisation's code is: our modules, or (torch's own layers) where bnviz builds them.
+SOURCES = {
+    "scratch": bnviz.batchnorm,
+    "renorm": bnviz.batch_renorm,
+    "ghost": bnviz.ghost_batchnorm,
+    "noisy": bnviz.noisy_batchnorm,
+    "centre": bnviz.batchnorm_lite,
+    "scale": bnviz.batchnorm_lite,
+    "frozen": bnviz.batchnorm_lite,
+}
+TORCH_LAYERS = ("torch", "layernorm", "groupnorm")
+
+
+def source_of(norm):
+    """(file name, source) of the code a lane with ``norm`` runs at each BN position."""
+    if norm in SOURCES:
+        module = SOURCES[norm]
+        return f"bnviz/{module.__name__.split('.')[-1]}.py", inspect.getsource(module)
+    return "bnviz/models.py", inspect.getsource(bnviz.models.norm_layer)
 
 
 def render(snap, ctx):
     st.markdown("### Batch Normalization, in one line")
     st.latex(FORMULA)
     st.markdown(SYMBOLS)
-    st.markdown("### The layer you are watching train (read from `bnviz/batchnorm.py`)")
-    st.code(inspect.getsource(bnviz.batchnorm), language="python", line_numbers=True, wrap_lines=True)
-    st.markdown("### The gradient, written out (read from `bnviz/batchnorm_backward.py`)")
-    st.caption(BACKWARD_INTRO)
-    st.code(inspect.getsource(bnviz.batchnorm_backward), language="python", line_numbers=True, wrap_lines=True)
+    lanes = list(snap.lanes)
+    choice = next((l.index for l in lanes if l.spec.norm != "none"), 0)
+    if len(lanes) > 1:
+        st.session_state.setdefault(Key.LESSON_LANE, choice)
+        if st.session_state[Key.LESSON_LANE] not in range(len(lanes)):
+            st.session_state[Key.LESSON_LANE] = choice
+        choice = st.radio(
+            "Lane", range(len(lanes)), format_func=lambda i: lanes[i].label, horizontal=True, key=Key.LESSON_LANE
+        )
+    lane = lanes[choice]
+    norm = lane.spec.norm
+    info = NORM_INFO[norm]
+    st.markdown(f"### What {lane.label.split(' · ')[0]} normalises: {info.label}")
+    st.markdown(info.description)
+    st.caption(GROUPS_CAPTION)
+    position = position_picker()
+    chart(figure(norm_groups_figure, norm, position, snap.settings.batch_size, info.label), "norm-groups")
+    if norm == "none":
+        return st.markdown(WHAT_TO_LOOK_FOR)
+    name, code = source_of(norm)
+    st.markdown(f"### The layer {lane.label.split(' · ')[0]} runs (read from `{name}`)")
+    if norm in TORCH_LAYERS:
+        same = (
+            " Our from-scratch BN (`bnviz/batchnorm.py`, a lane's 'BN scratch') computes the same formula in Python."
+            if norm == "torch"
+            else ""
+        )
+        st.caption(f"{info.label} is torch's own layer (its kernels are C++); this is where bnviz builds it.{same}")
+    st.code(code, language="python", line_numbers=True, wrap_lines=True)
+    if norm == "scratch":
+        st.markdown("### The gradient, written out (read from `bnviz/batchnorm_backward.py`)")
+        st.caption(BACKWARD_INTRO)
+        st.code(inspect.getsource(bnviz.batchnorm_backward), language="python", line_numbers=True, wrap_lines=True)
     st.markdown(WHAT_TO_LOOK_FOR)
