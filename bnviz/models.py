@@ -111,12 +111,20 @@ class LeNetConfig:
     ghost_batch: int = GHOST_BATCH  # ghost: images per sub-batch
     groups: tuple = GROUPS  # groupnorm: groups at bn1..bn4 (6, 16 channels; 120, 84 features)
     noise_seed: int = 0  # noisy: the noise's seed (each position draws its own)
+    # For the chapter's exercises (the live lanes keep the defaults):
+    norm_at: tuple = BN_LAYERS  # the positions that hold the normalisation; the others are identities
+    bias: bool = True  # the conv/linear layers before each position have a bias (BN cancels a constant shift)
+    pool: str = "avg"  # avg (the chapter's LeNet) | max
 
     def __post_init__(self):
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if not set(self.norm_at) <= set(BN_LAYERS):
+            raise ValueError(f"norm_at names positions among {', '.join(BN_LAYERS)}, got {self.norm_at!r}")
+        if self.pool not in ("avg", "max"):
+            raise ValueError(f"pool must be avg or max, got {self.pool!r}")
         if len(self.groups) != len(BN_LAYERS):
             raise ValueError(f"groups gives GroupNorm's groups at {', '.join(BN_LAYERS)}, got {self.groups!r}")
 
@@ -124,7 +132,7 @@ class LeNetConfig:
 def norm_layer(config, num_features, num_dims, position=0):
     """The normalisation layer at one position (0..3 for bn1..bn4), as ``config.norm`` names it."""
     norm, eps, momentum = config.norm, config.bn_eps, config.bn_momentum
-    if norm == "none":
+    if norm == "none" or BN_LAYERS[position] not in config.norm_at:
         return nn.Identity()
     if norm == "scratch":
         return BatchNorm(num_features, num_dims, eps=eps, momentum=momentum)
@@ -156,14 +164,15 @@ class LeNet(nn.Module):
         self.config = c = config
         side = (28 + 2 * c.first_padding - 4) // 2  # after conv1 and pool1: 12 (or 14 with padding 2)
         side = (side - 4) // 2  # after conv2 and pool2: 4 (or 5)
-        self.conv1 = nn.Conv2d(1, 6, kernel_size=5, padding=c.first_padding)
-        self.bn1, self.act1, self.pool1 = norm_layer(c, 6, 4, 0), activation_layer(c), nn.AvgPool2d(2, 2)
-        self.conv2 = nn.Conv2d(6, 16, kernel_size=5)
-        self.bn2, self.act2, self.pool2 = norm_layer(c, 16, 4, 1), activation_layer(c), nn.AvgPool2d(2, 2)
+        pool = nn.AvgPool2d if c.pool == "avg" else nn.MaxPool2d
+        self.conv1 = nn.Conv2d(1, 6, kernel_size=5, padding=c.first_padding, bias=c.bias)
+        self.bn1, self.act1, self.pool1 = norm_layer(c, 6, 4, 0), activation_layer(c), pool(2, 2)
+        self.conv2 = nn.Conv2d(6, 16, kernel_size=5, bias=c.bias)
+        self.bn2, self.act2, self.pool2 = norm_layer(c, 16, 4, 1), activation_layer(c), pool(2, 2)
         self.flatten = nn.Flatten()
-        self.fc1 = nn.Linear(16 * side * side, 120)
+        self.fc1 = nn.Linear(16 * side * side, 120, bias=c.bias)
         self.bn3, self.act3 = norm_layer(c, 120, 2, 2), activation_layer(c)
-        self.fc2 = nn.Linear(120, 84)
+        self.fc2 = nn.Linear(120, 84, bias=c.bias)
         self.bn4, self.act4 = norm_layer(c, 84, 2, 3), activation_layer(c)
         self.fc3 = nn.Linear(84, c.num_classes)
 
@@ -190,7 +199,8 @@ def init_weights(model, seed):
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.xavier_uniform_(m.weight, generator=g)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
     return model
 
 

@@ -158,3 +158,19 @@ def test_scratch_matches_torch_inside_lenet(activation):
     torch.testing.assert_close(scratch(X), ref(X), atol=1e-5, rtol=1e-5)
     scratch.train()
     assert not torch.allclose(scratch(X), ref.eval()(X), atol=1e-3)  # train vs eval really differ
+
+
+def test_the_exercise_options_build_what_they_say():
+    only_first = build_lenet("scratch", norm_at=("bn1", "bn2"))
+    assert set(only_first.bn_layers()) == {"bn1", "bn2"}
+    no_bias = build_lenet("scratch", bias=False)
+    assert all(getattr(no_bias, n).bias is None for n in ("conv1", "conv2", "fc1", "fc2"))
+    assert no_bias.fc3.bias is not None  # the output layer has no BN after it: it keeps its bias
+    pooled = build_lenet("none", pool="max")
+    assert isinstance(pooled.pool1, nn.MaxPool2d) and pooled(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    # the same seed gives the same weights whatever the options
+    assert torch.equal(no_bias.conv1.weight, build_lenet("scratch").conv1.weight)
+    with pytest.raises(ValueError, match="norm_at names positions"):
+        build_lenet("scratch", norm_at=("bn9",))
+    with pytest.raises(ValueError, match="pool must be avg or max"):
+        build_lenet("none", pool="min")
