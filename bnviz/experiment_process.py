@@ -26,6 +26,13 @@ own processes (named ``bnviz-…``) and of nothing else.
 
 If the child dies (killed, out of memory), the experiment shows status "error" with a message, keeps the
 curves it had, and ``reset()`` starts a new child.
+
+If the child lives but does not answer (stopped with SIGSTOP, swapped out, starved of CPU), nothing waits on it
+for long: a snapshot gives up after ``STATUS_TIMEOUT_S`` and returns the last one, marked ``responding=False``;
+from then on nothing more is sent to it (a snapshot returns at once, a command raises ``TimeoutError``) until a
+late reply shows that it answers again. The pipe's lock is only waited on up to the caller's own deadline, and
+never behind a request that has itself gone unanswered. ``reset()`` kills a child that does not answer and
+starts a new one; ``stop()`` kills it.
 """
 
 import dataclasses
@@ -66,6 +73,11 @@ COMMANDS = (
     "header",
 )
 _context, _context_lock = None, threading.Lock()
+
+STATUS_TIMEOUT_S = 3.0  # a snapshot or a status request: a child silent this long is "not responding"
+NOT_RESPONDING = (
+    "the training process is not responding (it may be stopped or overloaded). Press Reset to start a new one"
+)
 
 
 def start_method():
@@ -135,7 +147,9 @@ class ExperimentProcess:
         self.name, self.shared_cpu, self.timeout = name, shared_cpu, timeout
         self.device = devices.resolve_device(settings.device)  # a DeviceError here, as in engine.Experiment
         self._dataset = data
-        self._lock = threading.RLock()  # one request and its reply at a time
+        self._lock = threading.RLock()  # one request and its reply at a time (waited on only up to a deadline)
+        self._sent_at = None  # when the request now waiting for its reply was sent (monotonic)
+        self._unanswered = False  # a request gave up waiting, and no reply has come since: nothing more is sent
         self._ids = itertools.count(1)
         self._stopped = False
         self._spawn(settings, tuple(lanes))
@@ -153,6 +167,7 @@ class ExperimentProcess:
         self._proc.start()
         there.close()
         self._conn, self._dead, self._mirrors = here, None, {}
+        self._sent_at, self._unanswered = None, False
         self._last = getattr(self, "_last", None)  # after a failed restart, the page keeps the old curves
         self.settings, self.lanes = settings, [LaneInfo(i, s) for i, s in enumerate(lanes)]
         self._state = {"status": Status.IDLE, "error": None, "busy": False}
@@ -167,17 +182,50 @@ class ExperimentProcess:
         others = sum(1 for e in list(self._running) if e is not self)
         return max(1, devices.choose_threads(self.shared_cpu) // (others + 1))
 
+    def _acquire(self, timeout):
+        """Take the pipe's lock within ``timeout`` seconds; False at once when the request holding it has gone
+        unanswered (or, for a status call, has waited longer than a status call may): nobody queues behind it."""
+        end = time.monotonic() + timeout
+        while not self._lock.acquire(timeout=min(0.05, max(0.0, end - time.monotonic()))):
+            now, sent = time.monotonic(), self._sent_at
+            stale = sent is not None and now - sent > STATUS_TIMEOUT_S and timeout <= STATUS_TIMEOUT_S
+            if self._unanswered or stale or now >= end:
+                return False
+        return True
+
+    def _drain(self, wait=0.0):
+        """Under the lock: read the late replies that have come in (a child that answers again), waiting for the
+        first up to ``wait`` seconds."""
+        try:
+            while self._conn.poll(wait):
+                wait = 0.0
+                _, _, _, state = self._conn.recv()  # its request gave up long ago: only the state is news
+                self._unanswered = False
+                if state:
+                    self._update(state)
+        except (EOFError, OSError):
+            self._died()
+
     def _request(self, op, *args, timeout=None):
-        with self._lock:
+        timeout = timeout or self.timeout
+        if not self._acquire(timeout):
+            raise self._silent()
+        try:
+            if self._unanswered and not self._dead:
+                self._drain(0.0 if timeout <= STATUS_TIMEOUT_S else STATUS_TIMEOUT_S)  # a command waits a little
+                if self._unanswered:
+                    raise TimeoutError(NOT_RESPONDING)  # nothing is sent to a child that has not answered the last
             if self._dead or self._stopped:
                 raise RuntimeError(self._dead or "the experiment has stopped")
             rid = next(self._ids)
             try:
                 self._conn.send((rid, op, args))
-                deadline = time.monotonic() + (timeout or self.timeout)
+                self._sent_at = time.monotonic()
+                deadline = self._sent_at + timeout
                 while True:
                     left = deadline - time.monotonic()
                     if left <= 0 or not self._conn.poll(left):
+                        self._unanswered = True
                         raise TimeoutError("the training process did not answer in time")
                     got, ok, value, state = self._conn.recv()
                     if got == rid:  # a reply to a request that timed out earlier is dropped
@@ -187,11 +235,35 @@ class ExperimentProcess:
             except (EOFError, OSError):
                 self._died()
                 raise RuntimeError(self._dead) from None
+            finally:
+                self._sent_at = None
             if state:
                 self._update(state)
             if not ok:
                 raise value
             return value
+        finally:
+            self._lock.release()
+
+    def _silent(self):
+        return TimeoutError(NOT_RESPONDING if not self.responding else "the training process did not answer in time")
+
+    @property
+    def responding(self):
+        """False while the child, alive, has not answered in time: a request gave up on it and no reply has
+        come since, or the request in flight has waited longer than ``STATUS_TIMEOUT_S``. Asks nothing."""
+        sent = self._sent_at
+        return not self._unanswered and (sent is None or time.monotonic() - sent <= STATUS_TIMEOUT_S)
+
+    def _answers(self):
+        """Whether the child answers, after reading any late reply (when nobody else is using the pipe)."""
+        if not self.responding and self._lock.acquire(blocking=False):
+            try:
+                if self._unanswered and not self._dead:
+                    self._drain()
+            finally:
+                self._lock.release()
+        return self.responding
 
     def _update(self, state):
         self._state = state
@@ -211,6 +283,7 @@ class ExperimentProcess:
         )
         self._dead = f"the training process ended unexpectedly ({why}). Press Reset to start it again."
         self._state = dict(self._state, status=Status.ERROR, error=self._dead, busy=False)
+        self._unanswered = False  # it is not silent, it is gone: the status says so
         self._running.discard(self)
         try:
             self._conn.close()
@@ -254,14 +327,26 @@ class ExperimentProcess:
         return self._request("call", "remove_lane", index)
 
     def reset(self, settings=None, lanes=None):
-        """As engine.Experiment.reset; after the child died, a new child with the same set-up."""
-        if self._dead and not self._stopped:
-            settings = settings or self.settings
-            specs = tuple(lanes) if lanes is not None else tuple(l.spec for l in self.lanes)
-            if devices.resolve_device(settings.device) != self.device:
-                raise ValueError("the device is chosen when an experiment is created; make a new experiment")
+        """As engine.Experiment.reset; after the child died, or while it does not answer, a new child with the
+        same set-up (one that does not answer is killed first)."""
+        if self._stopped or (not self._dead and self._answers()):
+            return self._request("call", "reset", settings, lanes)
+        settings = settings or self.settings
+        specs = tuple(lanes) if lanes is not None else tuple(l.spec for l in self.lanes)
+        if devices.resolve_device(settings.device) != self.device:
+            raise ValueError("the device is chosen when an experiment is created; make a new experiment")
+        self._proc.kill()  # SIGKILL, outside the lock: a stopped process acts on nothing else; a waiter sees EOF
+        self._proc.join(5.0)
+        if not self._lock.acquire(timeout=10.0):  # whoever waited on the old child has seen it end by now
+            raise TimeoutError("the old training process could not be ended; reload the page")
+        try:
+            try:
+                self._conn.close()
+            except OSError:
+                pass
             return self._spawn(settings, specs)
-        return self._request("call", "reset", settings, lanes)
+        finally:
+            self._lock.release()
 
     def clone_model(self, index):
         """A copy of lane ``index``'s network as it is now, on the CPU."""
@@ -275,12 +360,29 @@ class ExperimentProcess:
         return model
 
     def header(self):
-        return self._request("call", "header")
+        """The child's header; when it has died or does not answer, the same fields from the server's last
+        snapshot (so the curves it had can still be saved and replayed)."""
+        try:
+            return self._request("call", "header", timeout=STATUS_TIMEOUT_S)
+        except (RuntimeError, TimeoutError):
+            snap = self._last
+            return {
+                "name": self.name,
+                "settings": dataclasses.asdict(snap.settings),
+                "device": str(self.device),
+                "lanes": [dataclasses.asdict(lane.spec) for lane in snap.lanes],
+                "torch": torch.__version__,
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
 
     def stop(self, timeout=1.0):
-        """Stop training and end the child process; returns True when it is gone."""
-        with self._lock:
-            if not self._dead and not self._stopped:
+        """Stop training and end the child process; returns True when it is gone.
+
+        A child that does not answer (or whose pipe is busy with a request) is not told: it is killed."""
+        silent = not self._answers()
+        got = self._lock.acquire(timeout=min(timeout, STATUS_TIMEOUT_S)) if timeout else self._lock.acquire(False)
+        try:
+            if got and not silent and not self._dead and not self._stopped:
                 try:
                     self._conn.send((0, "stop", ()))
                 except OSError:
@@ -288,6 +390,11 @@ class ExperimentProcess:
             self._stopped = True
             self._state = dict(self._state, status=Status.STOPPED, busy=False)
             self._running.discard(self)
+        finally:
+            if got:
+                self._lock.release()
+        if (silent or not got) and not self._dead:
+            self._proc.kill()
         if timeout:
             self._proc.join(timeout)
             if self._proc.is_alive():
@@ -340,16 +447,23 @@ class ExperimentProcess:
             time.sleep(poll)
 
     def snapshot(self):
-        """The experiment now, as engine.Experiment.snapshot() gives it; the last one seen if the child died."""
-        with self._lock:
-            try:
-                return self._sync()
-            except (RuntimeError, TimeoutError):
-                return dataclasses.replace(self._last, status=self._state["status"], error=self._state["error"])
+        """The experiment now, as engine.Experiment.snapshot() gives it; the last one seen if the child died,
+        or if it did not answer within ``STATUS_TIMEOUT_S`` (then marked ``responding=False``)."""
+        try:
+            return self._sync(STATUS_TIMEOUT_S)
+        except (RuntimeError, TimeoutError):
+            return dataclasses.replace(
+                self._last,
+                status=self._state["status"],
+                error=self._state["error"],
+                responding=self._dead is not None or self._stopped or self.responding,
+            )
 
-    def _sync(self):
-        with self._lock:
-            reply = self._request("sync", {sid: m[1] for sid, m in self._mirrors.items()})
+    def _sync(self, timeout=None):
+        if not self._acquire(timeout or self.timeout):
+            raise self._silent()
+        try:
+            reply = self._request("sync", {sid: m[1] for sid, m in self._mirrors.items()}, timeout=timeout)
             mirrors, views = {}, []
             for sid, meta, changes, marks in reply["lanes"]:
                 history = self._mirrors.get(sid, (LaneHistory(), None))[0]
@@ -366,6 +480,8 @@ class ExperimentProcess:
                 reply["wall_s"],
             )
             return self._last
+        finally:
+            self._lock.release()
 
 
 # ---------------------------------------------------------------------- in the child process

@@ -155,6 +155,7 @@ class Snapshot:
     lanes: tuple
     wall_s: float = 0.0
     taken_at: float = field(default_factory=time.time)
+    responding: bool = True  # False: its training process did not answer in time; this is the last it sent
 
     @property
     def max_step(self):

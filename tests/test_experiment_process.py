@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -281,6 +282,125 @@ def test_refresh_gives_up_at_its_deadline_on_a_child_that_does_not_answer(data, 
         os.kill(exp._proc.pid, signal.SIGCONT)
     exp.step(2)  # the late reply to the refresh that gave up is dropped; the next request gets its own
     assert exp.wait(60) and [l.step for l in exp.snapshot().lanes] == [2, 2]
+
+
+class Stopped:
+    """``with Stopped(exp):`` the experiment's child frozen by SIGSTOP (alive, answering nothing); SIGCONT after,
+    if it still exists."""
+
+    def __init__(self, exp):
+        self.pid = exp._proc.pid
+
+    def __enter__(self):
+        os.kill(self.pid, signal.SIGSTOP)
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            os.kill(self.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+def within(seconds, fn, *args):
+    """fn(*args) in a thread: what it returned (or raised), or AssertionError if it hung past ``seconds``."""
+    out = {}
+
+    def go():
+        try:
+            out["value"] = fn(*args)
+        except BaseException as e:
+            out["error"] = e
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"{getattr(fn, '__name__', fn)} still waiting after {seconds} s"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+HANGS = 20  # far below the 60 s a request used to wait on a stopped child, far above the 3 s it waits now
+
+
+def test_a_stopped_child_answers_nothing_and_nothing_waits_on_it(data, make):
+    """kill -STOP: a snapshot gives the last one, marked not responding, without waiting long; so does every
+    later one, at once; a command says so; another experiment is not held up; Reset kills it and starts anew."""
+    exp, other = make(ExperimentProcess, data, settings(epochs=50)), make(ExperimentProcess, data, settings())
+    exp.step(3)
+    assert exp.wait(60)
+    before = exp.snapshot()
+    assert before.responding and [l.step for l in before.lanes] == [3, 3]
+    old_pid = exp._proc.pid
+    with Stopped(exp):
+        snap = within(HANGS, exp.snapshot)
+        assert not snap.responding and not exp.responding
+        assert snap.status == "paused" and [l.step for l in snap.lanes] == [3, 3]  # the curves it had
+        assert snap.lanes[1].tables["steps"]["step"].tolist() == [1, 2, 3]
+        for _ in range(5):  # nothing more is sent to it: each later snapshot returns at once
+            assert not within(1.0, exp.snapshot).responding
+        with pytest.raises(TimeoutError, match="not responding"):
+            within(HANGS, exp.start)  # a command waits a moment for a late reply, then says so
+        with pytest.raises(TimeoutError):
+            within(1.0, exp.refresh)
+        assert within(HANGS, exp.wait, 5)  # a wait gives up on it
+        other.step(2)  # another experiment goes on as ever
+        assert other.wait(60) and [l.step for l in within(HANGS, other.snapshot).lanes] == [2, 2]
+        header = within(HANGS, exp.header)  # from the last snapshot: the curves can still be saved
+        assert [l["norm"] for l in header["lanes"]] == ["none", "scratch"] and header["settings"]["epochs"] == 50
+        within(HANGS, exp.reset)  # kills it (a stopped process acts on SIGKILL only) and starts a new one
+        assert gone(old_pid) and exp._proc.pid != old_pid
+    assert exp.alive and exp.responding and exp.status == "idle"
+    assert [l.step for l in exp.snapshot().lanes] == [0, 0] and exp.snapshot().settings.epochs == 50
+    exp.step(2)
+    assert exp.wait(60) and [l.step for l in exp.snapshot().lanes] == [2, 2]
+
+
+def test_a_request_in_flight_on_a_stopped_child_blocks_no_other_caller(data, make):
+    """A command sent just before the child froze waits for its reply; meanwhile a snapshot does not queue
+    behind it for long, and Reset ends the wait at once."""
+    exp = make(ExperimentProcess, data, settings(epochs=50))
+    with Stopped(exp) as frozen:
+        outcome = {}
+
+        def command():
+            try:
+                exp.extend(1)  # a command's own deadline is exp.timeout (60 s)
+            except Exception as e:
+                outcome["error"] = e
+
+        t = threading.Thread(target=command, daemon=True)
+        t.start()
+        assert until(lambda: exp._sent_at is not None, timeout=10)
+        snap = within(HANGS, exp.snapshot)  # waits for the pipe at most a status call's deadline
+        assert not snap.responding and snap.lanes and [l.step for l in snap.lanes] == [0, 0]
+        assert not within(1.0, exp.snapshot).responding  # the request in flight is stale now: no waiting at all
+        within(HANGS, exp.reset)
+        t.join(HANGS)
+        assert not t.is_alive() and isinstance(outcome.get("error"), RuntimeError)
+        assert gone(frozen.pid)
+    assert exp.alive and exp.responding and exp.status == "idle"
+    exp.step(1)
+    assert exp.wait(60) and [l.step for l in exp.snapshot().lanes] == [1, 1]
+
+
+def test_a_child_that_answers_again_is_shown_as_responding_again(data, make):
+    exp = make(ExperimentProcess, data, settings())
+    with Stopped(exp):
+        assert not within(HANGS, exp.snapshot).responding
+    assert until(lambda: exp.snapshot().responding, timeout=30)  # its late reply is read: it answers again
+    exp.step(2)
+    assert exp.wait(60) and [l.step for l in exp.snapshot().lanes] == [2, 2]
+
+
+def test_stop_kills_a_child_that_does_not_answer(data, make):
+    exp = make(ExperimentProcess, data, settings())
+    with Stopped(exp) as frozen:
+        assert not within(HANGS, exp.snapshot).responding
+        within(HANGS, exp.stop, 0)  # the janitor's stop: at once
+        assert gone(frozen.pid)
+    assert exp.status == "stopped" and not exp.alive
 
 
 def test_with_stops_the_child(data):

@@ -1,6 +1,9 @@
 """The server-wide registry of experiments: ids, grace period, the training cap, the bound on kept runs."""
 
+import os
+import signal
 import threading
+import time
 
 import pytest
 from conftest import until
@@ -465,3 +468,32 @@ def test_add_reads_no_status_under_the_lock(clock):
         assert [locked for what, locked in first.calls + second.calls if what == "status"] == [False]
     finally:
         Watchful.registry = None
+
+
+def test_a_stopped_child_holds_up_no_other_tab(clock, make_experiment, monkeypatch):
+    """kill -STOP on one experiment's child, its own tab's refresh waiting on it: another tab's Start (which asks
+    the running experiments how they are) and a new experiment go on without waiting for it."""
+    monkeypatch.setenv("BNVIZ_THREADS", "1")
+    reg = Registry(max_training=3, clock=clock)
+    hung, other = (make_experiment(SLOW, (LaneSpec("none"),), cls=ExperimentProcess) for _ in range(2))
+    kh, ko = reg.add(hung), reg.add(other)
+    reg.start(kh)
+    pid = hung._proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        threading.Thread(target=hung.snapshot, daemon=True).start()  # its own tab's refresh
+        time.sleep(0.5)  # its request is sent, and waits
+        finished = threading.Event()
+        threading.Thread(target=lambda: (reg.start(ko), finished.set()), daemon=True).start()
+        assert finished.wait(20), "Start in another tab waited on the stopped child"  # it waited 60 s before
+        assert other.refresh() == "running" and hung.status == "running"  # the stopped one: as last seen
+        fresh = make_experiment(SLOW, (LaneSpec("none"),), cls=ExperimentProcess)
+        reg.add(fresh)
+        assert len(reg) == 3 and until(lambda: not hung.responding, timeout=20)
+        assert reg.reap() == [] and hung.stop(timeout=0) is False  # not told (it cannot listen): killed
+        assert until(lambda: not hung._proc.is_alive(), timeout=20)
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
