@@ -669,14 +669,69 @@ def test_a_killed_training_process_is_a_message_and_reset_brings_it_back(page):
     page.run()
     assert not page.at.exception
     errors = page.texts("error")
-    assert len(errors) == 1 and "ended unexpectedly" in errors[0] and "Reset" in errors[0], errors
+    assert len(errors) == 1 and "ended unexpectedly" in errors[0] and errors[0].count("Reset") == 1, errors
     assert len(values(page.chart("Training loss per step")["data"][1]["x"])) >= 3  # the curves stay on screen
+    assert [page.button(b).disabled for b in ("Start", "Pause", "Step", "Reset")] == [True, True, True, False]
     page.click("Reset")
     page.assert_clean()
     assert page.exp.alive and page.steps() == [0, 0]
     page.click("Step")
     page.assert_clean()
     assert page.steps() == [1, 1]
+
+
+def test_a_crashed_training_process_can_still_be_saved_and_replayed(page):
+    """kill -9: the replayable file (and the web page) come from the server's last copy of the curves."""
+    page.start_and_pause_after(3)
+    page.run()
+    steps = page.steps()
+    os.kill(page.exp._proc.pid, signal.SIGKILL)
+    page.exp._proc.join(10)
+    page.run()
+    assert page.exp.status == "error"
+    raw = page.tracked.downloads["bnviz-experiment.npz"]()
+    rec = Recording.load(raw)
+    assert [s.norm for s in rec.specs] == ["none", "scratch"] and rec.last_step == max(steps)
+    np.testing.assert_array_equal(
+        rec.snapshot().lanes[1].tables["steps"]["train_loss"],
+        page.exp.snapshot().lanes[1].tables["steps"]["train_loss"],
+    )
+    assert "A · BN off" in page.tracked.downloads["bnviz-run.html"]()
+
+
+def test_a_stopped_training_process_is_said_on_its_page_and_holds_up_no_other_tab(page):
+    """kill -STOP on the training process: its page says so within a few seconds (the charts it had stay), only
+    Reset can act, a new tab opens as usual, and Reset starts a new process."""
+    page.click("Start")
+    wait_until(lambda: min(page.steps()) >= 3, "3 steps")
+    pid = page.exp._proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        page.run()  # AppTest gives up after 30 s: it used to wait 60 s on the stopped process
+        assert not page.at.exception and not page.at.error
+        assert any("not responding" in w and "Reset" in w for w in page.texts("warning")), page.texts("warning")
+        assert "not responding" in page.progress_text()
+        assert len(values(page.chart("Training loss per step")["data"][1]["x"])) >= 3  # its curves stay
+        assert [page.button(b).disabled for b in ("Start", "Pause", "Step", "Reset")] == [True, True, True, False]
+        again = Page(page.tracked, run_key=page.key)  # the same run in a new tab: drawn at once, says the same
+        assert not again.at.exception and any("not responding" in w for w in again.texts("warning"))
+        other = Page(page.tracked)  # a new tab, with its own run
+        other.assert_clean()
+        other.click("Step")
+        other.assert_clean()
+        assert [l.step for l in other.exp.snapshot().lanes] == [1, 1]
+        page.click("Reset")
+        page.assert_clean()
+        assert page.exp._proc.pid != pid and page.exp.alive and page.steps() == [0, 0]
+        assert not any("not responding" in w for w in page.texts("warning"))
+        page.click("Step")
+        page.assert_clean()
+        assert page.steps() == [1, 1]
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
 
 def test_without_a_training_process_it_trains_in_the_server_and_says_so(owned, monkeypatch, synthetic):

@@ -38,21 +38,39 @@ def on_more_epochs(exp, registry, key):
         on_start(exp, registry, key)
 
 
+NOT_RESPONDING = (
+    "The training process is not responding (it may be stopped or overloaded): the charts show what it last sent. "
+    "Press Reset to start a new one."
+)
+ONLY_RESET = "The training process cannot take commands: press Reset (X)"
+
+
+def can_command(exp):
+    """Whether the experiment can take Start, Pause or Step: its process runs and answers (asks nothing)."""
+    return exp.status not in ("error", "stopped") and getattr(exp, "responding", True)
+
+
 def render(exp, registry, key):
     """The four buttons in one row, each as wide as its label; Space starts and pauses, S steps, X resets.
 
     On a finished run Start and Step cannot act: they are disabled, and the row offers more epochs instead.
+    When the training process has died or does not answer, only Reset can act.
     """
-    running = exp.status == "running"
+    ok = can_command(exp)
+    running = exp.status == "running" and ok
     finished = exp.status == "finished"
     row = st.container(horizontal=True, gap="small", vertical_alignment="center")
     row.button(
         "Start",
         icon=":material/play_arrow:",
         type="primary",
-        help="Finished: Reset, or train more epochs" if finished else "Start or resume training (Space)",
-        disabled=running or finished,
-        shortcut=None if running or finished else SHORTCUTS["Start"],
+        help=ONLY_RESET
+        if not ok
+        else "Finished: Reset, or train more epochs"
+        if finished
+        else "Start or resume training (Space)",
+        disabled=running or finished or not ok,
+        shortcut=None if running or finished or not ok else SHORTCUTS["Start"],
         on_click=on_start,
         args=(exp, registry, key),
     )
@@ -68,9 +86,13 @@ def render(exp, registry, key):
     row.button(
         "Step",
         icon=":material/skip_next:",
-        help="Finished: Reset, or train more epochs" if finished else "One step of every lane, then pause (S)",
-        disabled=finished,
-        shortcut=None if finished else SHORTCUTS["Step"],
+        help=ONLY_RESET
+        if not ok
+        else "Finished: Reset, or train more epochs"
+        if finished
+        else "One step of every lane, then pause (S)",
+        disabled=finished or not ok,
+        shortcut=None if finished or not ok else SHORTCUTS["Step"],
         on_click=on_step,
         args=(exp,),
     )
@@ -82,7 +104,7 @@ def render(exp, registry, key):
         on_click=say,
         args=(exp.reset,),
     )
-    if finished:
+    if finished and ok:
         row.button(
             f"Train {MORE_EPOCHS} more epoch",
             icon=":material/add:",
@@ -124,7 +146,7 @@ def lane_progress(lane, epochs):
 def status_text(snap):
     """What the status bar says: the device, the state, the speed while training, and every lane's step."""
     state = run_state(snap)
-    parts = [str(snap.device), state]
+    parts = [str(snap.device), state if snap.responding else f"not responding (last seen {state})"]
     if state == "running":
         ips = sum(l.images_per_s for l in snap.lanes if l.status == "training")
         parts.append(f"{ips:,.0f} images/s")
@@ -146,4 +168,7 @@ def status_bar(snap):
         elif lane.status == "error":
             st.error(f"{lane.label} stopped: {lane.error}")
     if snap.error:
-        st.error(f"Training stopped: {snap.error}. Press Reset to start again.")
+        said = str(snap.error).rstrip(". ")  # a dead training process's message already says what to press
+        st.error(f"Training stopped: {said}." + ("" if "Reset" in said else " Press Reset to start again."))
+    elif not snap.responding:
+        st.warning(NOT_RESPONDING)

@@ -15,9 +15,14 @@ HEARTBEAT_S = 10.0
 
 
 def render(exp, registry, key, data):
-    """Refreshes while training runs or a study of this page runs (its progress bar moves, training or not)."""
+    """Refreshes while training runs or a study of this page runs (its progress bar moves, training or not).
+
+    A training process that stops answering (or answers again) redraws the whole page once, so the buttons
+    say what can act; its refresh costs nothing while it is silent (the snapshot is the last one it sent).
+    """
     ss = st.session_state
     running = exp.status == "running"
+    responding = getattr(exp, "responding", True)  # what the buttons were drawn for
     studying = bool(running_jobs(registry, key))
     live = (running or studying) and not ss[Key.FREEZE]
     ctx = ViewContext(WINDOWS[ss[Key.WINDOW]], ss[Key.LOG_LOSS], exp, data, registry, key, presenter.requested())
@@ -31,6 +36,8 @@ def render(exp, registry, key, data):
             views.render(ss[Key.VIEW], snap, ctx)
         if live and ((running and snap.status != "running") or (studying and not running_jobs(registry, key))):
             st.rerun()  # training or the study ended: redraw the page once, and stop refreshing
+        if snap.responding != responding:
+            st.rerun()  # the process stopped answering, or answers again: the buttons change
 
     panel()
 

@@ -245,6 +245,11 @@ def export(sb, exp):
         return experiment_bytes(header, tables()[1])
 
     with sb.expander("Export · load a run"):
+        if exp.status == "error" or not getattr(exp, "responding", True):
+            st.caption(
+                "The training process has ended or does not answer: these files hold the curves as this server "
+                "last received them."
+            )
         download("Metrics (CSV)", csv, "bnviz-metrics.csv", "text/csv")
         download("Metrics and probes (JSON)", history_json, "bnviz-history.json", "application/json")
         download("Whole experiment (replayable)", replayable, "bnviz-experiment.npz", "application/octet-stream")
