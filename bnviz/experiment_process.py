@@ -282,7 +282,8 @@ class ExperimentProcess:
             else "it stopped answering"
         )
         self._dead = f"the training process ended unexpectedly ({why}). Press Reset to start it again."
-        self._state = dict(self._state, status=Status.ERROR, error=self._dead, busy=False)
+        if not self._stopped:  # a child killed by stop() (its pipe was busy) is stopped, not failed
+            self._state = dict(self._state, status=Status.ERROR, error=self._dead, busy=False)
         self._unanswered = False  # it is not silent, it is gone: the status says so
         self._running.discard(self)
         try:

@@ -500,3 +500,17 @@ def test_ctrl_c_does_not_reach_the_training_process(data):
         exp.step(1)
         assert exp.wait(30) and exp.alive
         assert [lane.step for lane in exp.snapshot().lanes] == [1, 1]
+
+
+def test_stop_while_a_request_waits_kills_the_child_and_it_shows_as_stopped(data, make):
+    """The janitor's stop(timeout=0) does not queue behind a request in flight: the child is killed, the
+    request ends, and the experiment reads as stopped (not as a crash)."""
+    exp = make(ExperimentProcess, data, settings())
+    with Stopped(exp) as frozen:
+        t = threading.Thread(target=exp.snapshot, daemon=True)
+        t.start()
+        assert until(lambda: exp._sent_at is not None, timeout=10)
+        within(HANGS, exp.stop, 0)
+        t.join(HANGS)
+        assert not t.is_alive() and gone(frozen.pid)
+    assert exp.status == "stopped" and exp.snapshot().status == "stopped" and not exp.alive
