@@ -350,6 +350,7 @@ EXPECTED_CHARTS = {
     "Experiments": [],  # the first study draws nothing until it is run
     "Lesson": ["BN scratch at bn1 (after conv1): cells of one colour share statistics"],
     "Story": [],  # a question first: the chart comes with the reveal
+    "Exercises": [],  # a prediction first: nothing runs, nothing is drawn before it
 }
 
 
@@ -822,3 +823,31 @@ def test_a_files_name_is_shown_as_text_not_as_markdown(page):
     page.assert_clean()
     (info,) = [t for t in page.texts("info") if "Replay of" in t]
     assert "\\[click\\]\\(http://evil.example\\)" in info and "\\!\\[x\\]" in info  # escaped: no link, no image
+
+
+def test_an_exercise_asks_for_a_prediction_runs_and_reveals_from_its_numbers(page, monkeypatch):
+    import dataclasses
+
+    import bnviz.exercises
+
+    short = dataclasses.replace(bnviz.exercises.EXERCISES["bias"], steps=20, train_size=640)
+    monkeypatch.setitem(bnviz.exercises.EXERCISES, "bias", short)
+    show(page, "Exercises")
+    page.at.selectbox(key="exercise").set_value("bias")
+    page.run()
+    assert any("Choose a prediction first" in t for t in page.texts("info"))
+    assert not any(b.label.startswith("Run it") for b in page.at.button)  # nothing runs before a prediction
+    page.at.radio(key="predict-bias").set_value("Accuracy rises clearly")
+    page.run()
+    page.click(next(b.label for b in page.at.button if b.label.startswith("Run it")))
+    job = page.registry.job(page.key, "exercise-bias")
+    assert job is not None and job.wait(120) and job.error is None
+    page.run()
+    page.assert_clean()
+    results = job.result
+    answer, text = short.reveal(results)
+    truth = short.choices[answer]
+    said = page.texts("warning") + page.texts("success")
+    assert any(f"the run shows **{truth}**" in t or "the run agrees" in t for t in said), said
+    assert text in page.texts("markdown")
+    assert page.chart("Validation accuracy at the end")["data"][0]["y"] == [r.val_acc for r in results.values()]

@@ -41,6 +41,7 @@ class Key:
     FLIP_RESULT = "flip_result"
     PRECISE_RESULT = "precise_result"
     PRESENT = "present"
+    EXERCISE = "exercise"
     STORY_STEP = "story_step"
     STORY_REVEAL = "story_reveal"
     STORY_ANSWER = "story_answer"  # + the step's number
@@ -49,6 +50,11 @@ class Key:
     def bn(i):
         """The toggle that switches BN on in lane i."""
         return f"bn{i}"
+
+    @staticmethod
+    def prediction(exercise):
+        """The class's prediction for one exercise."""
+        return f"predict-{exercise}"
 
     @staticmethod
     def impl(i):
@@ -82,6 +88,7 @@ VIEW_NAMES = (
     "Experiments",
     "Lesson",
     "Story",
+    "Exercises",
 )  # ui.views.VIEWS' keys
 BOUND = "query-params"  # widgets of the lesson set-up live in the URL: a link reopens the set-up
 

@@ -3,7 +3,7 @@
 ``VIEWS`` is the table the page's view picker, the router and the tests all read.
 """
 
-from . import bn_state, experiments, gradients, inside_bn, lesson, story, training
+from . import bn_state, exercises, experiments, gradients, inside_bn, lesson, story, training
 
 VIEWS = {
     "Training": training.render,
@@ -13,6 +13,7 @@ VIEWS = {
     "Experiments": experiments.render,
     "Lesson": lesson.render,
     "Story": story.render,
+    "Exercises": exercises.render,
 }
 DEFAULT_VIEW = "Training"
 

@@ -7,6 +7,7 @@ import dataclasses
 import streamlit as st
 
 from bnviz import captions, env, figures
+from bnviz.exercises import EXERCISES
 from bnviz.jobs import Job
 from bnviz.models import NORM_INFO
 from bnviz.studies import RACE_LRS, batch_statistics, lr_race
@@ -76,12 +77,15 @@ def job_status(ctx, name, factory, label):
         st.error(f"The study stopped: {job.error}")
         return None
     if job is not None and job.stopped:
-        st.info(f"Stopped at {job.progress:.0%}: below is what it had finished. Press the button to run it again.")
+        kept = ": below is what it had finished" if job.result else ""
+        st.info(f"Stopped at {job.progress:.0%}{kept}. Press the button to run it again.")
     return job.result if job is not None else None
 
 
 def running_jobs(registry, key):
-    return [n for n in STUDY_JOBS if registry.job(key, n) is not None and not registry.job(key, n).done]
+    """The studies (and exercises) of this page still running: the page refreshes while there are any."""
+    names = STUDY_JOBS + tuple(f"exercise-{k}" for k in EXERCISES)
+    return [n for n in names if registry.job(key, n) is not None and not registry.job(key, n).done]
 
 
 def render(snap, ctx):

@@ -1,0 +1,40 @@
+"""The Exercises view's charts: pure Plotly builders, an exercise's results in, a figure out."""
+
+import math
+
+import plotly.graph_objects as go
+
+from .figures import _empty, _layout, downsample, new_figure, smooth
+
+EVAL, TRAIN = "#1F77B4", "#9ECAE9"
+
+
+def accuracy_bars(results):
+    """Each variant's validation accuracy: eval mode (running statistics) and train mode (batch statistics)."""
+    fig = new_figure()
+    names = list(results)
+    if not names:
+        return _layout(_empty(fig, "Not run yet"), "Validation accuracy")
+    evals = [r.val_acc if not math.isnan(r.val_acc) else 0.0 for r in results.values()]
+    trains = [r.val_acc_batch if not math.isnan(r.val_acc_batch) else 0.0 for r in results.values()]
+    labels = [r.verdict if r.diverged_at else f"{100 * r.val_acc:.1f}%" for r in results.values()]
+    fig.add_trace(go.Bar(x=names, y=evals, name="eval mode", marker_color=EVAL, text=labels, textposition="outside"))
+    if any(abs(a - b) > 1e-9 for a, b in zip(evals, trains)):
+        fig.add_trace(go.Bar(x=names, y=trains, name="train mode (batch statistics)", marker_color=TRAIN))
+    fig.add_hline(y=0.1, line=dict(color="#888888", dash="dot"), annotation_text="chance")
+    return _layout(
+        fig, "Validation accuracy at the end", yaxis_title="accuracy", yaxis_range=[0, 1.05], barmode="group"
+    )
+
+
+def loss_curves(results):
+    """Each variant's training loss per step (smoothed), on a log axis."""
+    fig = new_figure()
+    for r in results.values():
+        if r.losses:
+            x, y = downsample(list(range(1, len(r.losses) + 1)), smooth(list(r.losses), 10))
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=r.name))
+    if not fig.data:
+        _empty(fig, "Not run yet")
+    fig.update_yaxes(type="log")
+    return _layout(fig, "Training loss per step (smoothed)", xaxis_title="step", yaxis_title="cross-entropy")

@@ -1,0 +1,78 @@
+"""Exercises: the chapter's exercises and the papers' experiments, each as predict, run, reveal.
+
+The class chooses a prediction before anything runs; the run is a background job of the registry (progress,
+Stop); the reveal puts the measured answer beside the prediction, with a sentence written from the numbers
+(``bnviz.exercises``).
+"""
+
+import streamlit as st
+
+from bnviz import exercise_figures
+from bnviz.child_run import in_child
+from bnviz.exercises import EXERCISES, run
+from bnviz.jobs import Job
+
+from ..context import chart, figure
+from ..state import Key
+from .experiments import job_status
+
+INTRO = (
+    "Each exercise asks a question, you (or the class) choose a prediction, then it trains the variants on the "
+    "same batches from the same seed and reveals what they measured. The numbers decide the answer, not the book."
+)
+
+
+def describe(exercise):
+    rows = []
+    for v in exercise.variants:
+        extra = [f"{k}={val}" for k, val in v.options.items()]
+        if v.classes_per_batch != 10:
+            extra.append(f"{v.classes_per_batch} classes a batch")
+        rows.append(
+            f"- **{v.name}**: {v.norm}, {v.activation}, lr {v.lr:g}, batch {v.batch_size}"
+            + (f", {', '.join(extra)}" if extra else "")
+        )
+    return (
+        f"{len(exercise.variants)} runs of {exercise.steps:,} steps on {exercise.train_size:,} training images:\n"
+        + "\n".join(rows)
+    )
+
+
+def render(snap, ctx):
+    if not ctx.live:
+        st.info("Exercises run from a live page: they are not shown in a replay or on a viewer's page.")
+        return
+    st.caption(INTRO)
+    key = st.selectbox(
+        "Exercise", list(EXERCISES), format_func=lambda k: EXERCISES[k].title, key=Key.EXERCISE, bind="query-params"
+    )
+    exercise = EXERCISES[key]
+    st.markdown(f"### {exercise.title}")
+    st.caption(exercise.source)
+    st.markdown(f"**{exercise.question}**")
+    guess = st.radio("Your prediction", exercise.choices, index=None, key=Key.prediction(key))
+    with st.expander("What will run"):
+        st.markdown(describe(exercise))
+    if guess is None:
+        st.info("Choose a prediction first: the run starts after it.")
+        return
+    results = job_status(
+        ctx,
+        f"exercise-{key}",
+        lambda: Job(in_child, run, exercise, ctx.data, name=f"exercise-{key}"),  # trains outside the server
+        f"Run it ({len(exercise.variants)} runs × {exercise.steps:,} steps)",
+    )
+    if not results:
+        return
+    if len(results) < len(exercise.variants):
+        st.warning("Stopped before every run finished: no answer from part of the runs. Run it again to see it.")
+    else:
+        answer, text = exercise.reveal(results)
+        truth = exercise.choices[answer]
+        if guess == truth:
+            st.success(f"You predicted **{guess}**, and the run agrees.")  # the choices are ours: Markdown is fine
+        else:
+            st.warning(f"You predicted **{guess}**; the run shows **{truth}**.")
+        st.markdown(text)
+    chart(figure(exercise_figures.accuracy_bars, results), f"exercise-acc-{key}")
+    chart(figure(exercise_figures.loss_curves, results), f"exercise-loss-{key}")
