@@ -5,11 +5,18 @@ same run again; a new page gets a new experiment.
 """
 
 import atexit
+import ctypes
 import dataclasses
 import gc
+import os
+import threading
+import time
+import weakref
 from pathlib import Path
 
 import streamlit as st
+from streamlit import runtime
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 import bnviz.data
 from bnviz import env
@@ -21,6 +28,7 @@ from bnviz.registry import Janitor, Registry
 from bnviz.replay import Recording
 from bnviz.snapshot import LaneSpec
 
+from . import shared
 from .feedback import plain
 from .state import Key, flash, init_widgets, settings_from_widgets, url_lanes, url_problems
 
@@ -37,9 +45,11 @@ def server():
     # They live as long as the server: freeze them out of every later collection (it then takes ~0 ms).
     gc.collect()
     gc.freeze()
+    give_large_blocks_back()
     registry = Registry(max_training=env.max_training(), grace_s=env.grace_s())
     Janitor(registry).start()
     atexit.register(registry.close)
+    closed_tabs().start()
     return registry
 
 
@@ -153,8 +163,10 @@ def device_message(e):
 def open_recording(source, name):
     """Open a saved experiment for replay in this tab; a message instead when it cannot be read."""
     try:
-        st.session_state[Key.RECORDING] = Recording.load(source, name=name)
+        rec = Recording.load(source, name=name)
+        st.session_state[Key.RECORDING] = rec
         st.session_state.pop(Key.REPLAY_STEP, None)
+        closed_tabs().opened(rec)
     except (RecordingError, FileNotFoundError) as e:
         # the message may quote the file (a table's name): as text, never as Markdown
         flash("error", plain(f"The recorded run could not be opened: {e}" if name == SHIPPED_NAME else str(e)))
@@ -162,3 +174,146 @@ def open_recording(source, name):
 
 def open_shipped_run():
     open_recording(SHIPPED_RUN, SHIPPED_NAME)
+
+
+def open_upload(upload):
+    """Open an uploaded experiment (``st.file_uploader``'s file), then drop Streamlit's copy of its bytes.
+
+    Streamlit keeps an uploaded file's bytes for as long as the session lives (up to 512 MB here); once read
+    into a Recording they are not needed, and the uploader gives None from the next run on.
+    """
+    try:
+        open_recording(upload.getvalue(), upload.name)
+    finally:
+        ctx = get_script_run_ctx()
+        if ctx is not None and runtime.exists():
+            runtime.get_instance().uploaded_file_mgr.remove_file(ctx.session_id, upload.file_id)
+
+
+# ----------------------------------------------------------------------------------- memory
+# glibc's malloc serves a block of at least its "mmap threshold" with a mapping of its own, given back to the
+# system when freed. That threshold starts at 128 kB and rises to the size of every such block freed, up to
+# 32 MB: after one large recording is dropped, the next one's columns (20 MB each for 2.5 million steps) come
+# from the heap, which keeps the memory once they are freed. Set explicitly, the threshold stays where it is set.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+MMAP_THRESHOLD = 4 * 2**20  # above a figure's arrays and the mirror's growth steps; every column of a long run
+TRIM_THRESHOLD = 2 * MMAP_THRESHOLD  # glibc's own rule when it moves the threshold itself
+
+
+def _glibc():
+    """The C library when it is glibc (Linux); None elsewhere (musl, macOS, Windows), where nothing is changed."""
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
+            return None
+        return ctypes.CDLL("libc.so.6")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def give_large_blocks_back():
+    """Large blocks get mappings of their own, returned when freed (in this server process only: the training
+    processes start from a forkserver, a fresh program, and keep glibc's defaults). True if set."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def trim():
+    """Hand the heap's free pages back to the system (glibc's malloc_trim); False where there is no glibc."""
+    libc = _glibc()
+    return bool(libc is not None and libc.malloc_trim(0))
+
+
+class ClosedTabs:
+    """Give back the memory of a recording when its tab is closed.
+
+    Streamlit keeps a closed tab's session (its session state: the recording) for two minutes in case it
+    reconnects, and frees it only when a later session writes to that store: on a server that no one else opens,
+    never. A thread looks every ``every_s`` at the sessions that opened a recording; one that has not been
+    connected for ``grace_s`` (the same grace as a closed tab's experiment) is closed as Streamlit closes an
+    expired one (``Runtime.close_session``, on its event loop), and the freed memory is handed back to the system.
+    A recording dropped in an open tab (back to live, another one opened) is handed back at the next look.
+    """
+
+    def __init__(self, grace_s, every_s=5.0):
+        self.grace_s, self.every_s = grace_s, every_s
+        self._lock = threading.Lock()
+        self._seen = {}  # session id -> when it was last seen connected
+        self._freed, self._halt = threading.Event(), threading.Event()
+        self._thread = None
+        self._frames = None  # ui.shared's figures, which keep the snapshots they were drawn from
+
+    def opened(self, rec):
+        """This script's session opened ``rec``."""
+        self._frames = shared.frames()  # its figures keep the replay's snapshots: dropped with the session
+        ctx = get_script_run_ctx()
+        self.track(ctx.session_id if ctx is not None else None, rec)
+
+    def track(self, session_id, rec):
+        if session_id is not None:
+            with self._lock:
+                self._seen[session_id] = time.monotonic()
+        weakref.finalize(rec, self._freed.set)
+
+    def start(self):
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="bnviz-closed-tabs", daemon=True)
+            self._thread.start()
+        return self
+
+    def halt(self):
+        self._halt.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self):
+        while not self._halt.wait(self.every_s):
+            try:
+                self.look(runtime.get_instance() if runtime.exists() else None)
+            except Exception:  # noqa: BLE001 - a helper thread must never die: memory is a nicety
+                pass
+
+    def look(self, rt, now=None):
+        """Close the sessions of Streamlit's runtime ``rt`` gone for longer than the grace; trim when a recording
+        was freed. Returns the ids of the sessions it closed."""
+        now = time.monotonic() if now is None else now
+        gone = []
+        with self._lock:
+            for sid, seen in list(self._seen.items()):
+                if rt is None:
+                    break
+                if rt.is_active_session(sid):
+                    self._seen[sid] = now
+                elif now - seen > self.grace_s:
+                    gone.append(sid)
+                    del self._seen[sid]
+        if gone:
+            _on_event_loop(rt, lambda: self._close(rt, gone))
+        if self._freed.is_set():
+            self._freed.clear()
+            gc.collect()
+            trim()
+        return gone
+
+    def _close(self, rt, sessions):
+        for sid in sessions:
+            if not rt.is_active_session(sid):  # a reconnect after all: it stays
+                rt.close_session(sid)
+        if self._frames is not None:
+            self._frames.forget_figures()
+        gc.collect()  # the session's own reference cycles, so its state (and the recording) go now
+        trim()
+
+
+def _on_event_loop(rt, fn):
+    """Run ``fn`` on Streamlit's event loop, where closing a session must happen (not public: found carefully)."""
+    objs = getattr(rt, "_get_async_objs", None)
+    loop = getattr(objs(), "eventloop", None) if objs is not None else None
+    if loop is not None and not loop.is_closed():
+        loop.call_soon_threadsafe(fn)
+
+
+@st.cache_resource(on_release=ClosedTabs.halt)
+def closed_tabs():
+    return ClosedTabs(env.grace_s())

@@ -53,6 +53,12 @@ class SharedFrames:
                 self._figures.popitem(last=False)
         return fig
 
+    def forget_figures(self):
+        """Drop every figure kept, and the snapshots they keep alive (a closed tab's replay: its copies of the
+        recording's tables). Every page builds its figures again once."""
+        with self._lock:
+            self._figures.clear()
+
 
 @st.cache_resource
 def frames():

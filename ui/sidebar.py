@@ -12,7 +12,7 @@ from bnviz.snapshot import MAX_LANES, LaneSpec
 
 from . import watch
 from .feedback import say
-from .server import SHIPPED_RUN, apply_setup, open_recording, open_shipped_run
+from .server import SHIPPED_RUN, apply_setup, open_shipped_run, open_upload
 from .state import (
     BATCH_SIZES,
     BOUND,
@@ -73,7 +73,7 @@ def on_upload():
     """Open an uploaded experiment for replay, once per upload (so 'Back to live' stays back)."""
     up = st.session_state.get(Key.UPLOAD)
     if up is not None:
-        open_recording(up.getvalue(), up.name)
+        open_upload(up)
 
 
 # ----------------------------------------------------------------------------------- the sidebar
