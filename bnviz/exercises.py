@@ -154,12 +154,15 @@ def compare(a, b, same=SAME):
 def reveal_bias(r):
     with_bias, without = r["BN, with bias"], r["BN, no bias"]
     i = compare(without, with_bias)
-    text = (
-        f"With the bias {pct(with_bias.val_acc)}, without it {pct(without.val_acc)} after {with_bias.steps} steps. "
-        f"The biases before BN ended at most {with_bias.largest_bias:.1g} away from their starting 0: BN subtracts "
-        "each batch's mean, so a constant shift never reaches its output, the bias gets no gradient, and beta does "
-        "its job."
-    )
+    text = f"With the bias {pct(with_bias.val_acc)}, without it {pct(without.val_acc)} after {with_bias.steps} steps."
+    moved = with_bias.largest_bias
+    if moved is not None and moved < 1e-3:
+        text += (
+            f" The biases before BN ended at most {moved:.1g} away from their starting 0: BN subtracts each batch's "
+            "mean, so a constant shift never reaches its output, the bias gets no gradient, and beta does its job."
+        )
+    elif moved is not None:
+        text += f" The biases before BN moved (up to {moved:.2g}) in this run."
     return i, text
 
 
@@ -172,12 +175,13 @@ def reveal_race(r):
     if bn is None and plain is None:
         return 1, "Neither network learned at any of these rates in this many steps: " + listing(r) + "."
     i = 0 if (plain is None or (bn or 0) > plain) else 1 if bn == plain else 2
-    said = {None: "none of them"}
+
+    def said(rate):
+        return "none of them" if rate is None else f"{rate:g}"
+
     text = (
-        f"The largest rate that still learns (50% or more, no divergence): with BN {said.get(bn, f'{bn:g}')}, "
-        f"without BN {said.get(plain, f'{plain:g}')}. "
-        + "; ".join(f"{res.name}: {res.verdict}" for res in r.values())
-        + "."
+        f"The largest rate that still learns (50% or more, no divergence): with BN {said(bn)}, "
+        f"without BN {said(plain)}. " + "; ".join(f"{res.name}: {res.verdict}" for res in r.values()) + "."
     )
     return i, text
 
