@@ -851,3 +851,31 @@ def test_an_exercise_asks_for_a_prediction_runs_and_reveals_from_its_numbers(pag
     assert any(f"the run shows **{truth}**" in t or "the run agrees" in t for t in said), said
     assert text in page.texts("markdown")
     assert page.chart("Validation accuracy at the end")["data"][0]["y"] == [r.val_acc for r in results.values()]
+
+
+def test_a_viewer_is_not_told_to_press_a_button_it_does_not_have():
+    def app():
+        import dataclasses
+
+        from bnviz.snapshot import Settings, Snapshot, Status
+        from ui.controls import status_bar
+
+        silent = Snapshot(Status.RUNNING, None, Settings(), "cpu", (), responding=False)
+        dead = Snapshot(
+            Status.ERROR,
+            "the training process ended unexpectedly (x). Press Reset to start it again.",
+            Settings(),
+            "cpu",
+            (),
+        )
+        for snap in (silent, dead):
+            status_bar(snap, commands=False)
+            status_bar(dataclasses.replace(snap), commands=True)
+
+    at = AppTest.from_function(app).run()
+    assert not at.exception
+    texts = [e.value for e in at.warning] + [e.value for e in at.error]
+    assert len(texts) == 4
+    viewer, teacher = texts[0::2][:1] + [at.error[0].value], [at.warning[1].value, at.error[1].value]
+    assert all("Press Reset" not in t and "teacher's page can reset" in t for t in viewer), viewer
+    assert all("Press Reset" in t for t in teacher), teacher

@@ -156,7 +156,9 @@ def status_text(snap):
     return " · ".join(parts)
 
 
-def status_bar(snap):
+def status_bar(snap, commands=True):
+    """The progress of every lane and what went wrong; ``commands``: this page has the buttons (a viewer's
+    page and a replay do not, so they do not tell their reader to press Reset)."""
     fractions = [lane_progress(l, snap.settings.epochs)[1] for l in snap.lanes] or [0.0]
     st.progress(sum(fractions) / len(fractions), text=status_text(snap))
     for lane in snap.lanes:
@@ -169,6 +171,12 @@ def status_bar(snap):
             st.error(f"{lane.label} stopped: {lane.error}")
     if snap.error:
         said = str(snap.error).rstrip(". ")  # a dead training process's message already says what to press
-        st.error(f"Training stopped: {said}." + ("" if "Reset" in said else " Press Reset to start again."))
+        if not commands:
+            said = said.replace("Press Reset to start it again", "The teacher's page can reset it")
+            st.error(f"Training stopped: {said}.")
+        else:
+            st.error(f"Training stopped: {said}." + ("" if "Reset" in said else " Press Reset to start again."))
     elif not snap.responding:
-        st.warning(NOT_RESPONDING)
+        st.warning(
+            NOT_RESPONDING if commands else NOT_RESPONDING.replace("Press Reset", "The teacher's page can reset")
+        )

@@ -51,7 +51,7 @@ def render(registry, key):
     def panel():
         snap = frames().snapshot(key, exp)
         with guard():
-            status_bar(snap)
+            status_bar(snap, commands=False)
             views.render(st.session_state[Key.VIEW], snap, ctx)
 
     panel()
