@@ -43,6 +43,9 @@ def render(snap, ctx):
         st.info("Exercises run from a live page: they are not shown in a replay or on a viewer's page.")
         return
     st.caption(INTRO)
+    asked = st.query_params.get(Key.EXERCISE)  # a lesson link's ?exercise=small (the key, not the title)
+    if Key.EXERCISE not in st.session_state and asked in EXERCISES:
+        st.session_state[Key.EXERCISE] = asked
     key = st.selectbox(
         "Exercise", list(EXERCISES), format_func=lambda k: EXERCISES[k].title, key=Key.EXERCISE, bind="query-params"
     )
