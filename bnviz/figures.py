@@ -102,6 +102,7 @@ def _empty(fig, text="No data yet: press Start"):
 
 
 MARK_HEIGHTS = (0.99, 0.88, 0.77, 0.66)  # labels of neighbouring marks sit at different heights, never on top
+MAX_MARKS = 20  # of each kind per lane: the first 20 (a teacher's clicks are fewer; a crafted file may hold more)
 
 
 def teacher_marks(snap, last_n=None):
@@ -114,17 +115,18 @@ def teacher_marks(snap, last_n=None):
         if lane.diverged_at:
             marks.append((float(lane.diverged_at), f"{lane.label.split(' · ')[0]} diverged", c, "dot"))
         ev = lane.tables.get("events", {})
-        for step, on in zip(ev.get("step", []), ev.get("bn_on", [])):
+        for step, on in list(zip(ev.get("step", []), ev.get("bn_on", [])))[:MAX_MARKS]:
             marks.append((float(step), f"{lane.label.split(' · ')[0]}: BN {'on' if on else 'off'}", c, "dash"))
         starts = lane.tables.get("starts", {})
-        for step, restart in zip(starts.get("step", []), starts.get("restart", [])):
+        for step, restart in list(zip(starts.get("step", []), starts.get("restart", [])))[:MAX_MARKS]:
             what = "restarted from 0" if restart else "added, from 0"
             marks.append((float(step), f"{lane.label.split(' · ')[0]} {what}", c, "longdash"))
     lead = max(snap.lanes, key=lambda l: len(l.tables["steps"].get("step", [])), default=None)
     if lead is not None:
         steps = lead.tables["steps"]
         lr = np.asarray(steps.get("lr", []), dtype=float)
-        for i in np.flatnonzero(lr[1:] != lr[:-1]) + 1:
+        changes = np.flatnonzero(lr[1:] != lr[:-1]) + 1
+        for i in changes[:MAX_MARKS]:  # a recording that changes the rate at every step would draw thousands
             marks.append((float(steps["step"][i]), f"lr {lr[i - 1]:g} → {lr[i]:g}", "#555555", "dashdot"))
         last = float(steps["step"][-1]) if len(steps.get("step", [])) else 0.0
         for step in lead.tables["epochs"].get("step", []):

@@ -330,3 +330,17 @@ def test_train_eval_draws_both_modes_of_each_normalised_lane(run):
     np.testing.assert_allclose(fig.data[1].y, val["val_acc_batch"])
     assert fig.data[1].line.dash == "dot"
     assert any("No lane with normalisation" in t for t in annotations(figures.train_eval_figure(empty)))
+
+
+def test_a_crafted_run_cannot_flood_a_chart_with_marks(run):
+    _, snap = run
+    lane = snap.lanes[0]
+    steps = dict(lane.tables["steps"])
+    steps["lr"] = np.arange(len(steps["step"]), dtype=float) + 1.0  # a new rate at every step
+    n = 5000
+    events = {"step": np.arange(n, dtype=float), "bn_on": np.zeros(n)}
+    flooded = dataclasses.replace(lane, tables={**lane.tables, "steps": steps, "events": events})
+    crafted = dataclasses.replace(snap, lanes=(flooded, snap.lanes[1]))
+    marks = figures.teacher_marks(crafted)
+    assert sum(m[1].startswith("lr ") for m in marks) <= figures.MAX_MARKS
+    assert sum("BN off" in m[1] for m in marks) == figures.MAX_MARKS

@@ -204,3 +204,26 @@ def test_a_recording_by_hand_may_leave_tables_out():
     rec = Recording(meta(train_size=None, lr=1), [tables])
     assert set(rec.lane_tables[0]) == set(TABLES) and rec.snapshot().lanes[0].step == 3
     assert rec.settings.train_size is None and rec.settings.lr == 1
+
+
+def test_first_divergence_follows_the_engine_s_rule_step_by_step():
+    """Against the rule written as a loop (what the engine does as it trains), on random loss curves."""
+    import math
+    import random
+
+    def by_loop(steps, losses, settings):
+        run = []
+        for step, loss in zip(steps, losses):
+            run = run + [step] if not loss <= settings.diverge_loss else []
+            if not math.isfinite(loss) or len(run) >= settings.diverge_steps:
+                return int(run[0])
+        return None
+
+    rng = random.Random(0)
+    for _ in range(2000):
+        n = rng.randint(0, 30)
+        pick = [1.0, 25.0, 25.0, float("nan"), float("inf"), 19.9]
+        losses = [rng.choice(pick) if rng.random() < 0.4 else 1.0 for _ in range(n)]
+        settings = Settings(diverge_steps=rng.randint(1, 5))
+        steps = list(range(5, 5 + n))
+        assert first_divergence(steps, losses, settings) == by_loop(steps, losses, settings), losses
