@@ -628,3 +628,52 @@ def test_a_lesson_at_projector_size_links_flips_studies_and_a_class_that_watches
             assert not js_errors, js_errors
         finally:
             browser.close()
+
+
+def test_an_exercise_and_groupnorm_against_bn_at_batch_2_in_a_browser(server, shots):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page, js_errors = projector_page(browser)
+            # an exercise: nothing runs before a prediction; the reveal sits beside the prediction
+            page.goto(f"{server}/?view=Exercises&exercise=small", wait_until="domcontentloaded")
+            settle(page, timeout=60_000)
+            page.get_by_role("heading", name="Batches of 2 images").wait_for()
+            assert button_starting(page, "Run it").count() == 0
+            page.get_by_text("GroupNorm", exact=True).click()
+            button_starting(page, "Run it").click()
+            page.get_by_text(re.compile(r"^You predicted")).wait_for(timeout=240_000)
+            reveal = page.get_by_text(re.compile(r"^Eval mode \(what a test sees\): BN [\d.]+%, GroupNorm [\d.]+%"))
+            sync_api.expect(reveal).to_be_visible()
+            wait_for_plots(page, has_points("Validation accuracy at the end"), "the exercise's chart")
+            assert_no_failure(page, "the exercise")
+            page.screenshot(path=str(shots / "exercise-small-batches.png"), full_page=True)
+
+            # the same comparison live: lane A GroupNorm, lane B BN, batches of 2, eval against train mode
+            page.goto(
+                f"{server}/?batch_size=2&lr=0.01&activation=relu&bn0=true&impl0=groupnorm&bn1=true&impl1=scratch"
+                "&view=BN%20state",
+                wait_until="domcontentloaded",
+            )
+            settle(page, timeout=60_000)
+            running = page.get_by_text(re.compile(r"^Running: batch 2 · .* · relu"))
+            sync_api.expect(running).to_be_visible()
+            control(page, "Start").click()
+            wait_for_plots(
+                page,
+                lambda c: any(
+                    p["title"].startswith("Validation accuracy: running statistics")
+                    and any(t["n"] >= 3 for t in p["traces"])
+                    for p in c
+                ),
+                "three validation checks of both modes",
+                timeout=180,
+            )
+            control(page, "Pause").click()
+            settle(page)
+            page.get_by_text(re.compile(r"^At step [\d,]+: A: [\d.]+% in both modes; B: ")).wait_for()
+            assert_no_failure(page, "GroupNorm against BN at batch 2")
+            shoot_last_chart(page, shots / "groupnorm-vs-bn-batch2.png")
+            assert not js_errors, js_errors
+        finally:
+            browser.close()

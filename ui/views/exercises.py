@@ -7,7 +7,7 @@ Stop); the reveal puts the measured answer beside the prediction, with a sentenc
 
 import streamlit as st
 
-from bnviz import exercise_figures
+from bnviz import exercise_figures, norm_findings
 from bnviz.child_run import in_child
 from bnviz.exercises import EXERCISES, run
 from bnviz.jobs import Job
@@ -77,5 +77,9 @@ def render(snap, ctx):
         else:
             st.warning(f"You predicted **{guess}**; the run shows **{truth}**.")
         st.markdown(text)
+        if exercise.finding:
+            st.caption(
+                f"Measured at a larger scale ({norm_findings.SOURCE}): {norm_findings.sentence(exercise.finding)}"
+            )
     chart(figure(exercise_figures.accuracy_bars, results), f"exercise-acc-{key}")
     chart(figure(exercise_figures.loss_curves, results), f"exercise-loss-{key}")
