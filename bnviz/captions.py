@@ -410,7 +410,11 @@ def train_eval(snap):
                 f"{name}: {100 * ev:.1f}% in eval mode, {100 * tr:.1f}% in train mode ({better} ahead by "
                 f"{abs(gap):.1f} points)"
             )
-    text = f"At step {snap.max_step:,}: " + "; ".join(parts) + "." if parts else ""
+    steps = sorted(
+        {int(lane.tables["val"]["step"][-1]) for lane in normalised if len(lane.tables["val"].get("step", []))}
+    )
+    when = f"At step {steps[-1]:,}" if len(steps) == 1 else "At each lane's latest check"
+    text = f"{when}: " + "; ".join(parts) + "." if parts else ""
     if unrecorded:
         note = f"{' and '.join(unrecorded)} recorded no train-mode accuracy (a run saved before bnviz measured it)."
         text = f"{text} {note}".strip()

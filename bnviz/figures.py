@@ -230,6 +230,8 @@ def train_eval_figure(snap, last_n=None):
         c = lane_color(lane)
         x, y = downsample(v["step"], v["val_acc"])
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{lane.label} · eval mode", line=dict(color=c, width=3)))
+        if np.array_equal(v["val_acc_batch"], v["val_acc"]):
+            continue  # no running statistics (LayerNorm, GroupNorm): one network in both modes, one line
         x, y = downsample(v["step"], v["val_acc_batch"])
         fig.add_trace(
             go.Scatter(

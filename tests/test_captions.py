@@ -284,6 +284,10 @@ def check_train_eval(snap):
     if not normalised:
         assert text.startswith("No lane has normalisation")
         return
+    at = re.match(r"At step ([\d,]+):", text)
+    if at:  # the step of the checks the caption reads, not the step training has reached
+        last = {int(lane.tables["val"]["step"][-1]) for lane in normalised if len(lane.tables["val"].get("step", []))}
+        assert last == {int(at.group(1).replace(",", ""))}, text
     for lane in normalised:
         v, name = lane.tables["val"], lane.label.split(" · ")[0]
         if not len(v.get("step", [])):

@@ -193,7 +193,7 @@ def lanes(sb, exp, snap=None):
         i = lane.index
         st.session_state.setdefault(Key.bn(i), lane.spec.norm != "none")
         st.session_state.setdefault(Key.impl(i), lane.spec.norm if lane.spec.norm != "none" else "scratch")
-        c1, c2 = sb.columns([1, 1])
+        c1, c2 = sb.columns([2, 3])  # the wider side for the normalisation's name ("GroupNorm", "Ghost BN (32)")
         c1.toggle(f"{'ABC'[i]} · BN", key=Key.bn(i), bind=BOUND, on_change=on_lane_change, args=(exp, i))
         c2.selectbox(
             "normalisation",
