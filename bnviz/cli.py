@@ -14,6 +14,8 @@ from pathlib import Path
 from . import device as devices
 from .data import DataError, load_fashion_mnist
 from .engine import Experiment
+from .exercises import EXERCISES
+from .exercises import run as run_exercise
 from .history import metrics_csv, save_experiment
 from .models import NORMS
 from .snapshot import LaneSpec, Settings
@@ -75,6 +77,7 @@ def train(args):
         seed=args.seed,
         device=args.device,
         train_size=args.train_size,
+        classes_per_batch=args.classes_per_batch,
     )
     devices.resolve_device(args.device)  # a clear error before the data is loaded
     specs = [LaneSpec(n, args.activation) for n in args.norm]
@@ -341,6 +344,27 @@ def save_outputs(out, exp, snap):
     ) from first
 
 
+def exercise(args):
+    """The Exercises view from the terminal: the question, the runs (with a progress bar), the reveal."""
+    if args.name == "list":
+        for key, e in EXERCISES.items():
+            print(f"{key:10} {e.title}: {e.question}")
+        return 0
+    if args.name not in EXERCISES:
+        raise ValueError(f"no exercise called {args.name!r}: choose one of {', '.join(EXERCISES)} (or list)")
+    e = EXERCISES[args.name]
+    print(f"{e.title} ({e.source})\n{e.question}")
+    for i, choice in enumerate(e.choices, 1):
+        print(f"  {i}. {choice}")
+    data = load_fashion_mnist()
+    results = run_exercise(e, data, seed=args.seed, progress=lambda f: progress(int(100 * f), 100, "%"))
+    answer, text = e.reveal(results)
+    for r in results.values():
+        print(f"  {r.name:34} eval {r.val_acc:7.1%}   train mode {r.val_acc_batch:7.1%}   {r.verdict}")
+    print(f"The run shows: {e.choices[answer]}\n{text}")
+    return 0
+
+
 DASHBOARD = Path(__file__).resolve().parents[1] / "dashboard.py"
 
 
@@ -373,9 +397,18 @@ def main(argv=None):
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--activation", choices=("sigmoid", "relu"), default="sigmoid")
     t.add_argument("--train-size", type=positive(int), default=None, help="train on the first N images only")
+    t.add_argument(
+        "--classes-per-batch",
+        type=positive(int),
+        default=10,
+        help="each training batch holds images of this many classes (10: i.i.d. batches; 1-5: skewed)",
+    )
     t.add_argument("--device", choices=devices.DEVICES, default="auto")
     t.add_argument("--out", default=None, help="folder for experiment.npz (replayable), history.csv and summary.json")
     sub.add_parser("data", help="find (or fetch) Fashion-MNIST and check it")
+    x = sub.add_parser("exercise", help="run one of the dashboard's exercises and print its reveal (list: all)")
+    x.add_argument("name", nargs="?", default="list", help=f"one of {', '.join(EXERCISES)}, or list")
+    x.add_argument("--seed", type=int, default=0)
     sub.add_parser(
         "dashboard",
         help="open the dashboard (streamlit run dashboard.py); further options go to streamlit, e.g. --server.port",
@@ -393,6 +426,8 @@ def main(argv=None):
                 f"({d.train_images.shape[0]:,} + {d.test_images.shape[0]:,} images, the original files by SHA-256)"
             )
             print(f"bnviz: {d.note}")  # which place was used, and why any earlier one was passed over
+        elif args.command == "exercise":
+            return exercise(args)
         else:
             train(args)
     except OutputError as e:

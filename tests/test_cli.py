@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -572,3 +573,26 @@ def test_other_system_errors_are_a_message(capsys, monkeypatch):
     assert main(["train", "--device", "cpu"]) == 1
     err = capsys.readouterr().err
     assert err == "bnviz: Permission denied: /data/fashion\n"
+
+
+def test_exercises_run_from_the_terminal(fake_data, monkeypatch, capsys):
+    assert main(["exercise", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(key in listed for key in bnviz.cli.EXERCISES)
+    assert main(["exercise", "no-such"]) == 2
+    assert "no exercise called 'no-such'" in capsys.readouterr().err
+    short = dataclasses.replace(bnviz.cli.EXERCISES["bias"], steps=10, train_size=200)
+    monkeypatch.setitem(bnviz.cli.EXERCISES, "bias", short)
+    assert main(["exercise", "bias"]) == 0
+    out = capsys.readouterr().out
+    assert "Remove the bias before BN" in out and "BN, no bias" in out
+    assert re.search(r"The run shows: (Accuracy drops clearly|About the same \(within 2 points\)|Accuracy rises)", out)
+
+
+def test_skewed_batches_from_the_terminal(tmp_path, fake_data, capsys):
+    out = tmp_path / "out"
+    argv = ["train", "--classes-per-batch", "2", "--epochs", "1", "--batch-size", "32", "--device", "cpu"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["settings"]["classes_per_batch"] == 2
+    assert main(["train", "--classes-per-batch", "11", "--device", "cpu"]) == 2
+    assert "classes per batch must be 1 to 10" in capsys.readouterr().err
