@@ -879,3 +879,14 @@ def test_a_viewer_is_not_told_to_press_a_button_it_does_not_have():
     viewer, teacher = texts[0::2][:1] + [at.error[0].value], [at.warning[1].value, at.error[1].value]
     assert all("Press Reset" not in t and "teacher's page can reset" in t for t in viewer), viewer
     assert all("Press Reset" in t for t in teacher), teacher
+
+
+def test_the_share_panel_gives_the_watch_link_its_qr_code_and_the_lesson_link(page):
+    assert not page.at.code  # closed: nothing built for it
+    page.at.toggle(key="share").set_value(True)
+    page.run()
+    page.assert_clean()
+    links = [c.value for c in page.at.code]
+    assert any(f"watch={page.key}" in link for link in links)
+    assert any("run=" not in link and "watch=" not in link for link in links)  # the lesson link: no run of its own
+    assert page.at.sidebar.get("image")  # the QR code

@@ -294,7 +294,11 @@ def lesson_link(base_url):
 def share(sb, key):
     """The class follows along: a read-only watch link with its QR code, and this set-up as a lesson link."""
     base = st.context.url or "http://127.0.0.1:8501/"
-    with sb.expander("Share with the class"):
+    # A toggle, not an expander: an expander's content is built and highlighted on every page load even closed
+    # (0.45 s of a fresh tab's browser time for the two code blocks); this is built only when asked for.
+    if not sb.toggle("Share with the class", key=Key.SHARE, help="A read-only link and QR code, and a lesson link"):
+        return
+    with sb.container(border=True):
         url = watch.link(base, key)
         st.caption("Students watch this run live, read-only (no button can change it):")
         st.code(url, language=None, wrap_lines=True)

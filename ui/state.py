@@ -41,6 +41,7 @@ class Key:
     FLIP_RESULT = "flip_result"
     PRECISE_RESULT = "precise_result"
     PRESENT = "present"
+    SHARE = "share"  # the sidebar's share panel is open
     EXERCISE = "exercise"
     STORY_STEP = "story_step"
     STORY_REVEAL = "story_reveal"
