@@ -3,11 +3,11 @@
     python bench/upload_memory_bench.py [--rows 3000000] [--uploads 3] [--after-s 180] [--json PATH]
 
 A real server and a real browser (Debian's chromium): a large valid experiment file (the shipped run with
-its steps tables replaced by ``--rows`` rows of random losses and accuracies per lane, so it hardly compresses) is uploaded
-through the sidebar's "Load a saved experiment", the replay shows, the tab closes. The server's RSS
-(/proc/PID/status VmRSS) and PSS (smaps_rollup) are sampled before the upload, while the replay shows, and
-every 10 s for ``--after-s`` seconds after the tab closed; ``--uploads`` times in a row. The target: back
-within 50 MB of the level before the upload, after the session ends.
+its steps tables replaced by ``--rows`` rows of random losses and accuracies per lane, so it hardly
+compresses) is uploaded through the sidebar's "Load a saved experiment", the replay shows, the tab closes.
+The server's RSS (/proc/PID/status VmRSS) and PSS (smaps_rollup) are sampled before the upload, while the
+replay shows, and every 10 s for ``--after-s`` seconds after the tab closed; ``--uploads`` times in a row.
+The target: back within 50 MB of the level before the upload, after the session ends.
 """
 
 import argparse
