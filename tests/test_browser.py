@@ -287,7 +287,9 @@ def test_the_dashboard_trains_in_a_browser_and_every_view_draws(server, shots):
             page.screenshot(path=str(shots / "inside-bn.png"))
 
             show_view(page, "BN state")
-            wait_for_plots(page, lambda c: len(c) == 3 and all(p["traces"] for p in c), "the BN state charts")
+            wait_for_plots(  # running statistics, batch vs running, gamma and beta, eval against train mode
+                page, lambda c: len(c) == 4 and all(p["traces"] for p in c), "the BN state charts"
+            )
             assert_no_failure(page, "BN state")
             page.screenshot(path=str(shots / "bn-state.png"))
 
