@@ -572,3 +572,19 @@ def test_batch_statistics_caption_states_the_gap_from_the_result():
     never = BatchStatsResult((2, 4), (0.3, 0.5), 0.86, (1, 1), (1, 1))
     assert "never within 1% of eval mode up to batch size 4" in c.batch_statistics(never)
     assert c.batch_statistics(None).startswith("Nothing to read yet")
+
+
+def test_the_lessons_fixed_sentences_hold_for_the_shipped_run(shipped):
+    """The Lesson view's 'What to look for' quotes the recorded run: each claim checked against it."""
+    from ui.views.lesson import WHAT_TO_LOOK_FOR
+
+    early = shipped.snapshot(400)
+    plain, bn = early.lanes
+    val = bn.tables["val"]
+    assert val["val_acc"][val["step"] <= 100][-1] > 0.5  # the BN lane leaves chance within 100 steps
+    assert plain.tables["val"]["val_acc"][-1] < 0.15  # the plain one is still at chance at step 400
+    grads = plain.tables["probes"]
+    assert np.median(grads["conv1.grad_norm"]) < 0.01 * np.median(bn.tables["probes"]["conv1.grad_norm"])
+    end = shipped.snapshot().lanes[1].tables["probes"]
+    assert abs(end["bn1.out.std"][-1] - 2) < 0.3 and "spread near 2" in WHAT_TO_LOOK_FOR
+    assert abs(end["bn1.out.std"][0] - 1) < 0.05  # it starts with unit spread

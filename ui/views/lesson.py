@@ -40,9 +40,11 @@ BACKWARD_INTRO = (
 )
 WHAT_TO_LOOK_FOR = (
     "### What to look for\n"
-    "1. **Training**: the BN lane leaves chance accuracy within the first hundred steps; without BN "
-    "the sigmoid LeNet stays at 10% for a long time at this learning rate.\n"
-    "2. **Inside BN**: before BN the distributions wander; after BN they are centred with unit spread.\n"
+    "1. **Training** (the default lanes): the BN lane leaves chance accuracy within the first hundred steps; "
+    "without BN the sigmoid LeNet stays at 10% for a long time at this learning rate.\n"
+    "2. **Inside BN**: BN's output starts centred with unit spread in every channel; as gamma and beta are "
+    "learned it moves to the scale and shift the network chooses (in the recorded run bn1's output ends with a "
+    "spread near 2).\n"
     "3. **BN state**: running statistics settle; gamma and beta move away from 1 and 0.\n"
     "4. **Gradients**: without BN the first layers get tiny gradients."
 )
