@@ -9,8 +9,8 @@ from ..context import chart, figure, position_picker
 from ..state import Key
 
 RUNNING_CAPTION = (
-    "The running mean and variance are what BN uses at test time: moving averages of the batch "
-    "statistics (momentum {momentum:g}). They settle as training goes on."
+    "The running mean and variance are what BN uses at test time: moving averages of the batch statistics. "
+    "Each training step moves them a fraction {momentum:g} (the momentum) of the way towards that batch's values."
 )
 BATCH_CAPTION = "One batch's statistics scatter around the running ones: that noise is part of why BN regularises."
 TRAIN_EVAL_CAPTION = (
