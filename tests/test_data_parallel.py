@@ -1,0 +1,133 @@
+"""Data-parallel training on torch.distributed (gloo, 2 and 4 processes) against one process on the whole batch,
+and the in-process per-device arithmetic against the processes; a rank that dies or hangs ends the group."""
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from bnviz.data import batches, random_dataset
+from bnviz.data_parallel import ParallelSettings, merge_statistics, slice_statistics, train, train_rank
+from bnviz.models import build_lenet
+from bnviz.process_group import GroupFailed, run_local_group
+from bnviz.training import make_optimizer, train_step
+
+DATA = random_dataset(256, 100, seed=5)
+SETTINGS = dict(batch_size=32, steps=4, lr=0.5, stats_every=2, eval_size=100)
+
+
+def in_group(world_size, **settings):
+    """The run of ``world_size`` processes: every rank's record."""
+    return run_local_group(
+        train_rank, world_size, DATA, ParallelSettings(**{**SETTINGS, **settings}), timeout_s=90, heartbeat_s=20
+    )
+
+
+def in_one_process(devices=1, **settings):
+    return train(DATA, ParallelSettings(**{**SETTINGS, **settings}), devices=devices)
+
+
+def assert_same_weights(a, b, atol=2e-6):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key].double(), b[key].double(), atol=atol, rtol=1e-5, msg=key)
+
+
+def largest_gap(a, b):
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].is_floating_point())
+
+
+def test_one_device_is_todays_run(one_thread):
+    """k = 1: the lanes' own step (training.train_step) on the same seeded batches gives the same bits."""
+    record = in_one_process(devices=1)
+    model = build_lenet("scratch", "sigmoid", seed=0)
+    optimizer = make_optimizer(model, SETTINGS["lr"])
+    for _, (X, y) in zip(
+        range(SETTINGS["steps"]), batches(DATA.train_images, DATA.train_labels, 32, shuffle=True, epoch=1)
+    ):
+        train_step(model, optimizer, X, y)
+    for key, value in model.state_dict().items():
+        assert torch.equal(record.state[key], value), key
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_synchronised_bn_trains_the_weights_of_one_process(world_size, one_thread):
+    """The key property: k ranks with synchronised BN on slices of each minibatch = one process on the whole."""
+    ranks = in_group(world_size, bn_sync="global")
+    one = in_one_process(devices=1)
+    for r in ranks:
+        assert_same_weights(r.state, one.state)
+    np.testing.assert_allclose(ranks[0].loss, one.loss, rtol=1e-5)
+    np.testing.assert_allclose(ranks[0].acc, one.acc)
+    assert ranks[0].test_acc == pytest.approx(one.test_acc, abs=0.011)  # one image of 100 may flip, no more
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_per_device_bn_differs_and_one_process_computes_it(world_size, one_thread):
+    """BN per device: other weights than the whole batch's; the same as k devices computed in one process."""
+    ranks = in_group(world_size, bn_sync="device")
+    whole = in_one_process(devices=1)
+    emulated = in_one_process(devices=world_size)
+    assert largest_gap(ranks[0].state, whole.state) > 1e-3
+    assert_same_weights(ranks[0].state, emulated.state)  # running statistics included: rank 0's
+    np.testing.assert_allclose(ranks[0].loss, emulated.loss, rtol=1e-5)
+    for key in ("bn1_means", "bn1_vars", "bn1_global_means", "bn1_global_vars"):
+        np.testing.assert_allclose(getattr(ranks[0], key), getattr(emulated, key), rtol=1e-4, atol=1e-5)
+    spread = ranks[0].spread()
+    assert [s["step"] for s in spread] == [1, 2, 4]
+    assert all(s["mean_spread"] > 0 and s["var_low"] < 1 < s["var_high"] for s in spread)
+
+
+def test_merged_statistics_are_the_whole_batchs():
+    X = torch.randn(10, 3, 4, 4, dtype=torch.float64) * 2 + 1
+    mean, var = merge_statistics(slice_statistics(X, 4))  # slices of 3, 3, 2, 2 images
+    torch.testing.assert_close(mean, X.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(var, X.var(dim=(0, 2, 3), unbiased=False))
+
+
+def test_torch_sync_batchnorm_on_the_cpu_is_refused_with_a_reason():
+    with pytest.raises(GroupFailed, match=r"rank [01] of 2 failed: .*CUDA GPUs only.*--norm scratch"):
+        in_group(2, norm="torch", bn_sync="global")
+
+
+# ----------------------------------------------------------------------------------------- faults
+
+
+def gone(pids):
+    def dead(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{pid}/stat") as f:  # a zombie not yet reaped by the forkserver counts as gone
+            return f.read().split()[2] == "Z"
+
+    return all(dead(pid) for pid in pids)
+
+
+@pytest.mark.parametrize("fault", ["kill", "stop"])
+def test_a_rank_that_dies_or_hangs_ends_the_group(fault, one_thread):
+    """Rank 1 killed (SIGKILL) or stopped (SIGSTOP, a hang) in the middle of training: the group fails within its
+    heartbeat timeout with a message naming rank 1, and no rank is left running."""
+    pids, stepped = [], []
+
+    def progress(rank, info):
+        stepped.append(info["step"])
+        if rank == 1 and info["step"] == 3:
+            os.kill(pids[1], signal.SIGKILL if fault == "kill" else signal.SIGSTOP)
+
+    settings = ParallelSettings(**{**SETTINGS, "steps": 10_000, "train_size": 64, "epochs": 10_000})
+    start = time.monotonic()
+    with pytest.raises(GroupFailed) as failed:
+        run_local_group(train_rank, 2, DATA, settings, timeout_s=60, heartbeat_s=3, on_start=pids.extend,
+                        progress=progress)  # fmt: skip
+    assert failed.value.rank == 1 and "rank 1 of 2" in str(failed.value)
+    assert ("killed by signal 9" if fault == "kill" else "stopped responding") in str(failed.value)
+    assert time.monotonic() - start < 30
+    deadline = time.monotonic() + 5
+    while not gone(pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(pids)
