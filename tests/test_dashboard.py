@@ -890,3 +890,13 @@ def test_the_share_panel_gives_the_watch_link_its_qr_code_and_the_lesson_link(pa
     assert any(f"watch={page.key}" in link for link in links)
     assert any("run=" not in link and "watch=" not in link for link in links)  # the lesson link: no run of its own
     assert page.at.sidebar.get("image")  # the QR code
+
+
+def test_bn_state_says_what_each_normalisation_keeps(page):
+    for norm, said in (("groupnorm", "keeps no running statistics"), ("frozen", "they are not learned")):
+        page.at.selectbox(key="impl1").set_value(norm)
+        page.run()
+        show(page, "BN state")
+        captions = page.texts("caption")
+        assert any(said in c for c in captions), (norm, captions)
+        assert not any("are learned: the network chooses" in c for c in captions) or norm != "frozen"

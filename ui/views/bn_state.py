@@ -4,6 +4,7 @@ accuracy with running statistics (eval mode) against batch statistics (train mod
 import streamlit as st
 
 from bnviz import captions, figures
+from bnviz.models import NORM_INFO
 
 from ..context import chart, figure, position_picker
 from ..state import Key
@@ -13,6 +14,11 @@ RUNNING_CAPTION = (
     "Each training step moves them a fraction {momentum:g} (the momentum) of the way towards that batch's values."
 )
 BATCH_CAPTION = "One batch's statistics scatter around the running ones: that noise is part of why BN regularises."
+NO_RUNNING_CAPTION = (
+    "This lane's normalisation keeps no running statistics: it normalises each image the same way in training "
+    "and at test time."
+)
+FROZEN_CAPTION = "This lane keeps gamma and beta at 1 and 0 (the chapter's exercise): they are not learned."
 TRAIN_EVAL_CAPTION = (
     "The same weights, two ways to normalise: eval mode uses the running statistics (what the network is at test "
     "time), train mode each batch's own (batches of the training batch size). Where they differ, the running "
@@ -33,11 +39,13 @@ def render(snap, ctx):
             "Lane", range(len(bn_lanes)), format_func=lambda i: bn_lanes[i].label, horizontal=True, key=Key.STATE_LANE
         )
         lane = bn_lanes[min(i or 0, len(bn_lanes) - 1)]
-    st.caption(RUNNING_CAPTION.format(momentum=snap.settings.bn_momentum))
+    state = NORM_INFO[lane.spec.norm].state
+    keeps = "running_mean" in state or "running_var" in state
+    st.caption(RUNNING_CAPTION.format(momentum=snap.settings.bn_momentum) if keeps else NO_RUNNING_CAPTION)
     chart(figure(figures.running_stats_figure, lane, pos), "running")
-    st.caption(BATCH_CAPTION)
+    st.caption(BATCH_CAPTION if keeps else NO_RUNNING_CAPTION)
     chart(figure(figures.batch_vs_running_figure, lane, pos), "batchrun")
-    st.caption(GAMMA_BETA_CAPTION)
+    st.caption(GAMMA_BETA_CAPTION if lane.spec.norm != "frozen" else FROZEN_CAPTION)
     chart(figure(figures.gamma_beta_figure, lane, pos), "gb")
     st.caption(TRAIN_EVAL_CAPTION)
     st.markdown(captions.train_eval(snap))
