@@ -7,7 +7,7 @@ from bnviz import captions, figures
 from ..context import chart, figure
 
 CAPTION = (
-    "Same network, same batches: only BN differs between the lanes. "
+    "Same network, same batches: only the normalisation differs between the lanes (BN, another kind, or none). "
     "Thin lines: training accuracy (smoothed); thick: the validation subset; diamonds: the full test set."
 )
 SCOREBOARD_TITLE = "**When did each lane first reach 50 / 70 / 80 % validation accuracy?**"
