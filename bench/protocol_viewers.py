@@ -1,0 +1,198 @@
+"""Viewers without browsers: what 30 students watching the teacher's run cost the server, measured on one machine.
+
+    python bench/protocol_viewers.py [--viewers 1 10 30] [--seconds 20] [--json PATH]
+
+A browser tab watching ``?watch=<id>`` does two things to the server: it opens a session (one script run), then
+its refreshing panel asks for a rerun of that fragment once a second. This script does exactly that over
+Streamlit's own websocket protocol (``/_stcore/stream``, the BackMsg/ForwardMsg protobufs the frontend sends
+and receives), so N viewers cost the server what N tabs would, without N chromium renderers competing for the
+same two cores (in a class they run on the students' laptops). Per count it reports the server's own CPU
+(cores), the teacher's training speed, and how long one more viewer takes from connecting to its first full
+page (a script run that finished); one real chromium page opened last measures the load a student sees.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+
+from dashboard_bench import CHROMIUM_ARGS, cpu_s, page_step, start_server
+from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+from websockets.asyncio.client import connect
+
+START = re.compile(r"^Start( Shortcut \S+)?$")
+
+
+def rerun(query, fragment_id=None):
+    msg = BackMsg()
+    msg.rerun_script.query_string = query
+    msg.rerun_script.page_script_hash = ""
+    if fragment_id:
+        msg.rerun_script.fragment_id = fragment_id
+        msg.rerun_script.is_auto_rerun = True
+    return msg.SerializeToString()
+
+
+class Viewer:
+    """One simulated viewer tab: connect, run the page, then rerun its auto-refreshing fragments as asked."""
+
+    def __init__(self, url, key):
+        self.ws_url = url.replace("http://", "ws://") + "/_stcore/stream"
+        self.query = f"watch={key}"
+        self.first_page_s = None
+        self.runs = 0
+        self.closed = False
+
+    async def run(self, stop):
+        t0 = time.monotonic()
+        ws = await connect(self.ws_url, subprotocols=["streamlit"], max_size=None)
+        await ws.send(rerun(self.query))
+        timers = {}
+        try:
+            while not stop.is_set():
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), 0.5)
+                except asyncio.TimeoutError:
+                    continue
+                except Exception:  # the server closed the connection
+                    break
+                msg = ForwardMsg()
+                msg.ParseFromString(raw)
+                kind = msg.WhichOneof("type")
+                if kind == "script_finished":
+                    self.runs += 1
+                    if self.first_page_s is None:
+                        self.first_page_s = time.monotonic() - t0
+                elif kind == "auto_rerun":
+                    fid, every = msg.auto_rerun.fragment_id, msg.auto_rerun.interval
+                    if fid not in timers:
+                        timers[fid] = asyncio.ensure_future(self._refresh(ws, fid, every, stop))
+                elif kind == "stop_auto_rerun":
+                    for task in timers.values():
+                        task.cancel()
+                    timers.clear()
+        finally:
+            for task in timers.values():
+                task.cancel()
+            await ws.close()
+            self.closed = True
+
+    async def _refresh(self, ws, fragment_id, every, stop):
+        while not stop.is_set():
+            await asyncio.sleep(every)
+            await ws.send(rerun(self.query, fragment_id))
+
+
+class Crowd:
+    """Simulated viewers in one background event loop; add() more while the others keep refreshing."""
+
+    def __init__(self, url, key):
+        self.url, self.key, self.viewers = url, key, []
+        self.loop = asyncio.new_event_loop()
+        self.stop = asyncio.Event()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def add(self, n):
+        for _ in range(n):
+            v = Viewer(self.url, self.key)
+            self.viewers.append(v)
+            asyncio.run_coroutine_threadsafe(v.run(self.stop), self.loop)
+
+    def wait_loaded(self, timeout=300):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and any(v.first_page_s is None for v in self.viewers):
+            time.sleep(0.2)
+        return [v.first_page_s for v in self.viewers]
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self.stop.set)
+        time.sleep(1.5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def loaded(page):
+    return page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].some(el =>
+        (el.layout.title.text || '').startsWith('Training loss')
+        && (el._fullData || []).some(t => t.x && t.x.length))""")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--viewers", type=int, nargs="+", default=[1, 10, 30])
+    p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    server, url = start_server()
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "load_average": os.getloadavg(),
+        "runs": [],
+    }
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            teacher = browser.new_page(viewport={"width": 1280, "height": 800})
+            teacher.goto(f"{url}/?preset=chapter&epochs=100")
+            teacher.wait_for_selector("[data-test-script-state='notRunning']", timeout=120_000)
+            teacher.get_by_role("button", name=START).click()
+            key = re.search(r"[?&]run=([^&]+)", teacher.url).group(1)
+            teacher.wait_for_timeout(5000)
+            crowd = Crowd(url, key)
+            try:
+                for n in args.viewers:
+                    crowd.add(n - len(crowd.viewers))
+                    firsts = crowd.wait_loaded()
+                    teacher.wait_for_timeout(3000)  # settle
+                    s0, c0, t0 = page_step(teacher), cpu_s(server.pid), time.monotonic()
+                    runs0 = sum(v.runs for v in crowd.viewers)
+                    teacher.wait_for_timeout(args.seconds * 1000)
+                    s1, c1, t1 = page_step(teacher), cpu_s(server.pid), time.monotonic()
+                    runs1 = sum(v.runs for v in crowd.viewers)
+                    # one real student tab, opened now: how long until it shows the run's loss chart
+                    student = browser.new_page(viewport={"width": 1280, "height": 800})
+                    t_open = time.monotonic()
+                    student.goto(f"{url}/?watch={key}", wait_until="commit", timeout=180_000)
+                    while not loaded(student):
+                        student.wait_for_timeout(100)
+                    student_s = time.monotonic() - t_open
+                    student.close()
+                    run = {
+                        "viewers": n,
+                        "server_cores": (c1 - c0) / (t1 - t0),
+                        "teacher_steps_per_s": (s1 - s0) / (t1 - t0),
+                        "viewer_refreshes_per_s": (runs1 - runs0) / (t1 - t0),
+                        "slowest_simulated_first_page_s": max(f for f in firsts if f is not None),
+                        "simulated_not_loaded": sum(f is None for f in firsts),
+                        "one_more_browser_tab_chart_s": student_s,
+                    }
+                    result["runs"].append(run)
+                    print(json.dumps(run), flush=True)
+            finally:
+                crowd.close()
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(10)
+    runs = result["runs"]
+    for r in runs[1:]:
+        r["server_cores_per_extra_viewer"] = (r["server_cores"] - runs[0]["server_cores"]) / (
+            r["viewers"] - runs[0]["viewers"]
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
