@@ -18,6 +18,7 @@ from .exercises import EXERCISES
 from .exercises import run as run_exercise
 from .history import metrics_csv, save_experiment
 from .models import NORMS
+from .process_group import GroupFailed, launched_by_torchrun
 from .snapshot import LaneSpec, Settings
 
 
@@ -70,6 +71,10 @@ def progress(done, total, text, stream=sys.stderr):
 
 def train(args):
     """Train the variants side by side through the live engine, printing a table per epoch."""
+    if getattr(args, "devices", None) or launched_by_torchrun():  # data-parallel on K ranks: bnviz/parallel_run.py
+        from .parallel_run import run
+
+        return run(args)
     settings = Settings(
         lr=args.lr,
         batch_size=args.batch_size,
@@ -405,6 +410,12 @@ def main(argv=None):
     )
     t.add_argument("--device", choices=devices.DEVICES, default="auto")
     t.add_argument("--out", default=None, help="folder for experiment.npz (replayable), history.csv and summary.json")
+    t.add_argument(
+        "--devices", type=positive(int), default=None, help="train data-parallel on K gloo processes, 1/K of each batch"
+    )
+    t.add_argument(
+        "--bn-sync", choices=("device", "global"), default="device", help="with --devices: per-device BN or synced"
+    )
     sub.add_parser("data", help="find (or fetch) Fashion-MNIST and check it")
     x = sub.add_parser("exercise", help="run one of the dashboard's exercises and print its reveal (list: all)")
     x.add_argument("name", nargs="?", default="list", help=f"one of {', '.join(EXERCISES)}, or list")
@@ -436,6 +447,9 @@ def main(argv=None):
     except (DataError, devices.DeviceError, TrainingFailed, ValueError) as e:  # ValueError: settings out of range
         print(f"bnviz: {e}", file=sys.stderr)
         return 2
+    except GroupFailed as e:  # --devices: a rank failed, died or hung; every rank was ended
+        print(f"bnviz: {e}", file=sys.stderr)
+        return 1
     except OSError as e:  # anything else the system refused: a message, never a traceback
         print(f"bnviz: {_why(e)}", file=sys.stderr)
         return 1

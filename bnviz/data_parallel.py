@@ -35,6 +35,7 @@ from .training import evaluate
 
 BN_SYNCS = ("device", "global")
 SYNC_NORMS = ("scratch", "torch")  # the normalisations that have a synchronised version here
+NO_BATCH_STATISTICS = ("none", "layernorm", "groupnorm")  # nothing to synchronise: the same with either bn_sync
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class ParallelSettings:
     def __post_init__(self):
         if self.bn_sync not in BN_SYNCS:
             raise ValueError(f"bn_sync must be one of {BN_SYNCS}, got {self.bn_sync!r}")
-        if self.bn_sync == "global" and self.norm not in SYNC_NORMS:
+        if self.bn_sync == "global" and self.norm not in SYNC_NORMS + NO_BATCH_STATISTICS:
             raise ValueError(f"synchronised BN is for norm {' or '.join(SYNC_NORMS)}, got {self.norm!r}")
         if (
             self.batch_size < 2
@@ -106,7 +107,7 @@ def build_model(settings, *, world_size=1, devices=1, device="cpu"):
     process (world_size=1, devices=k, bn_sync="device"); the plain model otherwise."""
     s = settings
     model = build_lenet(s.norm, s.activation, seed=s.seed).to(device)
-    if world_size > 1 and s.bn_sync == "global":
+    if world_size > 1 and s.bn_sync == "global" and s.norm in SYNC_NORMS:
         if s.norm == "scratch":
             SyncBatchNorm.convert(model)
         elif torch.device(device).type != "cuda":

@@ -1,0 +1,168 @@
+"""``bnviz train --devices K --bn-sync {device,global}``: the lanes trained data-parallel on K processes.
+
+    python -m bnviz train --norm scratch --devices 2 --bn-sync global --epochs 1 --out runs/dp
+    torchrun --nproc-per-node 2 -m bnviz train --norm scratch --bn-sync global --epochs 1 --out runs/dp
+
+Without torchrun, this process starts a local gloo group of K ranks (``process_group.run_local_group``: a port
+the system picks, every rank watched and always ended). Under torchrun (RANK, WORLD_SIZE, MASTER_ADDR and
+MASTER_PORT set), this process is one rank of torchrun's group. Each lane (``--norm a,b``) is one run of
+``data_parallel.train``, one after the other, in the same group.
+
+Rank 0 writes, into ``--out``: history.csv (lane, step, the whole minibatch's loss and accuracy),
+summary.json (settings, per lane: the final test loss and accuracy in eval mode, images per second, and how far
+the devices' bn1 statistics strayed from the whole minibatch's at the recorded steps), and bn1_statistics.npz
+(each device's per-channel bn1 mean and variance at those steps). Not experiment.npz: the engine's
+``Experiment`` (probes, replay) runs in one process, and is not spread across ranks here.
+"""
+
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .data import load_fashion_mnist
+from .data_parallel import ParallelSettings, train, train_rank
+from .process_group import init_from_torchrun, launched_by_torchrun, run_local_group
+
+FILES = ("history.csv", "bn1_statistics.npz", "summary.json")  # summary.json last: the set is complete
+
+
+def settings_for(args, norm):
+    return ParallelSettings(
+        norm=norm,
+        activation=args.activation,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        steps=getattr(args, "steps", None),
+        seed=args.seed,
+        train_size=args.train_size,
+        bn_sync=args.bn_sync,
+    )
+
+
+def run(args):
+    """Train every lane on args.devices ranks (or torchrun's); rank 0 writes --out. Returns the records."""
+    from .cli import discard_created, prepare_out  # the CLI's own checks of --out
+
+    torchrun = launched_by_torchrun()
+    if args.classes_per_batch != 10:
+        raise ValueError("--devices trains on i.i.d. batches: --classes-per-batch is not supported with it")
+    settings = [settings_for(args, norm) for norm in args.norm]  # a bad combination fails here, before any start
+    if torchrun:
+        rank, world_size = init_from_torchrun()
+        if args.devices and args.devices != world_size:
+            raise ValueError(f"--devices {args.devices} but torchrun started {world_size} processes")
+    else:
+        rank, world_size = 0, args.devices
+    out = Path(args.out) if args.out and rank == 0 else None
+    created = prepare_out(out) if out else []
+    try:
+        data = load_fashion_mnist()
+        if rank == 0:
+            how = "torchrun's group" if torchrun else "a local gloo group"
+            print(
+                f"bnviz: training {', '.join(args.norm)} on {world_size} device(s) ({how}, BN {args.bn_sync}), "
+                f"global batch {args.batch_size} = {world_size} slices, lr {args.lr}, {args.epochs} epoch(s)",
+                file=sys.stderr,
+            )
+        records = {}
+        for s in settings:
+            t0 = time.perf_counter()
+            if torchrun:
+                record = train(data, s, rank=rank, world_size=world_size, report=_printer(0, rank))
+                dist.barrier()
+            else:
+                record = run_local_group(
+                    train_rank, world_size, data, s, progress=_printer(0), timeout_s=24 * 3600, stall_s=600
+                )[0]
+            if rank == 0:
+                records[s.norm] = (record, time.perf_counter() - t0)
+                print(f"\nbnviz: {s.norm}: test accuracy {record.test_acc:.3f} (eval mode)", file=sys.stderr)
+        if out:
+            write(out, args, world_size, torchrun, records)
+        return records
+    finally:
+        discard_created(created)
+        if torchrun and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _printer(every_rank, rank=0):
+    """progress(rank, info) for the local group, or report(info) under torchrun: rank 0's step, on one line."""
+
+    def show(*a):
+        r, info = a if len(a) == 2 else (rank, a[0])
+        if r == every_rank and (info["step"] % 50 == 0 or info["step"] == 1):
+            sys.stderr.write(f"\rstep {info['step']}: loss {info['loss']:.4f}, accuracy {info['acc']:.3f}")
+            sys.stderr.flush()
+
+    return show
+
+
+def summary(args, world_size, torchrun, records):
+    lanes = []
+    for norm, (r, seconds) in records.items():
+        images = sum(args.batch_size for _ in r.steps)
+        lanes.append(
+            dict(
+                norm=norm,
+                steps=int(len(r.steps)),
+                test_acc=r.test_acc,
+                test_loss=r.test_loss,
+                final_train_loss=float(r.loss[-1]) if len(r.loss) else None,
+                images_per_s=images / seconds if seconds > 0 else None,
+                bn1_spread=r.spread(),
+            )
+        )
+    return dict(
+        settings={k: v for k, v in vars(args).items() if k not in ("command",)},
+        devices=world_size,
+        bn_sync=args.bn_sync,
+        launcher="torchrun" if torchrun else "local gloo group",
+        backend=dist.get_backend() if dist.is_initialized() else "gloo",
+        torch=torch.__version__,
+        variants=lanes,
+    )
+
+
+def history_csv(records):
+    text = io.StringIO()
+    w = csv.writer(text)
+    w.writerow(["lane", "step", "train_loss", "train_acc"])
+    for norm, (r, _) in records.items():
+        for step, loss, acc in zip(r.steps, r.loss, r.acc):
+            w.writerow([norm, int(step), f"{loss:.6g}", f"{acc:.6g}"])
+    return text.getvalue()
+
+
+def write(out, args, world_size, torchrun, records):
+    """The three files, staged beside each other and moved in, summary.json last."""
+    from .cli import _write_text
+
+    stage = Path(tempfile.mkdtemp(dir=out, prefix=f".bnviz-write-{os.getpid()}-"))
+    try:
+        _write_text(stage / "history.csv", history_csv(records))
+        arrays = {}
+        for norm, (r, _) in records.items():
+            for key in ("stats_steps", "bn1_means", "bn1_vars", "bn1_global_means", "bn1_global_vars"):
+                if getattr(r, key) is not None:
+                    arrays[f"{norm}/{key}"] = getattr(r, key)
+        np.savez_compressed(stage / "bn1_statistics.npz", **arrays)
+        payload = summary(args, world_size, torchrun, records)
+        _write_text(stage / "summary.json", json.dumps(payload, indent=2, default=str))
+        for name in FILES:
+            os.replace(stage / name, out / name)
+    finally:
+        for p in stage.glob("*"):
+            p.unlink()
+        stage.rmdir()
+    print(f"bnviz: wrote {out / 'summary.json'}, history.csv and bn1_statistics.npz", file=sys.stderr)
