@@ -89,47 +89,53 @@ def describe(groups, side):
     return f"{count} sets of statistics, {how}; each pools {size} cells{values}. {n} × {c} cells shown."
 
 
+CHANNELS = {"bn1": 6, "bn2": 16, "bn3": 120, "bn4": 84}
+MAX_NUMBERED = 200  # up to this many cells, each shows its set's number
+
+
+@functools.lru_cache(maxsize=64)
+def groups_at(norm, position, batch_size):
+    """The sets for a lane's ``norm`` at ``position``, as drawn: (groups, side). Cached (up to a second to find;
+    the page asks again at every refresh); callers must not change the array."""
+    side = SIDES.get(position)
+    groups = statistic_groups(layer_at(norm, position), rows_shown(norm, batch_size), CHANNELS[position], side)
+    return groups, side
+
+
 @functools.lru_cache(maxsize=64)
 def norm_groups_figure(norm, position, batch_size, label=""):
-    """The (images × channels) grid at ``position``, coloured by which statistics normalise each cell.
-
-    Cached: it depends only on its arguments (a layer built from the seed), and finding the sets takes up to a
-    second; a page refreshed every second asks for the same figure again. Callers must not change it."""
-    side = SIDES.get(position)
-    layer = layer_at(norm, position)
-    channels = {"bn1": 6, "bn2": 16, "bn3": 120, "bn4": 84}[position]
-    rows = rows_shown(norm, batch_size)
-    groups = statistic_groups(layer, rows, channels, side)
+    """The (images × channels) grid at ``position``: each cell shows which set of statistics normalises it, by
+    its number (on small grids) and by a shade of its own (sets numbered in reading order, shades along a
+    scale, so no two sets share one). Cached; callers must not change it."""
+    groups, side = groups_at(norm, position, batch_size)
+    rows, channels = groups.shape
+    count = int(groups.max()) + 1
     fig = go.Figure(layout=dict(template="none"))
     fig.add_trace(
         go.Heatmap(
-            z=groups % 10,
+            z=groups,
             x=list(range(1, channels + 1)),
             y=list(range(1, rows + 1)),
-            colorscale=[[i / 9, c] for i, c in enumerate(PALETTE)],
+            colorscale="Turbo",
             zmin=0,
-            zmax=9,
+            zmax=max(count - 1, 1),
             showscale=False,
-            xgap=2,
-            ygap=2,
-            customdata=groups,
+            xgap=1,
+            ygap=1,
+            text=groups + 1 if groups.size <= MAX_NUMBERED else None,
+            texttemplate="%{text}" if groups.size <= MAX_NUMBERED else None,
+            customdata=groups + 1,
             hovertemplate="image %{y}, channel %{x}: set %{customdata}<extra></extra>",
         )
     )
     where = BN_INPUTS[BN_LAYERS.index(position)]
     unit = "channel" if side else "feature"
     fig.update_layout(
-        title=dict(text=f"{label or norm} at {position} (after {where}): cells of one colour share statistics"),
-        height=360,
-        margin=dict(l=70, r=20, t=60, b=90),
+        title=dict(text=f"{label or norm} at {position} (after {where}): one number and shade per set of statistics"),
+        height=340,
+        margin=dict(l=70, r=20, t=60, b=50),
         font=dict(size=15),
         xaxis=dict(title=f"{unit} (C = {channels})", constrain="domain"),
-        yaxis=dict(title=f"image (N = {rows} of the batch's {batch_size})", autorange="reversed"),
-    )
-    fig.add_annotation(
-        text=describe(groups, side), x=0, y=-0.32, xref="paper", yref="paper", showarrow=False, xanchor="left"
+        yaxis=dict(title=f"image (N = {rows} of {batch_size})", autorange="reversed"),
     )
     return fig
-
-
-PALETTE = ("#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#7F7F7F", "#BCBD22", "#17BECF")

@@ -51,6 +51,9 @@ def test_the_sentence_and_the_figure_say_what_was_found():
     assert "one per image and group of channels; each pools 3 cells" in describe(groups("groupnorm", "bn1"), 24)
     assert describe(groups("none", "bn4"), None).startswith("Each of the 8 × 84 cells is left as it is")
     fig = norm_groups_figure("groupnorm", "bn1", 128, "GroupNorm")
-    assert np.asarray(fig.data[0].customdata).shape == (rows_shown("groupnorm", 128), 6)
-    assert "16 sets of statistics" in fig.layout.annotations[0].text
+    numbers = np.asarray(fig.data[0].customdata)
+    assert numbers.shape == (rows_shown("groupnorm", 128), 6) and len(np.unique(numbers)) == 16
+    assert np.array_equal(np.asarray(fig.data[0].z), numbers - 1)  # one shade per set: no two sets share one
+    assert np.array_equal(np.asarray(fig.data[0].text), numbers)  # a small grid shows each cell's number
+    assert fig.data[0].zmax == 15
     assert rows_shown("ghost", 128) == 2 * GHOST_BATCH and rows_shown("scratch", 4) == 4

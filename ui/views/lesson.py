@@ -12,7 +12,7 @@ import bnviz.ghost_batchnorm
 import bnviz.models
 import bnviz.noisy_batchnorm
 from bnviz.models import NORM_INFO
-from bnviz.norm_groups import norm_groups_figure
+from bnviz.norm_groups import describe, groups_at, norm_groups_figure
 
 from ..context import chart, figure, position_picker
 from ..state import Key
@@ -31,8 +31,8 @@ SYMBOLS = (
 )
 GROUPS_CAPTION = (
     "Normalisations differ in which values share a mean and a variance. Found by asking the lane's own layer: "
-    "nudge one image's values in one channel (in train mode) and see whose outputs move. Cells of one colour "
-    "are normalised with the same statistics."
+    "nudge one image's values in one channel (in train mode) and see whose outputs move. Cells with the same "
+    "number (and shade) are normalised with the same statistics."
 )
 BACKWARD_INTRO = (
     "Autograd can differentiate the layer above by itself. Ioffe & Szegedy (2015, Section 3) also wrote the "
@@ -90,6 +90,7 @@ def render(snap, ctx):
     st.caption(GROUPS_CAPTION)
     position = position_picker()
     chart(figure(norm_groups_figure, norm, position, snap.settings.batch_size, info.label), "norm-groups")
+    st.markdown(describe(*groups_at(norm, position, snap.settings.batch_size)))
     if norm == "none":
         return st.markdown(WHAT_TO_LOOK_FOR)
     name, code = source_of(norm)
