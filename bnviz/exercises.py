@@ -308,7 +308,7 @@ EXERCISES = {
             (Variant("BN, with bias"), Variant("BN, no bias", options=dict(bias=False))),
             300,
             reveal_bias,
-            "The chapter's exercise 1",
+            "The chapter's exercises: the bias before BN",
         ),
         Exercise(
             "race",
@@ -322,7 +322,7 @@ EXERCISES = {
             ),
             150,
             reveal_race,
-            "The chapter's exercise 3 (fails: diverges, or stays below 50%)",
+            "The chapter's exercises: compare the learning rates (fails: diverges, or stays below 50%)",
         ),
         Exercise(
             "positions",
@@ -337,7 +337,7 @@ EXERCISES = {
             ),
             300,
             reveal_positions,
-            "The chapter's exercise 4",
+            "The chapter's exercises: BN in every layer?",
         ),
         Exercise(
             "lite",
