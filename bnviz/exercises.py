@@ -352,7 +352,7 @@ EXERCISES = {
             ),
             300,
             reveal_lite,
-            'The chapter\'s exercises 5 and 6 ("lite" BN; gamma and beta fixed)',
+            'The chapter\'s exercises: "lite" BN, and gamma and beta fixed',
         ),
         Exercise(
             "ioffe",
