@@ -131,3 +131,22 @@ def test_a_rank_that_dies_or_hangs_ends_the_group(fault, one_thread):
     while not gone(pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert gone(pids)
+
+
+def test_across_devices_study(one_thread):
+    """The dashboard's study: per-device BN changes with k; synchronised BN is the same run for every k."""
+    from bnviz.across_devices import across_devices
+
+    fractions = []
+    kw = dict(ks=(1, 2, 8), steps=3, batch_size=16, eval_size=50, stats_every=1)
+    per_device = across_devices(DATA, per_device=True, progress=fractions.append, **kw)
+    synced = across_devices(DATA, per_device=False, **kw)
+    assert list(per_device) == [1, 2, 8] and per_device[8].per_device_batch == 2
+    assert per_device[1].loss == synced[1].loss  # one device: nothing to synchronise
+    assert per_device[8].loss != synced[8].loss
+    assert synced[2].loss == synced[8].loss == synced[1].loss
+    assert per_device[8].bn1_spread[0]["mean_spread"] > per_device[2].bn1_spread[0]["mean_spread"] > 0
+    assert fractions[-1] == 1.0 and fractions == sorted(fractions)
+    assert across_devices(DATA, should_stop=lambda: True, **kw) == {}
+    with pytest.raises(ValueError, match="fewer than 2 images"):
+        across_devices(DATA, ks=(16,), batch_size=16)
