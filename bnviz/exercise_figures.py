@@ -1,4 +1,4 @@
-"""The Exercises view's charts: pure Plotly builders, an exercise's results in, a figure out."""
+"""The Exercises view's charts and the BN-across-devices study's: pure Plotly builders, results in, a figure out."""
 
 import math
 
@@ -38,3 +38,27 @@ def loss_curves(results):
         _empty(fig, "Not run yet")
     fig.update_yaxes(type="log")
     return _layout(fig, "Training loss per step (smoothed)", xaxis_title="step", yaxis_title="cross-entropy")
+
+
+def devices_figure(both):
+    """Test accuracy against the number of devices sharing one minibatch, BN per device and synchronised."""
+    fig = new_figure()
+    for mode, color in zip(("per device", "synchronised"), ("#D62728", "#1F77B4")):
+        runs = both.get(mode, {})
+        if runs:
+            ks = sorted(runs)
+            fig.add_trace(
+                go.Scatter(
+                    x=ks,
+                    y=[runs[k].test_acc for k in ks],
+                    mode="lines+markers",
+                    name=f"BN {mode}",
+                    line=dict(color=color, width=3),
+                    customdata=[runs[k].per_device_batch for k in ks],
+                    hovertemplate="%{x} devices, %{customdata:g} images each: %{y:.1%}<extra></extra>",
+                )
+            )
+    if not fig.data:
+        _empty(fig, "Not run yet")
+    fig.update_xaxes(type="log", dtick=0.30103, title="devices sharing one minibatch of 128 (log scale)")
+    return _layout(fig, "Test accuracy after the same steps", yaxis_title="accuracy", yaxis_range=[0, 1])

@@ -420,6 +420,29 @@ def test_the_studies_render_and_bn_can_be_flipped_off_in_a_trained_lane(page):
     assert not page.tracked.jobs  # nothing started in the background without a click
 
 
+def test_the_bn_across_devices_study_runs_and_says_what_it_measured(page, monkeypatch):
+    import functools
+
+    import ui.views.experiments as experiments
+    from bnviz.devices_study import devices_study, summary
+
+    short = functools.partial(devices_study, ks=(1, 2), steps=3)
+    monkeypatch.setattr(experiments, "devices_study", short)
+    show(page, "Experiments")
+    page.at.radio(key="study").set_value("BN across devices")
+    page.run()
+    page.click(next(b.label for b in page.at.button if b.label.startswith("Run it")))
+    job = page.registry.job(page.key, "devices")
+    assert job is not None and job.wait(120) and job.error is None
+    page.run()
+    page.assert_clean()
+    assert summary(job.result) in page.texts("markdown")
+    assert [t["name"] for t in page.chart("Test accuracy after the same steps")["data"]] == [
+        "BN per device",
+        "BN synchronised",
+    ]
+
+
 def test_the_window_and_log_scale_controls_reach_the_charts(page):
     page.start_and_pause_after(12)
     page.at.selectbox(key="window").set_value("last 200 steps")

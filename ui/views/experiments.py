@@ -6,7 +6,10 @@ import dataclasses
 
 import streamlit as st
 
-from bnviz import captions, env, figures
+from bnviz import captions, env, exercise_figures, figures
+from bnviz.child_run import in_child
+from bnviz.devices_study import KS, devices_study
+from bnviz.devices_study import summary as devices_summary
 from bnviz.exercises import EXERCISES
 from bnviz.jobs import Job
 from bnviz.models import NORM_INFO
@@ -21,9 +24,10 @@ STUDIES = (
     "Batch vs running statistics",
     "Flip BN on a trained network",
     "Recompute statistics",
+    "BN across devices",
     "Smoother landscape",
 )
-STUDY_JOBS = ("race", "batchstats")
+STUDY_JOBS = ("race", "batchstats", "devices")
 MIN_STEPS_FOR_BATCHSTATS = 50
 LANDSCAPE_EVERY = 25
 STOP_WAIT_S = 2.0
@@ -50,6 +54,13 @@ PRECISE_CAPTION = (
     "as the plain average over {images:,} training images in batches of the training size, instead of the moving "
     "average that training kept while the weights moved. Eval mode then uses statistics that fit the weights as "
     "they are. The accuracy before and after is measured at once, on the same validation images."
+)
+DEVICES_CAPTION = (
+    "Data-parallel training cuts each minibatch of 128 over k devices. With BN per device (what PyTorch's "
+    "DistributedDataParallel does by default) each device normalises its slice by the slice's own statistics, "
+    "down to 2 images; with synchronised BN (nn.SyncBatchNorm) every device uses the whole minibatch's. Here the k "
+    "devices are simulated in one process, each device's statistics computed on its slice: the same arithmetic as "
+    "k processes (checked against real gloo processes at k = 2 and 4). `bnviz train --devices K` runs real ones."
 )
 LANDSCAPE_CAPTION = (
     "Santurkar et al. (2018): every few steps, on a fixed batch, step along the gradient by "
@@ -98,7 +109,8 @@ def render(snap, ctx):
         STUDIES[1]: batch_vs_running,
         STUDIES[2]: flip,
         STUDIES[3]: recompute,
-        STUDIES[4]: landscape,
+        STUDIES[4]: devices,
+        STUDIES[5]: landscape,
     }[study](snap, ctx)
 
 
@@ -204,6 +216,19 @@ def recompute(snap, ctx):
         )
     st.markdown(captions.train_eval(snap))
     chart(figure(figures.train_eval_figure, snap, ctx.last_n), "precise-traineval")
+
+
+def devices(snap, ctx):
+    st.caption(DEVICES_CAPTION)
+    both = job_status(
+        ctx,
+        "devices",
+        lambda: Job(in_child, devices_study, ctx.data, name="devices"),  # trains outside the server
+        f"Run it (k = {', '.join(map(str, KS))}, each per device and synchronised)",
+    )
+    if both:
+        st.markdown(devices_summary(both))
+        chart(figure(exercise_figures.devices_figure, both), "devices")
 
 
 def landscape(snap, ctx):
