@@ -36,6 +36,7 @@ import torch.distributed as dist
 from .experiment_process import PREFIX, _install
 
 HEARTBEAT_S = 0.5  # how often a rank says it is alive
+ERROR_GRACE_S = 1.0  # after a rank raises, how long to look for a peer that died first (the cause to name)
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -151,6 +152,7 @@ def _watch(procs, conns, timeout_s, heartbeat_s, stall_s, progress, should_stop)
     by_conn = {c: r for r, c in enumerate(conns)}
     by_sentinel = {p.sentinel: r for r, p in enumerate(procs)}
     open_conns = set(conns)
+    failed, errored = None, set()  # (rank, message, when) of the first rank that raised; all that raised
     while len(results) < world_size:
         ready = wait(list(open_conns) + [p.sentinel for r, p in enumerate(procs) if r not in finished], timeout=0.25)
         now = time.monotonic()
@@ -170,18 +172,22 @@ def _watch(procs, conns, timeout_s, heartbeat_s, stall_s, progress, should_stop)
                         progress(rank, value)
                 elif kind == "result":
                     results[rank] = value
-                elif kind == "error":
-                    raise GroupFailed(f"rank {rank} of {world_size} failed: {value}", rank)
+                elif kind == "error":  # raised below, unless a peer that died caused it
+                    errored.add(rank)
+                    failed = failed or (rank, value, now)
             else:
                 finished.add(by_sentinel[obj])
         for rank in sorted(finished):
             conn = conns[rank]
-            if rank not in results and not (conn in open_conns and conn.poll()):  # no result left to read
+            if rank not in set(results) | errored and not (conn in open_conns and conn.poll()):  # nothing left to read
                 code = procs[rank].exitcode
                 raise GroupFailed(
                     f"rank {rank} of {world_size} ended without finishing ({_exit_words(code)}); the group was ended",
                     rank,
                 )
+        if failed and (now - failed[2] > ERROR_GRACE_S or not any(p.is_alive() for p in procs)):
+            rank, message, _ = failed
+            raise GroupFailed(f"rank {rank} of {world_size} failed: {message}", rank)
         if should_stop and should_stop():
             return None
         silent = [r for r in range(world_size) if r not in results and now - heard[r] > heartbeat_s]
