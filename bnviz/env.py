@@ -83,6 +83,10 @@ def race_steps():
     return _read("BNVIZ_RACE_STEPS", int, 200, lambda v: v >= 10)
 
 
+def devices_steps():
+    return _read("BNVIZ_DEVICES_STEPS", int, 300, lambda v: v >= 1)
+
+
 def require_all():
     return os.environ.get("BNVIZ_REQUIRE_ALL", "").strip().lower() in ("1", "true", "yes")
 

@@ -102,6 +102,7 @@ def server(request, tmp_path):
         "BNVIZ_GRACE_S": "30",
         "PYTHONUNBUFFERED": "1",
         "BNVIZ_RACE_STEPS": "60",  # a short race
+        "BNVIZ_DEVICES_STEPS": "30",  # a short BN-across-devices study
         **data_env(request),
     }
     env.pop("BNVIZ_MAX_TRAINING", None)
@@ -480,6 +481,26 @@ def test_every_study_of_the_experiments_view_runs_in_a_browser(server, shots):
             button_starting(page, "Switch BN off in").wait_for()
             settle(page)
             assert_no_failure(page, "BN switched back on")
+
+            phase("BN recomputed, and BN across devices")
+            pick_study(page, "Recompute statistics")
+            button_starting(page, "Recompute B's statistics").click()
+            page.get_by_text(re.compile(r"after recomputing over [\d,]+ batches")).wait_for(timeout=60_000)
+            assert_no_failure(page, "statistics recomputed")
+            pick_study(page, "BN across devices")
+            button_starting(page, "Run it").click()
+            wait_for_plots(
+                page,
+                lambda c: (
+                    plot_titled("Test accuracy after the same steps")(c) is not None
+                    and [t["n"] for t in plot_titled("Test accuracy after the same steps")(c)["traces"]] == [7, 7]
+                ),
+                "both modes at k = 1 to 64",
+                timeout=240,
+            )
+            settle(page)
+            assert_no_failure(page, "BN across devices")
+            shoot_last_chart(page, shots / "experiments-devices.png")
 
             phase("the landscape probe")
             pick_study(page, "Smoother landscape")

@@ -223,7 +223,7 @@ def devices(snap, ctx):
     both = job_status(
         ctx,
         "devices",
-        lambda: Job(in_child, devices_study, ctx.data, name="devices"),  # trains outside the server
+        lambda: Job(in_child, devices_study, ctx.data, steps=env.devices_steps(), name="devices"),  # in a child
         f"Run it (k = {', '.join(map(str, KS))}, each per device and synchronised)",
     )
     if both:
