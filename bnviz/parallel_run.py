@@ -11,11 +11,13 @@ MASTER_PORT set), this process is one rank of torchrun's group. Each lane (``--n
 Rank 0 writes, into ``--out``: history.csv (lane, step, the whole minibatch's loss and accuracy),
 summary.json (settings, per lane: the final test loss and accuracy in eval mode, images per second, and how far
 the devices' bn1 statistics strayed from the whole minibatch's at the recorded steps), and bn1_statistics.npz
-(each device's per-channel bn1 mean and variance at those steps). Not experiment.npz: the engine's
-``Experiment`` (probes, replay) runs in one process, and is not spread across ranks here.
+(each device's per-channel bn1 mean and variance at those steps), and experiment.npz, the same experiment file
+as a one-process run's, for replay in the dashboard: every step's loss and accuracy and the final test
+evaluation of each lane (no probes: the engine's probes run in one process, and are not spread across ranks).
 """
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -28,11 +30,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .data import load_fashion_mnist
+from .data import load_fashion_mnist, num_batches
 from .data_parallel import ParallelSettings, train, train_rank
+from .history import save_experiment
 from .process_group import init_from_torchrun, launched_by_torchrun, run_local_group
+from .snapshot import Settings
 
-FILES = ("history.csv", "bn1_statistics.npz", "summary.json")  # summary.json last: the set is complete
+FILES = ("experiment.npz", "history.csv", "bn1_statistics.npz", "summary.json")  # summary.json last: complete
 
 
 def settings_for(args, norm):
@@ -134,6 +138,54 @@ def summary(args, world_size, torchrun, records):
     )
 
 
+def experiment_tables(args, records):
+    """(header, lane views) for the experiment file: what the dashboard replays of a data-parallel run."""
+    settings = Settings(
+        lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, train_size=args.train_size
+    )
+    per_epoch = max(1, num_batches(settings.train_size or 60_000, settings.batch_size))
+    views = []
+    for r, seconds in records.values():
+        steps = np.asarray(r.steps, dtype=float)
+        n = len(steps)
+        last = float(steps[-1]) if n else 0.0
+        final = dict(val_loss=[r.test_loss], val_acc=[r.test_acc])
+        views.append(
+            {
+                "steps": dict(
+                    step=steps,
+                    epoch=1 + (steps - 1) // per_epoch,
+                    lr=np.full(n, args.lr),
+                    train_loss=np.asarray(r.loss, dtype=float),
+                    train_acc=np.asarray(r.acc, dtype=float),
+                ),
+                "val": {k: np.asarray(v, dtype=float) for k, v in dict(step=[last], **final).items()} if n else {},
+                "epochs": {
+                    k: np.asarray(v, dtype=float)
+                    for k, v in dict(
+                        epoch=[1 + (last - 1) // per_epoch],
+                        step=[last],
+                        train_loss=[r.loss[-1]],
+                        train_acc=[r.acc[-1]],
+                        images_per_s=[args.batch_size * n / seconds if seconds > 0 else 0.0],
+                        **final,
+                    ).items()
+                }
+                if n
+                else {},
+            }
+        )
+    header = dict(
+        name=f"data-parallel, {args.bn_sync} BN",
+        settings=dataclasses.asdict(settings),
+        device=f"cpu, {dist.get_world_size() if dist.is_initialized() else args.devices} processes (gloo)",
+        lanes=[dict(norm=norm, activation=args.activation) for norm in records],
+        torch=torch.__version__,
+        saved_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    )
+    return header, views
+
+
 def history_csv(records):
     text = io.StringIO()
     w = csv.writer(text)
@@ -150,6 +202,7 @@ def write(out, args, world_size, torchrun, records):
 
     stage = Path(tempfile.mkdtemp(dir=out, prefix=f".bnviz-write-{os.getpid()}-"))
     try:
+        save_experiment(stage / "experiment.npz", *experiment_tables(args, records))
         _write_text(stage / "history.csv", history_csv(records))
         arrays = {}
         for norm, (r, _) in records.items():
@@ -165,4 +218,4 @@ def write(out, args, world_size, torchrun, records):
         for p in stage.glob("*"):
             p.unlink()
         stage.rmdir()
-    print(f"bnviz: wrote {out / 'summary.json'}, history.csv and bn1_statistics.npz", file=sys.stderr)
+    print(f"bnviz: wrote {out / 'summary.json'}, experiment.npz, history.csv and bn1_statistics.npz", file=sys.stderr)

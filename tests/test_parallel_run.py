@@ -14,6 +14,7 @@ import bnviz.parallel_run
 from bnviz.cli import main
 from bnviz.data import random_dataset
 from bnviz.data_parallel import ParallelSettings, train
+from bnviz.replay import Recording
 
 DATA = random_dataset(256, 100, seed=5)
 ARGS = ["--epochs", "1", "--train-size", "256", "--batch-size", "64", "--seed", "0"]
@@ -24,7 +25,8 @@ def test_devices_and_bn_sync_write_rank_zeros_files(tmp_path, monkeypatch, one_t
     out = tmp_path / "run"
     code = main(["train", "--norm", "scratch", "--devices", "2", "--bn-sync", "global", *ARGS, "--out", str(out)])
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["bn1_statistics.npz", "history.csv", "summary.json"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["bn1_statistics.npz", "experiment.npz", "history.csv", "summary.json"]
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["devices"], summary["bn_sync"], summary["launcher"]) == (2, "global", "local gloo group")
     lane = summary["variants"][0]
@@ -34,6 +36,12 @@ def test_devices_and_bn_sync_write_rank_zeros_files(tmp_path, monkeypatch, one_t
     one = train(DATA, ParallelSettings(batch_size=64, train_size=256, bn_sync="global"))
     np.testing.assert_allclose([float(r["train_loss"]) for r in rows], one.loss, rtol=1e-4)
     assert lane["test_acc"] == pytest.approx(one.test_acc, abs=0.002)
+    # the same experiment file as a one-process run: the dashboard replays it
+    rec = Recording.load(out / "experiment.npz")
+    snap = rec.snapshot()
+    assert [l.spec.norm for l in snap.lanes] == ["scratch"] and rec.last_step == 4
+    np.testing.assert_allclose(snap.lanes[0].tables["steps"]["train_loss"], one.loss, rtol=1e-4)
+    assert snap.lanes[0].tables["epochs"]["val_acc"][-1] == pytest.approx(lane["test_acc"])
     stats = np.load(out / "bn1_statistics.npz")
     assert stats["scratch/bn1_means"].shape == (1, 2, 6)  # step 1: 2 devices, 6 channels
 
