@@ -11,6 +11,9 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_av
 $PY -m pytest -q -p no:cacheprovider tests/test_batchnorm.py tests/test_engine.py -x 2>&1 | tail -3 | tee "$OUT/tests.txt"
 # the dashboard's engine in a child process (forkserver) on CUDA: trains there, snapshots and clones come back
 $PY -m pytest -q -p no:cacheprovider tests/test_experiment_process.py -x 2>&1 | tail -3 | tee -a "$OUT/tests.txt"
+# every test marked gpu (torch's nn.SyncBatchNorm runs on CUDA only: ours against it), and the new layers on CUDA
+$PY -m pytest -q -p no:cacheprovider -m gpu tests/ 2>&1 | tail -3 | tee -a "$OUT/tests.txt"
+$PY -m pytest -q -p no:cacheprovider tests/test_norms.py tests/test_precise_bn.py -x 2>&1 | tail -3 | tee -a "$OUT/tests.txt"
 $PY - <<'PYEOF' 2>&1 | tee "$OUT/process_cuda.txt"
 import time
 from bnviz.data import load_fashion_mnist
