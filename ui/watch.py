@@ -15,7 +15,7 @@ from .feedback import guard
 from .shared import frames
 from .state import BOUND, Key
 
-REFRESH_S = 1.0
+REFRESH_S = 2.0  # a viewer redraws every 2 s: each redraw is a script run of its own on the teacher's server (~20 ms)
 GONE = "This run has ended, or the link is not complete. Ask for a new watch link."
 NOTE = "You are watching a run live, read-only: choose a view; the teacher runs it."
 
