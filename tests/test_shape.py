@@ -40,7 +40,16 @@ def test_every_view_has_the_same_render_signature():
     from ui.state import VIEW_NAMES
     from ui.views import VIEWS
 
-    assert list(VIEWS) == ["Training", "Inside BN", "BN state", "Gradients", "Experiments", "Lesson", "Story", "Exercises"]
+    assert list(VIEWS) == [
+        "Training",
+        "Inside BN",
+        "BN state",
+        "Gradients",
+        "Experiments",
+        "Lesson",
+        "Story",
+        "Exercises",
+    ]
     assert tuple(VIEWS) == VIEW_NAMES  # the names a lesson link may carry
     for name, render in VIEWS.items():
         assert list(inspect.signature(render).parameters) == ["snap", "ctx"], name
