@@ -348,7 +348,7 @@ EXPECTED_CHARTS = {
     ],
     "Gradients": ["Gradient norm per layer", "Update-to-weight ratio", "Saturated units"],
     "Experiments": [],  # the first study draws nothing until it is run
-    "Lesson": ["BN scratch at bn1 (after conv1): cells of one colour share statistics"],
+    "Lesson": ["BN scratch at bn1 (after conv1): one number and shade per set of statistics"],
     "Story": [],  # a question first: the chart comes with the reveal
     "Exercises": [],  # a prediction first: nothing runs, nothing is drawn before it
 }
