@@ -25,9 +25,8 @@ from pathlib import Path
 from dashboard_bench import CHROMIUM_ARGS, cpu_s, page_step, start_server
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+from viewer_bench import START, loaded
 from websockets.asyncio.client import connect
-
-START = re.compile(r"^Start( Shortcut \S+)?$")
 
 
 def rerun(query, fragment_id=None):
@@ -116,12 +115,6 @@ class Crowd:
         self.loop.call_soon_threadsafe(self.stop.set)
         time.sleep(1.5)
         self.loop.call_soon_threadsafe(self.loop.stop)
-
-
-def loaded(page):
-    return page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].some(el =>
-        (el.layout.title.text || '').startsWith('Training loss')
-        && (el._fullData || []).some(t => t.x && t.x.length))""")
 
 
 def main(argv=None):

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 
 from .data import batches
 from .models import build_lenet
+from .snapshot import Settings
 from .training import evaluate, evaluate_train_mode, has_running_statistics, make_optimizer, train_step
 
-DIVERGE_LOSS, DIVERGE_STEPS = 20.0, 5  # as the live lanes: a loss above 20 (chance is 2.3) 5 steps in a row, or NaN
+# The live lanes' rule (Settings' defaults): a loss above 20 (chance is 2.3) 5 steps in a row, or NaN, diverges.
+DIVERGE_LOSS, DIVERGE_STEPS = Settings.diverge_loss, Settings.diverge_steps
 LEARNS = 0.5  # "learns": at least 50% validation accuracy at the end (chance is 10%)
 SAME = 0.02  # two accuracies within 2 points are "about the same"
 

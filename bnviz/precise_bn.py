@@ -17,8 +17,7 @@ every layer in bnviz that keeps running statistics, ours and torch's, without kn
 import torch
 
 from .data import batches
-
-STATISTICS = ("running_mean", "running_var", "moving_mean", "moving_var")  # torch's names, and ours
+from .training import STATISTICS  # the running-statistics buffers' names, torch's and ours
 
 
 def layers_with_statistics(model):

@@ -10,6 +10,7 @@ from torch import nn
 from .data import batches
 
 loss_fn = nn.CrossEntropyLoss(reduction="sum")
+STATISTICS = ("running_mean", "running_var", "moving_mean", "moving_var")  # running-statistics buffers: torch's, ours
 
 
 def make_optimizer(model, lr):
@@ -48,8 +49,7 @@ def evaluate(model, images, labels, batch_size=1024):
 
 def has_running_statistics(model):
     """Whether train mode and eval mode differ: BN-like layers keep running averages for eval mode."""
-    statistics = ("running_mean", "running_var", "moving_mean", "moving_var")  # torch's names, and ours
-    return any(name.endswith(statistics) for name, _ in model.named_buffers())
+    return any(name.endswith(STATISTICS) for name, _ in model.named_buffers())
 
 
 @torch.no_grad()
