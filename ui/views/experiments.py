@@ -51,7 +51,7 @@ FLIP_CAPTION = (
 PRECISE_IMAGES = 6_400  # PreciseBN's average runs over this many training images, whatever the batch size
 PRECISE_CAPTION = (
     "PreciseBN (Wu & Johnson 2021): freeze the weights and re-estimate each BN layer's running mean and variance "
-    "as the plain average over {images:,} training images in batches of the training size, instead of the moving "
+    "as the plain average over about {images:,} training images in batches of the training size, instead of the moving "
     "average that training kept while the weights moved. Eval mode then uses statistics that fit the weights as "
     "they are. The accuracy before and after is measured at once, on the same validation images."
 )
