@@ -599,6 +599,9 @@ class Experiment:
             except Exception as e:  # this lane stops, the others go on
                 lane.status, lane.error = LaneStatus.ERROR, describe_error(e)
         if self._step_budget > 0:
+            if self._step_budget == 1:  # rows first: once the budget is spent, wait() returns and may snapshot
+                for lane in self.lanes:
+                    lane.flush(self._lock)
             self._step_budget -= 1
             if self._step_budget == 0:
                 self._set_status(Status.PAUSED)
