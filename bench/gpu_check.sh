@@ -7,8 +7,11 @@ OUT=${OUT:-/tmp/bnviz-gpu}; mkdir -p "$OUT"
 PY=${PY:-python3}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$OUT/gpu.txt"
+# issue 13 first: the captured CUDA-graph step against eager (alone and in the engine), then its speed targets
+$PY -m pytest -q -p no:cacheprovider -m gpu tests/test_graphed_step.py 2>&1 | tail -5 | tee "$OUT/graphs.txt"
+$PY bench/gpu_speed.py --device cuda --repeats ${REPEATS:-3} --json "$OUT/gpu_speed.json" 2>&1 | tee "$OUT/gpu_speed.txt"
 # the layer and the engine on the GPU: buffers follow .to('cuda'), auto picks CUDA, a short run trains
-$PY -m pytest -q -p no:cacheprovider tests/test_batchnorm.py tests/test_engine.py -x 2>&1 | tail -3 | tee "$OUT/tests.txt"
+$PY -m pytest -q -p no:cacheprovider tests/test_batchnorm.py tests/test_engine.py -x 2>&1 | tail -3 | tee -a "$OUT/tests.txt"
 # the dashboard's engine in a child process (forkserver) on CUDA: trains there, snapshots and clones come back
 $PY -m pytest -q -p no:cacheprovider tests/test_experiment_process.py -x 2>&1 | tail -3 | tee -a "$OUT/tests.txt"
 # every test marked gpu (torch's nn.SyncBatchNorm runs on CUDA only: ours against it), and the new layers on CUDA

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 import torch
 
 from . import device as devices
-from . import landscape
+from . import env, landscape
 from .data import batches, num_batches
+from .graphed_step import GraphedStep
 from .history import LaneHistory
 from .models import build_lenet, set_bn_bypass
 from .precise_bn import layers_with_statistics, recompute_statistics
@@ -46,6 +47,12 @@ class Lane:
             self.spec.norm, self.spec.activation, seed=s.seed, bn_eps=s.bn_eps, bn_momentum=s.bn_momentum
         ).to(self.device)
         self.optimizer = make_optimizer(self.model, s.lr)
+        # on a GPU, the step replays a captured CUDA graph (bnviz/graphed_step.py); on the CPU, train_step
+        self.graphed = None
+        if self.device.type == "cuda" and env.cuda_graphs():
+            self.graphed = GraphedStep(
+                self.model, self.optimizer, s.lr, s.batch_size, name=f"lane {'ABC'[self.index]} ({self.spec.label})"
+            )
         self.history = LaneHistory(s.dist_capacity)
         self.status, self.error, self.diverged_at, self.bn_bypassed = LaneStatus.READY, None, None, False
         self.step, self.epoch, self._batches = 0, 1, None
@@ -61,6 +68,8 @@ class Lane:
         self.settings = dataclasses.replace(self.settings, lr=lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        if self.graphed is not None:
+            self.graphed.set_lr(lr)
 
     FLUSH_EVERY = 32  # on a GPU, steps whose loss stays on the device before one transfer fetches them all
 
@@ -88,6 +97,8 @@ class Lane:
             with Probe(self.model, self.spec.activation) as probe:
                 loss, correct = train_step(self.model, self.optimizer, X, y)
             scalars, vectors = probe.read(s.lr)  # the one sync a probe needs
+        elif self.graphed is not None:
+            loss, correct = self.graphed(X, y)
         else:
             loss, correct = train_step(self.model, self.optimizer, X, y)
         self.step += 1
@@ -169,6 +180,8 @@ class Lane:
         if not (set_bn_bypass(self.model, bypass) and bypass != self.bn_bypassed):
             return before, before
         self.bn_bypassed = bypass
+        if self.graphed is not None:
+            self.graphed.reset()  # the step's code changed: capture again
         row = self.validate()
         with lock:
             self.history.events.append(dict(step=self.step, bn_on=0.0 if bypass else 1.0))

@@ -16,6 +16,7 @@ VARIABLES = {
     "BNVIZ_START_METHOD": "'forkserver' (default on Linux) or 'spawn' (default elsewhere) for those processes",
     "BNVIZ_MAX_TRAINING": "experiments and studies that may train at once per server (default 2)",
     "BNVIZ_GRACE_S": "seconds an experiment whose tab is closed keeps living (default 120)",
+    "BNVIZ_CUDA_GRAPHS": "0: on a GPU, train every step eagerly instead of replaying a captured CUDA graph",
     "BNVIZ_RACE_STEPS": "steps per learning rate in the learning-rate race (default 200)",
     "BNVIZ_SCREENSHOTS": "folder where the browser tests save screenshots (default: a temporary folder)",
     "BNVIZ_REQUIRE_ALL": "1 in CI: a test whose input (the dataset, chromium) is missing fails instead of skipping",
@@ -50,6 +51,11 @@ def data_dir():
 
 def data_unchecked():
     return os.environ.get("BNVIZ_DATA_UNCHECKED", "").strip().lower() in ("1", "true", "yes")
+
+
+def cuda_graphs():
+    """Whether a lane on a GPU replays its training step as a CUDA graph (the default) or runs it eagerly."""
+    return os.environ.get("BNVIZ_CUDA_GRAPHS", "").strip().lower() not in ("0", "false", "no", "off")
 
 
 def threads():
