@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import device as devices
 from .data import batches
 from .engine import Experiment
 from .probes import Hook, bn_state
@@ -127,9 +128,16 @@ def batch_statistics(
     max_images=1024,
     progress=None,
     should_stop=lambda: False,
+    device=None,
 ):
-    """Train-mode vs eval-mode test accuracy of a trained BN network, over batch sizes."""
+    """Train-mode vs eval-mode test accuracy of a trained BN network, over batch sizes, on ``device`` (the
+    live lanes' setting, auto|cpu|cuda|mps: a GPU where there is one) or where the model is. One sync per
+    batch size."""
     model = copy.deepcopy(model)
+    if device is not None:
+        device = devices.resolve_device(device)
+        model = model.to(device)
+        images, labels = images.to(device), labels.to(device)
     layers = [m for m in model.modules() if bn_state(m) is not None]
     if not layers:
         raise ValueError(
@@ -150,14 +158,14 @@ def batch_statistics(
         if progress:
             progress(k / len(batch_sizes))
         model.train()
-        correct, seen, means, vars_ = 0, 0, [], []
+        correct, seen, means, vars_ = torch.zeros((), dtype=torch.long, device=images.device), 0, [], []
         with Hook(entering) as hook:
             for X, y in batches(images, labels, bs):
                 if should_stop():
                     break
                 if X.shape[0] < 2:
                     continue
-                correct += (model(X).argmax(1) == y).sum().item()
+                correct += (model(X).argmax(1) == y).sum()
                 seen += y.shape[0]
                 x = hook.stored
                 dims = (0, 2, 3) if x.dim() == 4 else (0,)
@@ -166,7 +174,7 @@ def batch_statistics(
                 vars_.append(v)
         if should_stop():  # a batch size measured only in part is left out
             break
-        train_accs.append(correct / seen)
+        train_accs.append(correct.item() / seen)
         means, vars_ = torch.stack(means), torch.stack(vars_)
         # one batch has no spread to measure: NaN (left out of the chart), not 0
         mean_spreads.append(float((means - running_mean).std(0, correction=0).mean()) if len(means) > 1 else math.nan)
@@ -184,5 +192,5 @@ def batch_statistics(
 
 
 def _accuracy(model, images, labels, batch_size):
-    correct = sum((model(X).argmax(1) == y).sum().item() for X, y in batches(images, labels, batch_size))
-    return correct / images.shape[0]
+    correct = sum((model(X).argmax(1) == y).sum() for X, y in batches(images, labels, batch_size))
+    return int(correct) / images.shape[0]

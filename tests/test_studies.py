@@ -201,3 +201,17 @@ def test_engine_records_the_landscape_every_k_steps():
         t = lane.tables["landscape"]
         np.testing.assert_array_equal(t["step"], [3, 6, 9])
         assert np.isfinite(t["smoothness"]).all()
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_the_batch_statistics_study_runs_on_the_lanes_device_with_the_same_result(device):
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU here")
+    data = tiny()
+    model = trained_bn_model(data, steps=5)
+    here = batch_statistics(model, data.test_images, data.test_labels, batch_sizes=(2, 8, 32))
+    there = batch_statistics(model, data.test_images, data.test_labels, batch_sizes=(2, 8, 32), device=device)
+    assert next(model.parameters()).device.type == "cpu"  # the caller's model is not moved
+    assert there.batch_sizes == here.batch_sizes and there.eval_mode_acc == pytest.approx(here.eval_mode_acc, abs=1e-3)
+    assert there.train_mode_acc == pytest.approx(here.train_mode_acc, abs=2e-3)
+    assert there.mean_spread == pytest.approx(here.mean_spread, rel=1e-3, abs=1e-5)

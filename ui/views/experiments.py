@@ -152,10 +152,12 @@ def batch_vs_running(snap, ctx):
         ctx,
         "batchstats",
         lambda: Job(
+            in_child,  # outside the server, on the live lanes' device
             batch_statistics,
             ctx.exp.clone_model(lane.index),
             ctx.data.test_images,
             ctx.data.test_labels,
+            device=snap.settings.device,
             name="batchstats",
         ),
         f"Test {lane.label} at step {lane.step:,} over batch sizes 2 to 1,024",
