@@ -15,7 +15,8 @@ batch, and over H and W for a convolution) and dy_i the gradient of the loss wit
 ``backward`` computes these six in plain operators, with shortcuts that the comments spell out: dx_hat is
 folded into dx and not stored, the paper's two sums over dx_hat are dgamma and dbeta times per-channel
 factors, and the last term of dmean is zero. A factor in brackets is per channel (worked out once per
-channel, not once per value), and dx is added up term by term, in place.
+channel, not once per value), and dx is added up term by term, in place. The forward pass makes x_hat in
+the buffer of x - mean and scales and shifts it in one pass (``addcmul``): two fewer full-size tensors.
 """
 
 import torch
@@ -35,8 +36,8 @@ class PaperBatchNorm(torch.autograd.Function):
         X_centered = X - mean
         var = (X_centered * X_centered).mean(dim=dims, keepdim=True)  # biased, as in the formula
         std = torch.sqrt(var + eps)
-        X_hat = X_centered / std
-        Y = gamma * X_hat + beta
+        X_hat = X_centered.div_(std)  # in place: x - mean is not needed again
+        Y = torch.addcmul(beta, gamma, X_hat)  # gamma * X_hat + beta, in one pass
         ctx.save_for_backward(X_hat, gamma, std)
         ctx.dims, ctx.m = dims, X.numel() // X.shape[1]
         ctx.mark_non_differentiable(mean, var)
@@ -54,6 +55,6 @@ class PaperBatchNorm(torch.autograd.Function):
         dvar = gamma * std * dgamma * -0.5 / std**3  # (var + eps)^(-3/2) = 1 / std^3
         dmean = gamma * dbeta * -1 / std  # + dvar * sum -2 * (x - mean) / m, which is 0: x - mean sums to 0
         dx = (gamma / std) * dY  # dx_hat / sqrt(var + eps)
-        dx += (dvar * 2 * std / m) * X_hat  # + dvar * 2 * (x - mean) / m
+        dx.addcmul_(X_hat, dvar * 2 * std / m)  # + dvar * 2 * (x - mean) / m
         dx += dmean / m  # + dmean / m
         return dx, dgamma, dbeta, None, None
