@@ -12,6 +12,8 @@ from .snapshot import MAX_LANES, LaneSpec, LaneStatus, LaneView, Settings, Snaps
 
 
 class Recording:
+    released = False  # True once release() dropped the tables
+
     def __init__(self, meta, lane_tables, name=""):
         """meta: the experiment file's header (name, settings, device, lanes, ...); lane_tables: one per lane.
 
@@ -52,6 +54,14 @@ class Recording:
     def header(self):
         """What the experiment file records besides the tables (as ``Experiment.header()``): ``self.meta``."""
         return self.meta
+
+    def release(self):
+        """Drop the tables (the memory: up to 512 MiB of columns); the recording is then an empty run.
+
+        For a recording whose page is gone while something may still hold the object itself: Streamlit keeps
+        the session state of the last tab it sent messages to until it sends to another (ui/server.py)."""
+        self.lane_tables = [{t: {} for t in TABLES} for _ in self.specs]
+        self.released = True
 
     @property
     def last_step(self):

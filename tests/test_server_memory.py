@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -102,7 +103,10 @@ class FakeRuntime:
 
 
 class Rec:
-    pass
+    released = False
+
+    def release(self):
+        self.released = True
 
 
 def test_a_closed_tabs_session_is_closed_after_the_grace_and_not_before():
@@ -119,6 +123,8 @@ def test_a_closed_tabs_session_is_closed_after_the_grace_and_not_before():
     assert tabs.look(rt, now=1e9 + 121) == ["closed"]
     assert rt.closed == ["closed"]
     assert not tabs._frames._figures  # the figures drawn from its replay's snapshots go with it
+    # its recording's tables go too, whoever still holds the recording (Streamlit's runtime loop may)
+    assert kept[1].released and not kept[0].released
     assert tabs.look(rt, now=1e9 + 500) == []  # once; the open tab stays
     assert rt.closed == ["closed"]
 
@@ -146,3 +152,48 @@ def test_a_session_that_reconnects_before_the_close_runs_is_left_alone():
     )()
     assert tabs.look(rt, now=1e9 + 11) == ["s"]
     assert closed == []
+    assert not rec.released
+    del rt._get_async_objs  # the event loop as FakeRuntime has it: no reconnect this time
+    rt.active.discard("s")  # closed again later: still watched, closed after the grace
+    assert tabs.look(rt, now=time.monotonic() + 11) == ["s"]
+    assert closed == ["s"] and rec.released
+
+
+def test_every_recording_a_closed_tab_opened_is_released():
+    rt, tabs = FakeRuntime(), server.ClosedTabs(grace_s=10)
+    first, second = Rec(), Rec()
+    tabs.track("s", first)
+    tabs.track("s", second)  # another file opened in the same tab: the first may still be held somewhere
+    assert tabs.look(rt, now=time.monotonic() + 11) == ["s"]
+    assert first.released and second.released
+
+
+def test_a_released_recording_holds_no_tables_and_still_answers():
+    from bnviz.replay import Recording
+
+    rec = Recording.load(server.SHIPPED_RUN)
+    assert rec.last_step > 0
+    rec.release()
+    assert rec.released and rec.last_step == 0
+    assert not any(cols for tables in rec.lane_tables for cols in tables.values())
+    snap = rec.snapshot()  # a page still drawing it gets an empty run, not an error
+    assert len(snap.lanes) == len(rec.specs) and all(lane.step == 0 for lane in snap.lanes)
+
+
+def test_an_uploads_bytes_are_dropped_once_read_and_its_file_object_still_copies(monkeypatch):
+    import copy
+    import io
+
+    class Upload(io.BytesIO):  # what st.file_uploader gives: a BytesIO sharing the upload's bytes
+        name, file_id = "run.npz", "f1"
+
+    raw = bytes(10_000_000)
+    upload = Upload(raw)
+    read = []
+    monkeypatch.setattr(server, "open_recording", lambda source, name: read.append((len(source), name)))
+    base = sys.getrefcount(raw)
+    server.open_upload(upload)
+    assert read == [(len(raw), "run.npz")]
+    assert sys.getrefcount(raw) == base - 1  # the file object no longer holds the bytes
+    assert upload.getvalue() == b""
+    copy.deepcopy(upload)  # Streamlit copies the uploader's value when the uploader is drawn again

@@ -179,8 +179,9 @@ def open_shipped_run():
 def open_upload(upload):
     """Open an uploaded experiment (``st.file_uploader``'s file), then drop Streamlit's copy of its bytes.
 
-    Streamlit keeps an uploaded file's bytes for as long as the session lives (up to 512 MB here); once read
-    into a Recording they are not needed, and the uploader gives None from the next run on.
+    Streamlit keeps an uploaded file's bytes for as long as the session lives (up to 512 MB here), in its file
+    manager and in the uploader's value; once read into a Recording they are not needed, and the uploader gives
+    None from the next run on.
     """
     try:
         open_recording(upload.getvalue(), upload.name)
@@ -188,6 +189,10 @@ def open_upload(upload):
         ctx = get_script_run_ctx()
         if ctx is not None and runtime.exists():
             runtime.get_instance().uploaded_file_mgr.remove_file(ctx.session_id, upload.file_id)
+        # the widget's state keeps this object (a BytesIO) as long as the session: empty it, not close it (the
+        # uploader copies its value when it is drawn again, and a closed file cannot be copied)
+        upload.seek(0)
+        upload.truncate()
 
 
 # ----------------------------------------------------------------------------------- memory
@@ -232,14 +237,22 @@ class ClosedTabs:
     reconnects, and frees it only when a later session writes to that store: on a server that no one else opens,
     never. A thread looks every ``every_s`` at the sessions that opened a recording; one that has not been
     connected for ``grace_s`` (the same grace as a closed tab's experiment) is closed as Streamlit closes an
-    expired one (``Runtime.close_session``, on its event loop), and the freed memory is handed back to the system.
-    A recording dropped in an open tab (back to live, another one opened) is handed back at the next look.
+    expired one (``Runtime.close_session``, on its event loop), its recordings' tables are dropped
+    (``Recording.release``), and the freed memory is handed back to the system.
+
+    Closing the session is not enough to free it: Streamlit's runtime loop keeps the last session it sent
+    messages to in a local variable (``Runtime._loop_coroutine``: ``for active_session_info in ...``) until it
+    sends to another one, so on a server with no other tab open the closed tab's session state, the recording
+    and all, stays (the first upload of a fresh server kept 235-331 MB). Hence the release of the tables
+    themselves. A recording dropped in an open tab (back to live, another one opened) is handed back at the next
+    look.
     """
 
     def __init__(self, grace_s, every_s=5.0):
         self.grace_s, self.every_s = grace_s, every_s
         self._lock = threading.Lock()
         self._seen = {}  # session id -> when it was last seen connected
+        self._recordings = {}  # session id -> weak references to the recordings it opened
         self._freed, self._halt = threading.Event(), threading.Event()
         self._thread = None
         self._frames = None  # ui.shared's figures, which keep the snapshots they were drawn from
@@ -254,6 +267,8 @@ class ClosedTabs:
         if session_id is not None:
             with self._lock:
                 self._seen[session_id] = time.monotonic()
+                alive = [r for r in self._recordings.get(session_id, ()) if r() is not None]
+                self._recordings[session_id] = [*alive, weakref.ref(rec)]
         weakref.finalize(rec, self._freed.set)
 
     def start(self):
@@ -300,6 +315,15 @@ class ClosedTabs:
         for sid in sessions:
             if not rt.is_active_session(sid):  # a reconnect after all: it stays
                 rt.close_session(sid)
+                with self._lock:
+                    recordings = self._recordings.pop(sid, ())
+                for ref in recordings:
+                    rec = ref()
+                    if rec is not None:
+                        rec.release()
+            else:
+                with self._lock:
+                    self._seen.setdefault(sid, time.monotonic())
         if self._frames is not None:
             self._frames.forget_figures()
         gc.collect()  # the session's own reference cycles, so its state (and the recording) go now
