@@ -197,3 +197,57 @@ def test_an_uploads_bytes_are_dropped_once_read_and_its_file_object_still_copies
     assert sys.getrefcount(raw) == base - 1  # the file object no longer holds the bytes
     assert upload.getvalue() == b""
     copy.deepcopy(upload)  # Streamlit copies the uploader's value when the uploader is drawn again
+
+
+# A recording loaded from a file, held from elsewhere (as Streamlit's runtime loop holds the last session it sent
+# messages to, its session state and the recording in it), then released: its columns go back to the system.
+HELD = textwrap.dedent(
+    """
+    import gc, sys
+    import numpy as np
+    sys.path.insert(0, {root!r})
+    from bnviz.history import experiment_bytes, load_experiment
+    from bnviz.replay import Recording
+    from ui import server
+
+    def rss_mb():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+
+    server.give_large_blocks_back()
+    header, lanes = load_experiment(server.SHIPPED_RUN)
+    rows = 1_500_000  # 60 MB of steps columns a lane
+    for tables in lanes:
+        step = np.arange(1, rows + 1)
+        tables["steps"] = dict(step=step, epoch=1 + (step - 1) // 30_000, lr=np.full(rows, 0.1),
+                               train_loss=np.full(rows, 1.0), train_acc=np.full(rows, 0.5))
+    header["settings"].update(batch_size=2, train_size=None, epochs=50)
+    raw = experiment_bytes({{k: v for k, v in header.items() if k not in ("format", "version")}}, lanes)
+    del lanes, tables, step
+    gc.collect()
+    server.trim()
+    before = rss_mb()
+    holder = [Recording.load(raw)]  # what still points at the recording after its page is gone
+    del raw
+    held = rss_mb()
+    holder[0].release()
+    gc.collect()
+    server.trim()
+    print(before, held, rss_mb())
+    """
+)
+
+
+@pytest.mark.skipif(not GLIBC, reason="measured through glibc's malloc settings")
+def test_a_released_recordings_memory_goes_back_while_the_recording_is_still_held():
+    out = subprocess.run(
+        [sys.executable, "-c", HELD.format(root=str(ROOT))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    before, held, after = map(float, out.stdout.split())
+    assert held - before > 80, (before, held, after)  # two lanes of 60 MB (114 MiB) were loaded
+    assert after - before < 20, (before, held, after)
