@@ -15,7 +15,10 @@ from .feedback import guard
 from .shared import frames
 from .state import BOUND, Key
 
-REFRESH_S = 2.0  # a viewer redraws every 2 s: each redraw is a script run of its own on the teacher's server (~20 ms)
+REFRESH_S = 2.0  # a viewer redraws every 2 s: each redraw is a script run of its own on the teacher's server
+# A viewer takes the frame the teacher's page took (a new one each second while it trains) when it is at most this
+# old, so every viewer shares the teacher's frame and its figures; below REFRESH_S, so each redraw is a newer frame.
+MAX_AGE_S = 1.5
 GONE = "This run has ended, or the link is not complete. Ask for a new watch link."
 NOTE = "You are watching a run live, read-only: choose a view; the teacher runs it."
 
@@ -49,7 +52,7 @@ def render(registry, key):
 
     @st.fragment(run_every=REFRESH_S)
     def panel():
-        snap = frames().snapshot(key, exp)
+        snap = frames().snapshot(key, exp, max_age=MAX_AGE_S)
         with guard():
             status_bar(snap, commands=False)
             views.render(st.session_state[Key.VIEW], snap, ctx)
