@@ -6,7 +6,8 @@ import streamlit as st
 from bnviz import captions, figures
 from bnviz.models import NORM_INFO
 
-from ..context import chart, figure, position_picker
+from ..charts import chart
+from ..context import figure, position_picker
 from ..state import Key
 
 RUNNING_CAPTION = (

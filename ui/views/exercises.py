@@ -12,7 +12,8 @@ from bnviz.child_run import in_child
 from bnviz.exercises import EXERCISES, run
 from bnviz.jobs import Job
 
-from ..context import chart, figure
+from ..charts import chart
+from ..context import figure
 from ..state import Key
 from .experiments import job_status
 

@@ -15,7 +15,8 @@ from bnviz.jobs import Job
 from bnviz.models import NORM_INFO
 from bnviz.studies import RACE_LRS, batch_statistics, lr_race
 
-from ..context import chart, figure
+from ..charts import chart
+from ..context import figure
 from ..feedback import plain, say
 from ..state import Key
 

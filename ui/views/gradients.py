@@ -4,7 +4,8 @@ import streamlit as st
 
 from bnviz import captions, figures
 
-from ..context import chart, figure
+from ..charts import chart
+from ..context import figure
 
 GRAD_CAPTION = (
     "The gradient norm of each layer's weights at every probe, from the first layer (conv1) to the last (fc3)."

@@ -4,7 +4,8 @@ import streamlit as st
 
 from bnviz import captions, figures
 
-from ..context import chart, figure, position_picker
+from ..charts import chart
+from ..context import figure, position_picker
 
 HISTOGRAM_CAPTION = (
     "Left: what enters BN (the conv/linear output). Middle: what leaves it: with BN centred and "

@@ -14,7 +14,8 @@ import bnviz.noisy_batchnorm
 from bnviz.models import NORM_INFO
 from bnviz.norm_groups import describe, groups_at, norm_groups_figure
 
-from ..context import chart, figure, position_picker
+from ..charts import chart
+from ..context import figure, position_picker
 from ..state import Key
 
 FORMULA = (

@@ -7,7 +7,8 @@ import streamlit as st
 
 from bnviz import captions, figures
 
-from ..context import chart, figure
+from ..charts import chart
+from ..context import figure
 from ..feedback import say
 from ..state import Key
 

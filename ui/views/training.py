@@ -1,10 +1,12 @@
 """Training: loss and accuracy of every lane on shared axes, and when each reached 50/70/80%."""
 
+import pyarrow as pa
 import streamlit as st
 
 from bnviz import captions, figures
 
-from ..context import chart, figure
+from ..charts import chart
+from ..context import figure
 
 CAPTION = (
     "Same network, same batches: only the normalisation differs between the lanes (BN, another kind, or none). "
@@ -32,6 +34,11 @@ def render(snap, ctx):
     scoreboard(snap)
 
 
+def scoreboard_table(snap):
+    """The scoreboard as an Arrow table, made once per frame for every page (st.dataframe then sends it as is)."""
+    return pa.Table.from_pylist(figures.scoreboard(snap))
+
+
 def scoreboard(snap):
     st.markdown(SCOREBOARD_TITLE)
-    st.dataframe(figures.scoreboard(snap), hide_index=True, width="stretch")
+    st.dataframe(figure(scoreboard_table, snap), hide_index=True, width="stretch")

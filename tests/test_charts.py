@@ -1,0 +1,81 @@
+"""ui/charts.py: a chart whose JSON is made once puts on the page exactly what st.plotly_chart puts there."""
+
+import json
+
+import plotly.graph_objects as go
+from streamlit.testing.v1 import AppTest
+
+from bnviz import figures
+from bnviz.replay import Recording
+from ui import charts
+from ui.server import SHIPPED_RUN
+
+
+def sent(fast):
+    """Every chart the app put on the page, as the elements Streamlit sent (layout included)."""
+    at = AppTest.from_function(app, default_timeout=60, args=(fast,)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at, list(at.session_state["sent"])
+
+
+def app(fast):
+    """The Training view's two charts (the shipped run at step 1,000), drawn twice each, by one path or the other."""
+    import streamlit as st
+    import streamlit.delta_generator as dg
+
+    from bnviz import figures
+    from bnviz.replay import Recording
+    from ui import charts
+    from ui.server import SHIPPED_RUN
+
+    st.session_state["sent"] = sent = []
+    enqueue = dg._enqueue_message
+
+    def capture(msg):
+        if msg.delta.new_element.WhichOneof("type") == "plotly_chart":
+            sent.append(msg.delta.new_element.SerializeToString(deterministic=True))
+        return enqueue(msg)
+
+    dg._enqueue_message = capture
+    try:
+        snap = Recording.load(SHIPPED_RUN).snapshot(1000)
+        for key, fig in (("loss", figures.loss_figure(snap)), ("acc", figures.accuracy_figure(snap))):
+            if fast:
+                charts.chart(fig, key)
+                charts.chart(fig, key + "-again")  # the second draw of the same figure reuses its JSON
+            else:
+                st.plotly_chart(fig, key=key, config=figures.PNG_CONFIG, theme=None)
+                st.plotly_chart(fig, key=key + "-again", config=figures.PNG_CONFIG, theme=None)
+    finally:
+        dg._enqueue_message = enqueue
+
+
+def test_the_fast_path_is_there():
+    assert charts.FAST, "Streamlit moved the helpers ui/charts.py uses: every chart now goes through st.plotly_chart"
+
+
+def test_a_chart_sends_what_st_plotly_chart_sends():
+    at_fast, fast = sent(True)
+    at_slow, slow = sent(False)
+    assert len(fast) == len(slow) == 4
+    assert fast == slow  # the element, its id, its JSON, its width and height: byte for byte
+    spec = json.loads(at_fast.get("plotly_chart")[0].proto.spec)
+    assert spec["layout"]["title"]["text"].startswith("Training loss")
+
+
+def test_the_json_is_made_once_per_figure(monkeypatch):
+    snap = Recording.load(SHIPPED_RUN).snapshot(500)
+    fig = figures.accuracy_figure(snap)
+    made = []
+    real = charts.Serialised.__init__
+
+    def counting(self, f):
+        made.append(f)
+        real(self, f)
+
+    monkeypatch.setattr(charts.Serialised, "__init__", counting)
+    first = charts.serialised(fig)
+    assert charts.serialised(fig) is first and len(made) == 1
+    assert json.loads(first.spec) == json.loads(fig.to_json())  # the figure itself, nothing dropped
+    other = go.Figure(fig)
+    assert charts.serialised(other) is not first and len(made) == 2  # a new figure gets its own
