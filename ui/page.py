@@ -5,7 +5,7 @@ import streamlit as st
 from bnviz.data import DataError
 from bnviz.engine import describe_error
 
-from . import controls, live, replay, server, sidebar, watch
+from . import controls, live, preload, replay, server, sidebar, watch  # noqa: F401 (preload: imported, see there)
 from .state import BOUND, Key, show_flash
 from .views import VIEWS
 
