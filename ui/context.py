@@ -4,7 +4,6 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from bnviz import figures
 from bnviz.models import BN_LAYERS
 
 from .shared import frames
@@ -24,11 +23,6 @@ class ViewContext:
     @property
     def live(self):
         return self.exp is not None
-
-
-def chart(fig, key):
-    """A Plotly figure at the page's width, with the PNG download button."""
-    st.plotly_chart(fig, key=key, config=figures.PNG_CONFIG, theme=None)
 
 
 def figure(build, *args):
