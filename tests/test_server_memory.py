@@ -86,11 +86,25 @@ class FakeLoop:
         fn()
 
 
+class FakeMedia:
+    """Streamlit's media file manager: it holds the download buttons' callables by session."""
+
+    def __init__(self):
+        self.cleared, self.swept = [], 0
+
+    def clear_session_refs(self, sid):
+        self.cleared.append(sid)
+
+    def remove_orphaned_files(self):
+        self.swept += 1
+
+
 class FakeRuntime:
     """What ClosedTabs uses of Streamlit's Runtime: which sessions are connected, closing one, its event loop."""
 
     def __init__(self):
         self.active, self.closed = set(), []
+        self.media_file_mgr = FakeMedia()
 
     def is_active_session(self, sid):
         return sid in self.active
@@ -125,6 +139,8 @@ def test_a_closed_tabs_session_is_closed_after_the_grace_and_not_before():
     assert not tabs._frames._figures  # the figures drawn from its replay's snapshots go with it
     # its recording's tables go too, whoever still holds the recording (Streamlit's runtime loop may)
     assert kept[1].released and not kept[0].released
+    # and its download buttons' callables, which Streamlit drops only when it finds the session to shut it down
+    assert rt.media_file_mgr.cleared == ["closed"] and rt.media_file_mgr.swept == 1
     assert tabs.look(rt, now=1e9 + 500) == []  # once; the open tab stays
     assert rt.closed == ["closed"]
 

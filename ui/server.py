@@ -240,12 +240,14 @@ class ClosedTabs:
     expired one (``Runtime.close_session``, on its event loop), its recordings' tables are dropped
     (``Recording.release``), and the freed memory is handed back to the system.
 
-    Closing the session is not enough to free it: Streamlit's runtime loop keeps the last session it sent
-    messages to in a local variable (``Runtime._loop_coroutine``: ``for active_session_info in ...``) until it
-    sends to another one, so on a server with no other tab open the closed tab's session state, the recording
-    and all, stays (the first upload of a fresh server kept 235-331 MB). Hence the release of the tables
-    themselves. A recording dropped in an open tab (back to live, another one opened) is handed back at the next
-    look.
+    Closing the session is not enough to free it. Its download buttons' callables (a replay's export keeps the
+    snapshot's tables) are dropped too: a session that stayed in Streamlit's store past its two minutes is no
+    longer found there and never shut down, and its callables stayed (+232 MB). And Streamlit's runtime loop
+    keeps the last session it sent messages to in a local variable (``Runtime._loop_coroutine``: ``for
+    active_session_info in ...``) until it sends to another one, so on a server with no other tab open the
+    closed tab's session state, the recording and all, stays (the first upload of a fresh server kept 235-331
+    MB). Hence the release of the tables themselves. A recording dropped in an open tab (back to live, another
+    one opened) is handed back at the next look.
     """
 
     def __init__(self, grace_s, every_s=5.0):
@@ -315,6 +317,7 @@ class ClosedTabs:
         for sid in sessions:
             if not rt.is_active_session(sid):  # a reconnect after all: it stays
                 rt.close_session(sid)
+                _forget_downloads(rt, sid)
                 with self._lock:
                     recordings = self._recordings.pop(sid, ())
                 for ref in recordings:
@@ -328,6 +331,17 @@ class ClosedTabs:
             self._frames.forget_figures()
         gc.collect()  # the session's own reference cycles, so its state (and the recording) go now
         trim()
+
+
+def _forget_downloads(rt, session_id):
+    """Drop the session's download buttons' callables (each keeps what it would export: a replay's tables).
+
+    Streamlit does this when it shuts a session down, but a session whose two minutes in its store ran out
+    before ClosedTabs closed it is no longer found there, is never shut down, and its callables stayed."""
+    media = getattr(rt, "media_file_mgr", None)
+    if media is not None:
+        media.clear_session_refs(session_id)
+        media.remove_orphaned_files()
 
 
 def _on_event_loop(rt, fn):
