@@ -75,6 +75,9 @@ PLOTS_JS = """() => {
 }"""
 
 
+PLOTLY_FETCHES = "() => performance.getEntriesByType('resource').filter(e => e.name.includes('/PlotlyChart.')).length"
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -265,6 +268,10 @@ def test_the_dashboard_trains_in_a_browser_and_every_view_draws(server, shots):
             control(page, "Start").wait_for(timeout=30_000)
             assert_no_failure(page, "first load")
             assert "run=" in page.url  # the run's id is in the URL, so a reload finds it again
+            # nothing trained yet: a placeholder where each chart will be, and no Plotly chart to wait for
+            sync_api.expect(page.locator(".st-key-placeholder-loss")).to_contain_text("Press Start")
+            sync_api.expect(page.locator(".st-key-placeholder-acc")).to_contain_text("Press Start")
+            assert page.locator(".js-plotly-plot").count() == 0
 
             control(page, "Start").click()
             clicked = time.monotonic()
@@ -275,6 +282,9 @@ def test_the_dashboard_trains_in_a_browser_and_every_view_draws(server, shots):
             wait_for_plots(page, curves_have(5), "both curves with 5 points")
             settle(page)
             assert_no_failure(page, "training")
+            assert page.locator("[class*='st-key-placeholder-']").count() == 0
+            # Plotly's module, loaded ahead by the idle page (ui/charts.warm_up), is the one the charts use
+            assert page.evaluate(PLOTLY_FETCHES) == 1
             wait_for_plots(page, curves_have(12), "both curves with 12 points")  # a little more for the picture
             page.screenshot(path=str(shots / "training.png"))
 

@@ -79,3 +79,11 @@ def test_the_json_is_made_once_per_figure(monkeypatch):
     assert json.loads(first.spec) == json.loads(fig.to_json())  # the figure itself, nothing dropped
     other = go.Figure(fig)
     assert charts.serialised(other) is not first and len(made) == 2  # a new figure gets its own
+
+
+def test_the_warm_up_names_streamlits_own_plotly_module():
+    """warm_up() imports the module Streamlit loads for its first chart: a Streamlit that renames it fails here."""
+    import streamlit as st
+
+    assert charts.PLOTLY_MODULE is not None, "no single PlotlyChart.*.js among Streamlit's static files"
+    assert (charts.Path(st.__file__).parent / "static" / charts.PLOTLY_MODULE).is_file()

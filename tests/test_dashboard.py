@@ -31,6 +31,7 @@ from bnviz.figures import LANE_COLORS
 from bnviz.history import RecordingError, experiment_bytes, load_experiment, metrics_csv
 from bnviz.replay import Recording
 from ui.views import VIEWS
+from ui.views import training as training_view
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "dashboard.py"
 CSV_HEADER = "lane,step,epoch,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc"
@@ -202,25 +203,50 @@ def values(v):
     return np.asarray(v if v is not None else [], dtype=float)
 
 
-def annotation_texts(spec):
-    return [a.get("text", "") for a in spec["layout"].get("annotations", [])]
-
-
 # ----------------------------------------------------------------------------------------- the page
-def test_the_page_renders_idle_with_empty_charts(page):
+def placeholders(page):
+    """The Training view's placeholders (ui/charts.placeholder): {key: its Markdown}."""
+    return {
+        key: next(m.value for m in page.at.main.get("markdown") if m.value.startswith(f"**{title}**"))
+        for key, title in (("loss", "Training loss per step"), ("acc", "Accuracy"))
+        if any(m.value.startswith(f"**{title}**") for m in page.at.main.get("markdown"))
+    }
+
+
+def test_the_page_renders_idle_with_placeholders_where_the_charts_will_be(page):
     at = page.at
     assert at.title[0].value.startswith("bnviz")
     assert page.exp.status == "idle" and page.steps() == [0, 0]
     assert [l.spec.norm for l in page.exp.lanes] == ["none", "scratch"]
     assert "step 0/300" in page.progress_text() and "idle" in page.progress_text()
-    charts = page.charts()
-    assert [title(c) for c in charts] == ["Training loss per step", "Accuracy"]
-    for c in charts:
-        assert not c["data"] and any("No data yet" in t for t in annotation_texts(c))
+    assert page.charts() == []  # no Plotly chart before there is a point: the page does not wait for Plotly
+    shown = placeholders(page)
+    assert set(shown) == {"loss", "acc"}
+    assert "Press Start: the training loss of every lane" in shown["loss"]
+    assert "Press Start: every lane's training accuracy" in shown["acc"]
     assert page.button("Start").disabled is False and page.button("Pause").disabled is True
     assert [t.label for t in at.toggle][:2] == ["A · BN", "B · BN"]
     assert at.toggle(key="bn0").value is False and at.toggle(key="bn1").value is True
     assert len(page.registry) == 1
+
+
+@pytest.mark.parametrize(
+    "status, responding, error, live, says, never",
+    [
+        ("idle", True, None, True, "Press Start: the loss", "started"),
+        ("paused", True, None, True, "Press Start: the loss", "started"),
+        ("running", True, None, True, "Training has started: the loss will appear here after the first step", "Press"),
+        ("error", True, "the training process died", True, "Press Reset", "Press Start"),
+        ("running", False, None, True, "Press Reset", "Press Start"),
+        ("idle", True, None, False, "once a lane has trained", "Press"),  # a viewer or a replay: no button
+    ],
+)
+def test_a_placeholder_says_what_is_true_for_its_page(status, responding, error, live, says, never):
+    from ui.context import ViewContext
+
+    snap = SimpleNamespace(status=status, responding=responding, error=error)
+    text = training_view.waiting(snap, ViewContext(exp=object() if live else None), "the loss")
+    assert says in text and never not in text, text
 
 
 def test_start_trains_both_lanes_and_the_charts_fill(page):
@@ -231,6 +257,8 @@ def test_start_trains_both_lanes_and_the_charts_fill(page):
     page.run()
     page.assert_clean()
     assert "running" in page.progress_text()
+    assert placeholders(page) == {}  # the charts took their places, at the placeholders' height
+    assert [c["layout"]["height"] for c in page.charts()] == [training_view.CHART_HEIGHT] * 2
     assert page.button("Start").disabled is True and page.button("Pause").disabled is False
     loss = page.chart("Training loss per step")
     assert [t["name"] for t in loss["data"]] == ["A · BN off", "B · BN scratch"]
@@ -365,6 +393,9 @@ def test_every_view_renders_before_and_during_training(page):
     for view in VIEWS:  # nothing recorded yet
         show(page, view)
         titles = [title(c) for c in page.charts()]
+        if view == "Training":  # placeholders instead of its two empty charts
+            assert titles == [] and set(placeholders(page)) == {"loss", "acc"}
+            continue
         assert len(titles) == len(EXPECTED_CHARTS[view]), (view, titles)
         if view != "Lesson":  # the Lesson's picture is of the layer, not of the run
             assert all(not c["data"] for c in page.charts()), view

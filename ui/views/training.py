@@ -5,7 +5,7 @@ import streamlit as st
 
 from bnviz import captions, figures
 
-from ..charts import chart
+from ..charts import chart, placeholder, warm_up
 from ..context import figure
 
 CAPTION = (
@@ -13,6 +13,39 @@ CAPTION = (
     "Thin lines: training accuracy (smoothed); thick: the validation subset; diamonds: the full test set."
 )
 SCOREBOARD_TITLE = "**When did each lane first reach 50 / 70 / 80 % validation accuracy?**"
+CHART_HEIGHT = 380  # the loss and accuracy figures' height (bnviz.figures._layout's default)
+# What fills the two charts, and what brings it (the status bar above says what runs)
+LOSS = ("Training loss per step", "the training loss of every lane, step by step")
+ACCURACY = ("Accuracy", "every lane's training accuracy and its validation checks")
+
+
+def waiting(snap, ctx, what):
+    """What a chart with no point yet says: true for the page it is on (a viewer and a replay have no Start)."""
+    if not ctx.live:
+        return f"No step trained yet: {what} will appear here once a lane has trained."
+    if snap.status == "running" and snap.responding:
+        return f"Training has started: {what} will appear here after the first step."
+    if snap.error or not snap.responding:
+        return "No step was trained: the training process stopped (see above). Press Reset to start a new one."
+    return f"Press Start: {what} will appear here."
+
+
+def trained(snap):
+    """Whether any lane has a step to draw."""
+    return any(len(lane.tables["steps"].get("step", [])) for lane in snap.lanes)
+
+
+def charts(snap, ctx):
+    """The loss and the accuracy charts; before any lane has a step, a light placeholder where each will be."""
+    if not trained(snap):
+        return (
+            lambda: placeholder("loss", LOSS[0], waiting(snap, ctx, LOSS[1]), CHART_HEIGHT),
+            lambda: placeholder("acc", ACCURACY[0], waiting(snap, ctx, ACCURACY[1]), CHART_HEIGHT),
+        )
+    return (
+        lambda: chart(figure(figures.loss_figure, snap, ctx.last_n, ctx.log_loss), "loss"),
+        lambda: chart(figure(figures.accuracy_figure, snap, ctx.last_n), "acc"),
+    )
 
 
 def render(snap, ctx):
@@ -21,17 +54,20 @@ def render(snap, ctx):
     plateau = captions.plateau(snap)
     if plateau:
         st.markdown(plateau)
+    loss, accuracy = charts(snap, ctx)
     if ctx.present:  # the scoreboard first, then one chart per row at full width
         scoreboard(snap)
-        chart(figure(figures.loss_figure, snap, ctx.last_n, ctx.log_loss), "loss")
-        chart(figure(figures.accuracy_figure, snap, ctx.last_n), "acc")
-        return
-    c1, c2 = st.columns(2)
-    with c1:
-        chart(figure(figures.loss_figure, snap, ctx.last_n, ctx.log_loss), "loss")
-    with c2:
-        chart(figure(figures.accuracy_figure, snap, ctx.last_n), "acc")
-    scoreboard(snap)
+        loss()
+        accuracy()
+    else:
+        c1, c2 = st.columns(2)
+        with c1:
+            loss()
+        with c2:
+            accuracy()
+        scoreboard(snap)
+    if not trained(snap):
+        warm_up()  # last: the charts that come after Start find Plotly loaded
 
 
 def scoreboard_table(snap):
