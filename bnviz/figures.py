@@ -166,6 +166,7 @@ def _marks(fig, snap, last_n=None):
                     x=step,
                     xref="x",
                     xanchor="left",
+                    xshift=3,  # beside the line, not through its first letter
                     y=MARK_HEIGHTS[len(labels) % len(MARK_HEIGHTS)],
                     yref="paper",
                     yanchor="top",

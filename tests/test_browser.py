@@ -272,6 +272,8 @@ def test_the_dashboard_trains_in_a_browser_and_every_view_draws(server, shots):
             sync_api.expect(page.locator(".st-key-placeholder-loss")).to_contain_text("Press Start")
             sync_api.expect(page.locator(".st-key-placeholder-acc")).to_contain_text("Press Start")
             assert page.locator(".js-plotly-plot").count() == 0
+            page.mouse.move(1275, 795)
+            page.screenshot(path=str(shots / "fresh-page.png"))
 
             control(page, "Start").click()
             clicked = time.monotonic()

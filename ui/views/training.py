@@ -15,7 +15,7 @@ CAPTION = (
 SCOREBOARD_TITLE = "**When did each lane first reach 50 / 70 / 80 % validation accuracy?**"
 CHART_HEIGHT = 380  # the loss and accuracy figures' height (bnviz.figures._layout's default)
 # What fills the two charts, and what brings it (the status bar above says what runs)
-LOSS = ("Training loss per step", "the training loss of every lane, step by step")
+LOSS = ("Training loss per step", "the training loss of every lane at every step")
 ACCURACY = ("Accuracy", "every lane's training accuracy and its validation checks")
 
 
