@@ -63,8 +63,11 @@ def gone(pid, timeout=15.0):
             os.kill(pid, 0)
         except ProcessLookupError:
             return True
-        if Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
-            return True  # exited, waiting to be reaped by a parent that is itself gone
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                return True  # exited, waiting to be reaped by a parent that is itself gone
+        except (FileNotFoundError, ProcessLookupError):  # reaped between the kill(0) and the read
+            return True
         time.sleep(0.05)
     return False
 
