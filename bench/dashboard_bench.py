@@ -118,14 +118,15 @@ def chromium_cpu_s():
     return total
 
 
-def start_server():
-    """`streamlit run dashboard.py` on a free port, waited for until healthy: (process, url)."""
+def start_server(root=ROOT):
+    """`streamlit run dashboard.py` from ``root`` (this checkout, or another) on a free port, waited for until
+    healthy: (process, url)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     command = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true"]
     command += ["--server.port", str(port), "--server.address", "127.0.0.1"]
-    server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:

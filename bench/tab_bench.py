@@ -30,18 +30,15 @@ import json
 import os
 import platform
 import re
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from dashboard_bench import CHROMIUM_ARGS, cpu_s, descendants  # noqa: E402
+from dashboard_bench import CHROMIUM_ARGS, cpu_s, descendants, start_server  # noqa: E402
 
 START = re.compile(r"^Start( Shortcut \S+)?$")
 PAUSE = re.compile(r"^Pause( Shortcut \S+)?$")
@@ -199,24 +196,6 @@ def load(browser, url):
         pages.append(page)
     time.sleep(15)  # let them all get going
     return context, pages
-
-
-def start_server(root):
-    """`streamlit run dashboard.py` from ``root`` on a free port, waited for until healthy: (process, url)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true"]
-    command += ["--server.port", str(port), "--server.address", "127.0.0.1"]
-    server = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.2)
-    return server, url
 
 
 def main(argv=None):

@@ -179,9 +179,7 @@ class Lane:
         before = evaluate(self.model, self.data.val_x, self.data.val_y)[1]
         if not (set_bn_bypass(self.model, bypass) and bypass != self.bn_bypassed):
             return before, before
-        self.bn_bypassed = bypass
-        if self.graphed is not None:
-            self.graphed.reset()  # the step's code changed: capture again
+        self.bn_bypassed = bypass  # a graphed step sees its tensors change and captures again (graphed_step.py)
         row = self.validate()
         with lock:
             self.history.events.append(dict(step=self.step, bn_on=0.0 if bypass else 1.0))
