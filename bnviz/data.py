@@ -17,13 +17,16 @@ dashboard to show.
 import dataclasses
 import gzip
 import hashlib
+import math
 import os
 import shutil
+import struct
 import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import env
@@ -259,6 +262,20 @@ def check_digests(raw, source=""):
         )
 
 
+def read_idx(path, ndim):
+    """An IDX file (LeCun's MNIST format) of bytes as a uint8 tensor: a magic number 0x0800 | ndim, then ndim
+    big-endian int32 sizes, then the bytes. Read here, not by torchvision, whose import alone takes seconds."""
+    raw = Path(path).read_bytes()
+    if raw[:4] != bytes((0, 0, 8, ndim)):
+        raise ValueError(f"{Path(path).name} does not start as an IDX file of {ndim}-d bytes ({raw[:4].hex()})")
+    header = 4 + 4 * ndim
+    shape = struct.unpack(f">{ndim}i", raw[4:header]) if len(raw) >= header else ()
+    count = math.prod(shape) if shape else -1
+    if len(raw) != header + count:
+        raise ValueError(f"{Path(path).name} holds {len(raw) - header} bytes of data; its header says {count}")
+    return torch.from_numpy(np.frombuffer(raw, np.uint8, count, header).reshape(shape).copy())
+
+
 _cache = {}
 
 
@@ -271,8 +288,6 @@ def load_fashion_mnist(root=None, *, download=True):
     Without a root it is found (find()), and the data says where from (``note``, ``notice``).
     $BNVIZ_DATA_UNCHECKED=1 skips the digests (synthetic data in tests), and the note and notice say so.
     """
-    from torchvision.datasets import FashionMNIST
-
     found = None
     if root is None:
         found = find(download=download)
@@ -284,16 +299,21 @@ def load_fashion_mnist(root=None, *, download=True):
         parts = []
         for train, n in ((True, 60_000), (False, 10_000)):
             what = "training" if train else "test"
+            prefix = "train" if train else "t10k"
             try:
-                ds = FashionMNIST(root, train=train, download=False)
+                raw = root / "FashionMNIST" / "raw"
+                images, labels = (
+                    read_idx(raw / f"{prefix}-images-idx3-ubyte", 3),
+                    read_idx(raw / f"{prefix}-labels-idx1-ubyte", 1),
+                )
             except Exception as e:
                 raise DataError(
                     f"Could not read the {what} files under {root / 'FashionMNIST' / 'raw'} "
                     f"({type(e).__name__}: {e}). They are truncated or corrupt; delete them. "
                     f"{HOW_TO_FIX}"
                 ) from e
-            check_content(ds.data, ds.targets, n, what)
-            parts += [ds.data.contiguous(), ds.targets.long()]
+            check_content(images, labels, n, what)
+            parts += [images, labels.long()]
         if not unchecked:
             check_digests(root / "FashionMNIST" / "raw", found.label if found else "")
         _cache[key] = FashionMNISTData(*parts, source=str(root))

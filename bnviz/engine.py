@@ -93,7 +93,9 @@ class Lane:
         X, y = next(self._batches)
         probing = self.step % s.probe_every == 0
         t0 = time.perf_counter()
-        if probing:
+        if probing and self.graphed is not None:  # replayed from a graph of its own once warm (graphed_step.py)
+            loss, correct, scalars, vectors = self.graphed.probed(X, y, self.spec.activation)
+        elif probing:
             with Probe(self.model, self.spec.activation) as probe:
                 loss, correct = train_step(self.model, self.optimizer, X, y)
             scalars, vectors = probe.read(s.lr)  # the one sync a probe needs
@@ -151,9 +153,9 @@ class Lane:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        numbers = torch.stack([torch.stack([p[3].float(), p[4].float()]) for p in pending]).cpu().tolist()
+        numbers = torch.stack([t.float() for p in pending for t in p[3:5]]).cpu().tolist()  # one transfer
         rows = []
-        for (step, epoch, lr, _, _, n), (loss, correct) in zip(pending, numbers):
+        for (step, epoch, lr, _, _, n), loss, correct in zip(pending, numbers[::2], numbers[1::2]):
             self.images += n
             self.epoch_loss += loss
             self.epoch_correct += correct

@@ -11,9 +11,14 @@ in the loop, so everything the step reads or writes must stay where it was at ca
 - the gradients are made by the captured backward pass (they are None when capture starts, so each replay
   writes them, never adds to them).
 
+A probed step (``probed``) is a second graph: the same step, then the probe's numbers (``Probe.gather``:
+histograms, percentiles, statistics, gradient norms) into one static tensor, fetched in one transfer. It is
+captured at the first probed step after the step's own capture; probes before it run eagerly (they also
+draw the probe's sample positions, which a capture cannot).
+
 What changes the step's code or its tensors (BN switched off, a parameter or buffer replaced, a new batch
-shape) makes a new capture at the next step; a step the graph cannot take (a probed step, whose hooks run
-Python; a last, shorter batch) runs eagerly on the same parameters. A model with a layer that keeps state in
+shape) makes new captures at the next steps; a step the graph cannot take (an epoch's last, shorter batch)
+runs eagerly on the same parameters. A model with a layer that keeps state in
 Python (Batch Renorm's step count) or draws its noise on the CPU (Noisy BN) is never captured, and says so
 once on stderr. ``capture=False`` runs the same static-buffer step without a graph: on the CPU the tests
 check it against ``train_step``; the GPU tests check the graph against both.
@@ -26,6 +31,7 @@ import torch
 
 from .batch_renorm import BatchRenorm
 from .noisy_batchnorm import NoisyBatchNorm
+from .probes import Probe, unpack
 from .training import loss_fn, train_step
 
 WARMUP_STEPS = 3  # eager steps, on a side stream, before a capture (cuBLAS/cuDNN set themselves up)
@@ -65,6 +71,7 @@ class GraphedStep:
             say_once(f"{name} trains eagerly, not as a CUDA graph: {self.problem}")
         self.graph, self.key, self.warm, self.capture_s, self.replays = None, None, 0, None, 0
         self.static_x = self.static_y = self.static_out = None
+        self.probe_graph, self.probe_static, self.probe_problem, self.eager_probes = None, None, None, 0
 
     @property
     def graphed(self):
@@ -79,6 +86,7 @@ class GraphedStep:
     def reset(self):
         """Capture again before the next graphed step (the model's code or tensors changed)."""
         self.graph, self.key, self.warm = None, None, 0
+        self.probe_graph, self.probe_static, self.eager_probes = None, None, 0
 
     def eager(self, X, y):
         """One step with Python in the loop: ``train_step`` itself, on the same parameters."""
@@ -103,6 +111,58 @@ class GraphedStep:
             say_once(f"{self.name} trains eagerly, not as a CUDA graph: {self.problem}")
             torch.cuda.synchronize()
             return self.eager(X, y)
+
+    def probed(self, X, y, activation):
+        """A step with a probe: (summed loss, number correct, scalars, vectors), as ``Probe.read`` after
+        ``train_step``; replayed from its own graph once the step's graph exists and one probe ran eagerly."""
+        if not self.problem and X.shape[0] == self.batch_size:
+            if not self.capture:
+                self._load(X, y)
+                self.optimizer.zero_grad(set_to_none=True)
+                out, names, sizes, flat = self._probed_body(activation)
+                return out[0], out[1], *unpack(names, sizes, flat.cpu().numpy())
+            if self.graph is not None and self.key != tensor_key(self.model):
+                self.reset()
+            ready = self.graph is not None and self.eager_probes > 0 and not self.probe_problem
+            if ready and self.probe_graph is not None and self.probe_static[0] == activation:
+                return self._replay_probed(X, y)
+            if ready:
+                try:
+                    return self._capture_probed(X, y, activation)
+                except Exception as e:  # noqa: BLE001 - probes go on eagerly, the step stays graphed
+                    self.probe_graph, self.probe_problem = None, f"capture failed ({type(e).__name__}: {e})"
+                    say_once(f"{self.name} probes eagerly, not as a CUDA graph: {self.probe_problem}")
+                    torch.cuda.synchronize()
+        with Probe(self.model, activation) as probe:
+            loss, correct = self.eager(X, y)
+        self.eager_probes += 1
+        return loss, correct, *probe.read(float(self.lr))
+
+    def _probed_body(self, activation):
+        with Probe(self.model, activation) as probe:  # its hooks catch the forward pass's tensors
+            out = self._body()
+        return (out, *probe.gather(self.lr))  # the update-to-weight ratio reads the lr tensor too
+
+    def _capture_probed(self, X, y, activation):
+        self._load(X, y)
+        torch.cuda.synchronize()
+        self.optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            out, names, sizes, flat = self._probed_body(activation)
+        self.probe_graph, self.probe_static = graph, (activation, out, names, sizes, flat)
+        say_once(f"{self.name} probes as a CUDA graph too")
+        return self._replay_probed(X, y)
+
+    def _replay_probed(self, X, y):
+        _, out, names, sizes, flat = self.probe_static
+        self.static_x.copy_(X)
+        self.static_y.copy_(y)
+        self.probe_graph.replay()
+        self.replays += 1
+        step = out.clone()  # on the device, as every other step's (the next replay overwrites out)
+        host = flat.cpu().numpy()  # one transfer, the one sync a probe needs
+        return step[0], step[1], *unpack(names, sizes, host)
 
     # the step that is captured: static input, labels and output; the update reads self.lr
     def _body(self):

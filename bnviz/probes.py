@@ -15,7 +15,8 @@ At every BN position (bn1..bn4) a probe records, from the very forward pass that
   layer holds (``norm_state``: LayerNorm and GroupNorm have gamma and beta but no running statistics, BN
   that only centres has no running variance);
 - per weight layer: the gradient norm and the update-to-weight ratio ``lr * |grad| / |w|`` (plain SGD).
-All of it is gathered as tensors and moved to the CPU in one transfer.
+All of it is gathered into one tensor on the device (``gather``, which a CUDA graph can capture) and moved to
+the CPU in one transfer (``read``).
 """
 
 from functools import partial
@@ -134,6 +135,8 @@ def _sample(flat, size):
         return flat.float()
     key = (n, size, flat.device)
     if key not in _sample_index:
+        if flat.is_cuda and torch.cuda.is_current_stream_capturing():  # drawn on the CPU: not while capturing
+            raise RuntimeError("a probe's sample positions are drawn by an eager probe before any capture")
         g = torch.Generator().manual_seed(n)
         _sample_index[key] = torch.randint(0, n, (size,), generator=g).to(flat.device)
     return flat.index_select(0, _sample_index[key]).float()
@@ -157,9 +160,17 @@ class Probe:
         for h in self.hooks.values():
             h.remove()
 
-    @torch.no_grad()
     def read(self, lr):
         """(scalars, vectors): numbers for the probe table and arrays for the distribution store."""
+        names, sizes, flat = self.gather(lr)
+        return unpack(names, sizes, flat.cpu().numpy())  # one transfer, the one sync a probe needs
+
+    @torch.no_grad()
+    def gather(self, lr):
+        """(names, sizes, flat): every number of the probe in one float tensor on the model's device.
+
+        Only device work and no sync, so a CUDA graph can capture it; ``lr`` is a float or a 0-d tensor.
+        """
         named = []  # (name, tensor), moved to the CPU together at the end
         act_lo, act_hi = ACT_RANGES[self.activation]
         few = {}  # for the percentiles: a prefix of each sample (random, so any prefix is too), sorted together
@@ -189,8 +200,9 @@ class Probe:
         n = min(len(v) for v in few.values())  # every tensor here holds at least 2 x 84 values
         ranked = torch.stack([v[:n] for v in few.values()]).sort(dim=1).values
         at = [min(n - 1, round(p * (n - 1))) for p in PERCENTILES]
-        for name, row in zip(few, ranked):
-            named.append((f"{name}.pct", row[at]))
+        pct = torch.stack([ranked[:, a] for a in at], dim=1)  # (rows, 3); no index list (a copy from the CPU)
+        for name, row in zip(few, pct):
+            named.append((f"{name}.pct", row))
         for name in WEIGHT_LAYERS:
             w = getattr(self.model, name).weight
             g = w.grad if w.grad is not None else torch.zeros_like(w)
@@ -198,21 +210,25 @@ class Probe:
             named.append((f"{name}.grad", torch.stack([gn, lr * gn / (wn + 1e-12)])))
 
         sizes = [t.numel() for _, t in named]
-        flat = torch.cat([t.reshape(-1).float() for _, t in named]).cpu().numpy()  # one transfer
-        parts = dict(zip((n for n, _ in named), np.split(flat, np.cumsum(sizes)[:-1])))
+        flat = torch.cat([t.reshape(-1).float() for _, t in named])
+        return [n for n, _ in named], sizes, flat
 
-        scalars, vectors = {}, {}
-        for name, a in parts.items():
-            if name.endswith(".pct"):
-                base = name[:-4]
-                for p, v in zip(PERCENTILES, a):
-                    scalars[f"{base}.p{round(p * 100)}"] = float(v)
-            elif name.endswith(".mean_std"):
-                scalars[f"{name[:-9]}.mean"], scalars[f"{name[:-9]}.std"] = float(a[0]), float(a[1])
-            elif name.endswith(".saturated"):
-                scalars[name] = float(a[0])
-            elif name.endswith(".grad"):
-                scalars[f"{name[:-5]}.grad_norm"], scalars[f"{name[:-5]}.update_ratio"] = float(a[0]), float(a[1])
-            else:
-                vectors[name] = a
-        return scalars, vectors
+
+def unpack(names, sizes, flat):
+    """(scalars, vectors) from ``Probe.gather``'s names, sizes and flat array (on the CPU, as numpy)."""
+    parts = dict(zip(names, np.split(flat, np.cumsum(sizes)[:-1])))
+    scalars, vectors = {}, {}
+    for name, a in parts.items():
+        if name.endswith(".pct"):
+            base = name[:-4]
+            for p, v in zip(PERCENTILES, a):
+                scalars[f"{base}.p{round(p * 100)}"] = float(v)
+        elif name.endswith(".mean_std"):
+            scalars[f"{name[:-9]}.mean"], scalars[f"{name[:-9]}.std"] = float(a[0]), float(a[1])
+        elif name.endswith(".saturated"):
+            scalars[name] = float(a[0])
+        elif name.endswith(".grad"):
+            scalars[f"{name[:-5]}.grad_norm"], scalars[f"{name[:-5]}.update_ratio"] = float(a[0]), float(a[1])
+        else:
+            vectors[name] = a
+    return scalars, vectors

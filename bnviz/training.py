@@ -44,7 +44,8 @@ def evaluate(model, images, labels, batch_size=1024):
     finally:  # a forward pass that raises leaves the model in the mode it came in
         model.train(was_training)
     n = images.shape[0]
-    return loss.item() / n, correct.item() / n
+    loss, correct = torch.stack([loss, correct.to(loss.dtype)]).tolist()  # one transfer, one sync
+    return loss / n, correct / n
 
 
 def has_running_statistics(model):
@@ -84,4 +85,5 @@ def evaluate_train_mode(model, images, labels, batch_size):
             b.copy_(buffers[name])
         for g, state in zip(generators, states):
             g.set_state(state)
-    return loss.item() / max(n, 1), correct.item() / max(n, 1)
+    loss, correct = torch.stack([loss, correct.to(loss.dtype)]).tolist()  # one transfer, one sync
+    return loss / max(n, 1), correct / max(n, 1)

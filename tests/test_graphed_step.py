@@ -14,6 +14,7 @@ from bnviz import env
 from bnviz.data import batches
 from bnviz.graphed_step import WARMUP_STEPS, GraphedStep, tensor_key, why_not_graphed
 from bnviz.models import build_lenet, set_bn_bypass
+from bnviz.probes import Probe
 from bnviz.training import make_optimizer, train_step
 
 CUDA = torch.cuda.is_available()
@@ -60,6 +61,38 @@ def test_the_static_buffer_step_is_train_step(norm, one_thread):
     assert not step.graphed and step.lr.item() == pytest.approx(0.1)
 
 
+def compare_probed(device, capture, activation="sigmoid", probe_every=3, tol=1e-4):
+    """A probe every few steps: Probe.read after train_step against GraphedStep.probed; steps between."""
+    (ref, ref_opt), (model, opt) = two_copies("scratch", device, activation=activation)
+    step = GraphedStep(model, opt, 0.5, 32, capture=capture)
+    probes = 0
+    for i, (X, y) in enumerate(stream(device)):
+        if i % probe_every:
+            train_step(ref, ref_opt, X, y)
+            step(X, y)
+            continue
+        with Probe(ref, activation) as probe:
+            want = train_step(ref, ref_opt, X, y)
+        want_scalars, want_vectors = probe.read(0.5)
+        *got, scalars, vectors = step.probed(X, y, activation)
+        torch.testing.assert_close(torch.stack(got).float(), torch.stack(want).float(), atol=tol * 32, rtol=tol)
+        assert set(scalars) == set(want_scalars) and set(vectors) == set(want_vectors)
+        for name, value in want_scalars.items():
+            assert scalars[name] == pytest.approx(value, rel=1e-3, abs=1e-4), name
+        for name, value in want_vectors.items():  # a value on a bin's edge may fall either side: 1/32768
+            torch.testing.assert_close(torch.as_tensor(vectors[name]), torch.as_tensor(value), atol=1e-3, rtol=1e-3)
+        probes += 1
+    assert probes >= 5
+    return step
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
+def test_a_probed_static_step_reads_what_an_eager_probe_reads(activation, one_thread):
+    # the probed step that is captured (the step, then Probe.gather into one tensor), run without a graph
+    step = compare_probed("cpu", capture=False, activation=activation)
+    assert step.probe_graph is None and step.eager_probes == 0
+
+
 def test_a_short_last_batch_runs_eagerly(one_thread):
     (model, opt), _ = two_copies("scratch", "cpu")
     step = GraphedStep(model, opt, 0.5, 32, capture=False)
@@ -104,7 +137,7 @@ def test_the_replayed_graph_is_train_step_on_a_gpu(norm):
 def test_bn_switched_off_is_captured_again_on_a_gpu():
     (model, opt), _ = two_copies("scratch", "cuda")
     step = GraphedStep(model, opt, 0.5, 32)
-    data = list(stream("cuda", epochs=1))
+    data = list(stream("cuda", epochs=2))  # 16 batches: after the switch, warm-up steps again, then a capture
     for X, y in data[: WARMUP_STEPS + 2]:
         step(X, y)
     first = step.graph
@@ -120,6 +153,13 @@ def test_bn_switched_off_is_captured_again_on_a_gpu():
     want = train_step(ref, ref_opt, X, y)
     got = step(X, y)
     torch.testing.assert_close(torch.stack(got), torch.stack(want), atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_the_probed_graph_reads_what_an_eager_probe_reads_on_a_gpu():
+    step = compare_probed("cuda", capture=True)
+    assert step.graphed and step.probe_graph is not None and step.eager_probes >= 1
 
 
 @pytest.mark.gpu
@@ -148,6 +188,7 @@ def test_the_engine_records_the_same_numbers_with_and_without_graphs(make_experi
         tables.append([lane.tables for lane in snap.lanes])
         if graphs == "1":
             assert all(lane.graphed is not None and lane.graphed.graphed for lane in exp.lanes)
+            assert all(lane.graphed.probe_graph is not None for lane in exp.lanes)  # probes at 0 (eager), 7, 14
     for graphed, eager in zip(*tables):
         for table in ("steps", "val", "probes", "epochs"):
             assert set(graphed[table]) == set(eager[table]) and len(graphed[table]["step"]) > 0
