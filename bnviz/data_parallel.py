@@ -31,7 +31,7 @@ from .data import batches
 from .device_slices import per_device
 from .models import build_lenet
 from .sync_batchnorm import SyncBatchNorm
-from .training import evaluate
+from .training import evaluate, make_optimizer
 
 BN_SYNCS = ("device", "global")
 SYNC_NORMS = ("scratch", "torch")  # the normalisations that have a synchronised version here
@@ -173,7 +173,7 @@ def train(data, settings, *, rank=0, world_size=1, devices=None, report=None, sh
     bare = model
     if world_size > 1:
         model = nn.parallel.DistributedDataParallel(model)  # broadcast_buffers=True: rank 0's running statistics
-    optimizer = torch.optim.SGD(model.parameters(), lr=s.lr)
+    optimizer = make_optimizer(model, s.lr)
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
 
     seen = {}

@@ -13,9 +13,36 @@ loss_fn = nn.CrossEntropyLoss(reduction="sum")
 STATISTICS = ("running_mean", "running_var", "moving_mean", "moving_var")  # running-statistics buffers: torch's, ours
 
 
+class SGD:
+    """Plain minibatch SGD, the chapter's optimiser: ``p <- p - lr * p.grad`` for every parameter with a gradient.
+
+    What ``torch.optim.SGD`` does without momentum or weight decay, written out: torch's first optimiser
+    imports ``torch._dynamo`` (1-2 s at every start of the CLI, the dashboard's child process and the tests).
+    The same interface: ``param_groups[0]["lr"]`` (the live lr slider writes it), ``zero_grad``, ``step``.
+    """
+
+    def __init__(self, params, lr):
+        self.param_groups = [{"params": list(params), "lr": float(lr), "momentum": 0, "weight_decay": 0}]
+
+    def zero_grad(self, set_to_none=True):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if set_to_none:
+                    p.grad = None
+                elif p.grad is not None:
+                    p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]  # a bypassed BN layer has none
+            if params:
+                torch._foreach_add_(params, [p.grad for p in params], alpha=-group["lr"])  # one launch on a GPU
+
+
 def make_optimizer(model, lr):
     """The chapter's optimiser: plain minibatch SGD."""
-    return torch.optim.SGD(model.parameters(), lr=lr)
+    return SGD(model.parameters(), lr)
 
 
 def train_step(model, optimizer, X, y):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bnviz.models import build_lenet
+from bnviz.models import build_lenet, set_bn_bypass
 from bnviz.training import evaluate, evaluate_train_mode, has_running_statistics, make_optimizer, train_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -53,10 +53,35 @@ def test_train_step_returns_the_loss_before_the_step_and_the_correct_count():
 def test_make_optimizer_is_plain_sgd():
     model = build_lenet("scratch")
     opt = make_optimizer(model, 0.05)
-    assert type(opt) is torch.optim.SGD
     assert opt.param_groups[0]["lr"] == 0.05 and opt.param_groups[0]["momentum"] == 0
     assert opt.param_groups[0]["weight_decay"] == 0
     assert len(opt.param_groups[0]["params"]) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("norm", ["scratch", "none"])
+def test_our_sgd_is_torchs_sgd_bit_for_bit(norm):
+    # ten steps with an lr change and a bypassed BN layer (parameters without a gradient) on the way
+    ours, ref = build_lenet(norm, seed=2), build_lenet(norm, seed=2)
+    opt, ref_opt = make_optimizer(ours, 0.5), torch.optim.SGD(ref.parameters(), lr=0.5)
+    X, y = images_and_labels(64, seed=3)
+    X = X.unsqueeze(1).float() / 255
+    for i in range(10):
+        if i == 4:
+            for o in (opt, ref_opt):
+                o.param_groups[0]["lr"] = 0.2
+        if i == 7 and norm == "scratch":
+            for m in (ours, ref):
+                set_bn_bypass(m, True)
+        for model, o in ((ours, opt), (ref, ref_opt)):
+            o.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(X), y).backward()
+            o.step()
+    for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
+        assert torch.equal(a, b), name
+    opt.zero_grad(set_to_none=False)
+    assert all(p.grad is None or not p.grad.any() for p in ours.parameters())
+    opt.zero_grad()
+    assert all(p.grad is None for p in ours.parameters())
 
 
 def images_and_labels(n, seed=0):
