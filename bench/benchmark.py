@@ -293,6 +293,11 @@ def chapter_stream(dataset, device, workers):
             del it
 
 
+def torch_sgd(model, lr):
+    """The chapter's optimiser (d2l's ``configure_optimizers``): torch's own SGD."""
+    return torch.optim.SGD(model.parameters(), lr=lr)
+
+
 def chapter_model(seed=SEED):
     """The chapter's BNLeNetScratch: our LeNet layout with the chapter's own BN layer in the four places."""
     model = build_lenet("scratch", seed=seed)
@@ -301,14 +306,16 @@ def chapter_model(seed=SEED):
     return model
 
 
-def measure_training(norm, stream, steps, warmup, device, model=None):
+def measure_training(norm, stream, steps, warmup, device, model=None, optimizer=make_optimizer):
     """Images/s of `steps` SGD steps of a fresh LeNet after `warmup` untimed ones.
+
+    ``optimizer(model, lr)``: ours (``bnviz.training.SGD``) or, for the chapter, ``torch.optim.SGD``.
 
     data_wait_share is the part of the timed wall-clock spent getting the next batch (in ``next()``);
     on CUDA it is approximate, since kernels run asynchronously.
     """
     model = (model or build_lenet(norm, seed=SEED)).to(device)
-    opt = make_optimizer(model, LR)
+    opt = optimizer(model, LR)
     first_batch_s = None
     t0 = clock(device)
     for i in range(warmup):
@@ -353,14 +360,16 @@ def bench_training(data, root, device, steps, warmup, workers, repeats, log):
             stream.close()
             stream = chapter_stream(dataset, device, workers)
             try:
-                runs[norm]["chapter"].append(measure_training(norm, stream, steps, warmup, device))
+                runs[norm]["chapter"].append(measure_training(norm, stream, steps, warmup, device, optimizer=torch_sgd))
             finally:
                 stream.close()  # stop the workers before the next measurement
             if norm == "scratch":  # the chapter's whole pipeline: its DataLoader and its layer
                 stream = chapter_stream(dataset, device, workers)
                 try:
                     runs[norm]["chapter_full"].append(
-                        measure_training(norm, stream, steps, warmup, device, model=chapter_model())
+                        measure_training(
+                            norm, stream, steps, warmup, device, model=chapter_model(), optimizer=torch_sgd
+                        )
                     )
                 finally:
                     stream.close()

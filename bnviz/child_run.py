@@ -20,7 +20,8 @@ from .experiment_process import PREFIX, _install
 POLL_S = 0.25  # how often the parent looks at Stop and at the child's progress
 
 
-def _child(conn, fn, args, kwargs, threads):
+def _child(conn, fn, args, kwargs, threads, nice=0):
+    devices.yield_to_the_page(nice)  # a study, like an experiment, runs after the page when the cores are short
     torch.set_num_threads(threads)
     env.set_threads(threads)
     try:
@@ -45,7 +46,9 @@ def in_child(fn, *args, progress=None, should_stop=lambda: False, name="study", 
     ctx = _install()
     here, there = ctx.Pipe()
     threads = max(1, devices.choose_threads(True))
-    proc = ctx.Process(target=_child, args=(there, fn, args, kwargs, threads), name=f"{PREFIX}{name}", daemon=True)
+    proc = ctx.Process(
+        target=_child, args=(there, fn, args, kwargs, threads, env.child_nice()), name=f"{PREFIX}{name}", daemon=True
+    )
     proc.start()
     there.close()
     try:

@@ -57,6 +57,19 @@ def choose_threads(shared):
     return max(1, min(4, cores - 2)) if shared else max(1, min(4, cores))
 
 
+def yield_to_the_page(step):
+    """Lower this (training) process's CPU priority by ``step`` (``$BNVIZ_CHILD_NICE``, read by the parent: 10):
+    when the cores are short, the web server and the browser run first, so a page still loads and redraws while
+    several experiments and studies train; on idle cores training runs as fast as before. Returns the niceness
+    now (None: not lowered)."""
+    if not step or not hasattr(os, "nice"):
+        return None
+    try:
+        return os.nice(step)
+    except OSError:  # not allowed here: train at the priority we have
+        return None
+
+
 def set_threads(shared):
     n = choose_threads(shared)
     if torch.get_num_threads() != n:

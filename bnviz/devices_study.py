@@ -16,13 +16,19 @@ KS = (1, 2, 4, 8, 16, 32, 64)
 MODES = ("per device", "synchronised")
 
 
-def devices_study(data, ks=KS, steps=300, *, progress=None, should_stop=None):
-    """Both modes for each k: {mode: {k: DevicesResult}}."""
+def devices_study(data, ks=KS, steps=300, *, eval_size=None, progress=None, should_stop=None):
+    """Both modes for each k: {mode: {k: DevicesResult}}; tested on the first ``eval_size`` test images (all)."""
     both = {}
     for j, mode in enumerate(MODES):
         report = (lambda f, j=j: progress((j + f) / len(MODES))) if progress else None
         both[mode] = across_devices(
-            data, ks, per_device=mode == "per device", steps=steps, progress=report, should_stop=should_stop
+            data,
+            ks,
+            per_device=mode == "per device",
+            steps=steps,
+            eval_size=eval_size,
+            progress=report,
+            should_stop=should_stop,
         )
         if should_stop and should_stop():
             break

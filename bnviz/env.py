@@ -18,6 +18,8 @@ VARIABLES = {
     "BNVIZ_GRACE_S": "seconds an experiment whose tab is closed keeps living (default 120)",
     "BNVIZ_CUDA_GRAPHS": "0: on a GPU, train every step eagerly instead of replaying a captured CUDA graph",
     "BNVIZ_RACE_STEPS": "steps per learning rate in the learning-rate race (default 200)",
+    "BNVIZ_DEVICES_STEPS": "steps per run in the BN-across-devices study (default 300)",
+    "BNVIZ_CHILD_NICE": "how much lower the training processes' CPU priority is than the page's (0-19, default 10)",
     "BNVIZ_SCREENSHOTS": "folder where the browser tests save screenshots (default: a temporary folder)",
     "BNVIZ_REQUIRE_ALL": "1 in CI: a test whose input (the dataset, chromium) is missing fails instead of skipping",
 }
@@ -91,6 +93,11 @@ def race_steps():
 
 def devices_steps():
     return _read("BNVIZ_DEVICES_STEPS", int, 300, lambda v: v >= 1)
+
+
+def child_nice():
+    """How far a training child lowers its CPU priority (``os.nice``): the page and its browser come first."""
+    return _read("BNVIZ_CHILD_NICE", int, 10, lambda v: 0 <= v <= 19)
 
 
 def require_all():

@@ -160,7 +160,7 @@ class ExperimentProcess:
         here, there = ctx.Pipe()
         self._proc = ctx.Process(
             target=_serve,
-            args=(there, self._dataset, settings, lanes, self.name, self.shared_cpu, self._threads()),
+            args=(there, self._dataset, settings, lanes, self.name, self.shared_cpu, self._threads(), env.child_nice()),
             name=f"{PREFIX}{self.name}",
             daemon=True,
         )
@@ -541,11 +541,12 @@ def _portable(e):
         return RuntimeError(f"{type(e).__name__}: {e}")
 
 
-def _serve(conn, data, settings, lanes, name, shared_cpu, threads):
+def _serve(conn, data, settings, lanes, name, shared_cpu, threads, nice=0):
     """The child's main thread: answer the server's requests until it says stop or goes away."""
     # Ctrl-C in the terminal reaches every process of the group: the server shuts down and closes the pipe,
     # which ends this child quietly; a KeyboardInterrupt here would only print a traceback per experiment.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    devices.yield_to_the_page(nice)  # the server and the browser come first when the cores are short
     env.set_threads(threads)  # the engine's thread budget reads it
     torch.set_num_threads(threads)
     try:

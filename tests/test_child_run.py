@@ -41,3 +41,19 @@ def test_stop_ends_the_child_at_once():
     result = in_child(sleeping, progress=seen.append, should_stop=lambda: bool(seen) or time.monotonic() > asked)
     assert result is None and seen == [0.5]
     assert not [p for p in multiprocessing.active_children() if p.name.endswith("study")]  # none left behind
+
+
+def own_niceness(*, progress):
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+@pytest.mark.parametrize("asked, lowered", [(None, 10), ("0", 0), ("3", 3), ("25", 10)])
+def test_a_study_runs_below_the_page_in_cpu_priority(monkeypatch, asked, lowered):
+    # $BNVIZ_CHILD_NICE is read here, in the parent (the forkserver keeps the environment it started with);
+    # a value out of 0-19 falls back to 10
+    if asked is None:
+        monkeypatch.delenv("BNVIZ_CHILD_NICE", raising=False)
+    else:
+        monkeypatch.setenv("BNVIZ_CHILD_NICE", asked)
+    here = os.getpriority(os.PRIO_PROCESS, 0)
+    assert in_child(own_niceness) == min(19, here + lowered)

@@ -457,7 +457,7 @@ def test_the_bn_across_devices_study_runs_and_says_what_it_measured(page, monkey
     import ui.views.experiments as experiments
     from bnviz.devices_study import devices_study, summary
 
-    short = functools.partial(devices_study, ks=(1, 2), steps=3)
+    short = functools.partial(devices_study, ks=(1, 2), steps=3, eval_size=256)
     monkeypatch.setattr(experiments, "devices_study", short)
     show(page, "Experiments")
     page.at.radio(key="study").set_value("BN across devices")

@@ -327,6 +327,20 @@ def within(seconds, fn, *args):
 HANGS = 20  # far below the 60 s a request used to wait on a stopped child, far above the 3 s it waits now
 
 
+@pytest.mark.parametrize("asked, lowered", [(None, 10), ("0", 0)])
+def test_the_training_child_runs_below_the_page_in_cpu_priority(data, make, monkeypatch, asked, lowered):
+    """With the cores short, the server and the browser run first; $BNVIZ_CHILD_NICE=0 keeps one priority."""
+    if asked is None:
+        monkeypatch.delenv("BNVIZ_CHILD_NICE", raising=False)
+    else:
+        monkeypatch.setenv("BNVIZ_CHILD_NICE", asked)
+    exp = make(ExperimentProcess, data, settings())
+    exp.step(2)
+    assert exp.wait(60) and [l.step for l in exp.snapshot().lanes] == [2, 2]  # it trains at that priority
+    here = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, exp._proc.pid) == min(19, here + lowered)
+
+
 def test_a_stopped_child_answers_nothing_and_nothing_waits_on_it(data, make):
     """kill -STOP: a snapshot gives the last one, marked not responding, without waiting long; so does every
     later one, at once; a command says so; another experiment is not held up; Reset kills it and starts anew."""
