@@ -457,14 +457,16 @@ def test_the_bn_across_devices_study_runs_and_says_what_it_measured(page, monkey
     import ui.views.experiments as experiments
     from bnviz.devices_study import devices_study, summary
 
-    short = functools.partial(devices_study, ks=(1, 2), steps=3, eval_size=256)
+    short = functools.partial(devices_study, ks=(1, 2), eval_size=256)
     monkeypatch.setattr(experiments, "devices_study", short)
+    monkeypatch.setenv("BNVIZ_DEVICES_STEPS", "3")  # the page passes steps=$BNVIZ_DEVICES_STEPS (300)
     show(page, "Experiments")
     page.at.radio(key="study").set_value("BN across devices")
     page.run()
     page.click(next(b.label for b in page.at.button if b.label.startswith("Run it")))
     job = page.registry.job(page.key, "devices")
     assert job is not None and job.wait(120) and job.error is None
+    assert {mode: sorted(runs) for mode, runs in job.result.items()} == {"per device": [1, 2], "synchronised": [1, 2]}
     page.run()
     page.assert_clean()
     assert summary(job.result) in page.texts("markdown")
