@@ -4,6 +4,10 @@
 # CLI_EAGER=1 also times the CLI with graphs off (about 45 s more). BUDGET=<seconds> (default 480) skips the steps
 # that would start too late to finish; each step has its own timeout, so one that hangs costs only its own slot.
 # Results go to $OUT step by step, so a cut-off run keeps them.
+# On the workplace's lent GPU machines (Python 3.12, torch, no internet, no Plotly or segno) it ran as
+#   pip install --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site \
+#     BNVIZ_DATA=$PWD/.gpudata SKIP_CORE=1 REPEATS=3 BUDGET=400 bash bench/gpu_check.sh
+# with .whl holding plotly, narwhals and segno wheels for cp312 and .gpudata the four gz files (about 270 s).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 OUT=${OUT:-/tmp/bnviz-gpu}; mkdir -p "$OUT"
