@@ -26,7 +26,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$OUT/gpu.txt"
 # issue 13 first: the captured CUDA-graph step against eager (alone and in the engine), then its speed targets
 step 150 graphs.txt $PT -m gpu tests/test_graphed_step.py
-step 300 gpu_speed.txt $PY bench/gpu_speed.py --device cuda --repeats "$REPEATS" ${CLI_EAGER:+--cli-eager} --json "$OUT/gpu_speed.json"
+EAGER=(); [ "${CLI_EAGER:-0}" = 1 ] && EAGER=(--cli-eager)
+step 300 gpu_speed.txt $PY bench/gpu_speed.py --device cuda --repeats "$REPEATS" "${EAGER[@]}" --json "$OUT/gpu_speed.json"
 # every other test marked gpu (the batch-statistics study on the device; torch's nn.SyncBatchNorm against ours)
 step 150 tests.txt $PT -m gpu tests/test_studies.py tests/test_sync_batchnorm.py
 # the dashboard's engine in a child process (forkserver) on CUDA: trains there, snapshots and clones come back

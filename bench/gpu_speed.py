@@ -137,7 +137,8 @@ def main(argv=None):
                 f"(lanes graphed: {best[1]}; test accuracy {', '.join(f'{a:.3f}' for a in best[2])})"
             )
         out["engine"] = rows
-        # where the engine's time goes beyond the bare loop: the same epoch without probes, validation, or both
+        # where the engine's time goes beyond the bare loop: the same epoch without probes (but step 0's), validation
+        # (but the full test set at the epoch's end), or both
         never = 10**9
         for label, overrides in (
             ("no probes", dict(probe_every=never)),

@@ -269,8 +269,10 @@ def read_idx(path, ndim):
     if raw[:4] != bytes((0, 0, 8, ndim)):
         raise ValueError(f"{Path(path).name} does not start as an IDX file of {ndim}-d bytes ({raw[:4].hex()})")
     header = 4 + 4 * ndim
-    shape = struct.unpack(f">{ndim}i", raw[4:header]) if len(raw) >= header else ()
-    count = math.prod(shape) if shape else -1
+    if len(raw) < header:
+        raise ValueError(f"{Path(path).name} is shorter ({len(raw)} bytes) than its header")
+    shape = struct.unpack(f">{ndim}i", raw[4:header])
+    count = math.prod(shape)
     if len(raw) != header + count:
         raise ValueError(f"{Path(path).name} holds {len(raw) - header} bytes of data; its header says {count}")
     return torch.from_numpy(np.frombuffer(raw, np.uint8, count, header).reshape(shape).copy())

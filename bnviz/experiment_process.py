@@ -101,9 +101,8 @@ def _install():
         if _context is None:
             method = start_method()
             ctx = multiprocessing.get_context(method)
-            if method == "forkserver":
-                # torch._dynamo: the first optimizer of a process imports it (2 s here); do it once, up front
-                ctx.set_forkserver_preload([__name__, "torch._dynamo"])
+            if method == "forkserver":  # children fork with torch and bnviz imported (training.SGD: no torch._dynamo)
+                ctx.set_forkserver_preload([__name__])
             real = spawn.get_preparation_data
 
             def preparation_data(name):

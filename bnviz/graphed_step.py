@@ -25,6 +25,7 @@ check it against ``train_step``; the GPU tests check the graph against both.
 """
 
 import sys
+import threading
 import time
 
 import torch
@@ -36,6 +37,7 @@ from .training import loss_fn, train_step
 
 WARMUP_STEPS = 3  # eager steps, on a side stream, before a capture (cuBLAS/cuDNN set themselves up)
 _said = set()
+_capturing = threading.Lock()  # one capture at a time: experiments in threads (BNVIZ_ENGINE=thread) share one GPU
 
 
 def say_once(message):
@@ -148,7 +150,7 @@ class GraphedStep:
         torch.cuda.synchronize()
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        with _capturing, torch.cuda.graph(graph, capture_error_mode="thread_local"):
             out, names, sizes, flat = self._probed_body(activation)
         self.probe_graph, self.probe_static = graph, (activation, out, names, sizes, flat)
         say_once(f"{self.name} probes as a CUDA graph too")
@@ -212,7 +214,7 @@ class GraphedStep:
         torch.cuda.synchronize()
         self.optimizer.zero_grad(set_to_none=True)  # the captured backward allocates them in the graph's pool
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other experiments' threads go on
+        with _capturing, torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other threads go on
             self.static_out = self._body()
         self.graph, self.key = graph, tensor_key(self.model)
         self.capture_s = time.perf_counter() - t0

@@ -143,7 +143,7 @@ def _sample(flat, size):
 
 
 class Probe:
-    """Attach with ``with Probe(model) as probe:``, run one training step, then ``probe.read(model, lr)``."""
+    """Attach with ``with Probe(model) as probe:``, run one training step, then ``probe.read(lr)``."""
 
     def __init__(self, model, activation="sigmoid"):
         self.model, self.activation = model, activation

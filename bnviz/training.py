@@ -17,7 +17,7 @@ class SGD:
     """Plain minibatch SGD, the chapter's optimiser: ``p <- p - lr * p.grad`` for every parameter with a gradient.
 
     What ``torch.optim.SGD`` does without momentum or weight decay, written out: torch's first optimiser
-    imports ``torch._dynamo`` (1-2 s at every start of the CLI, the dashboard's child process and the tests).
+    imports ``torch._dynamo`` (1-2 s at every start of the CLI, of the dashboard's forkserver and of the tests).
     The same interface: ``param_groups[0]["lr"]`` (the live lr slider writes it), ``zero_grad``, ``step``.
     """
 

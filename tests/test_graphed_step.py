@@ -65,15 +65,20 @@ def compare_probed(device, capture, activation="sigmoid", probe_every=3, tol=1e-
     """A probe every few steps: Probe.read after train_step against GraphedStep.probed; steps between."""
     (ref, ref_opt), (model, opt) = two_copies("scratch", device, activation=activation)
     step = GraphedStep(model, opt, 0.5, 32, capture=capture)
-    probes = 0
+    probes, lr = 0, 0.5
     for i, (X, y) in enumerate(stream(device)):
+        if i == 10:  # a new lr: the probed graph's update and update-to-weight ratio read it too
+            lr = 0.2
+            for group in ref_opt.param_groups:
+                group["lr"] = lr
+            step.set_lr(lr)
         if i % probe_every:
             train_step(ref, ref_opt, X, y)
             step(X, y)
             continue
         with Probe(ref, activation) as probe:
             want = train_step(ref, ref_opt, X, y)
-        want_scalars, want_vectors = probe.read(0.5)
+        want_scalars, want_vectors = probe.read(lr)
         *got, scalars, vectors = step.probed(X, y, activation)
         torch.testing.assert_close(torch.stack(got).float(), torch.stack(want).float(), atol=tol * 32, rtol=tol)
         assert set(scalars) == set(want_scalars) and set(vectors) == set(want_vectors)
@@ -82,7 +87,7 @@ def compare_probed(device, capture, activation="sigmoid", probe_every=3, tol=1e-
         for name, value in want_vectors.items():  # a value on a bin's edge may fall either side: 1/32768
             torch.testing.assert_close(torch.as_tensor(vectors[name]), torch.as_tensor(value), atol=1e-3, rtol=1e-3)
         probes += 1
-    assert probes >= 5
+    assert probes >= 5 and lr == 0.2
     return step
 
 

@@ -78,6 +78,9 @@ def test_our_sgd_is_torchs_sgd_bit_for_bit(norm):
             o.step()
     for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
         assert torch.equal(a, b), name
+    # every parameter the optimisers hold, the bypassed BN layers' too (state_dict no longer lists them)
+    for a, b in zip(opt.param_groups[0]["params"], ref_opt.param_groups[0]["params"], strict=True):
+        assert torch.equal(a, b)
     opt.zero_grad(set_to_none=False)
     assert all(p.grad is None or not p.grad.any() for p in ours.parameters())
     opt.zero_grad()
