@@ -4,10 +4,10 @@
 # CLI_EAGER=1 also times the CLI with graphs off (about 45 s more). BUDGET=<seconds> (default 480) skips the steps
 # that would start too late to finish; each step has its own timeout, so one that hangs costs only its own slot.
 # Results go to $OUT step by step, so a cut-off run keeps them.
-# On the workplace's lent GPU machines (Python 3.12, torch, no internet, no Plotly or segno) it ran as
+# On the workplace's lent GPU machines (Python 3.12, torch, no internet, no Plotly, segno or Streamlit) it ran as
 #   pip install --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site \
 #     BNVIZ_DATA=$PWD/.gpudata SKIP_CORE=1 REPEATS=3 BUDGET=400 bash bench/gpu_check.sh
-# with .whl holding plotly, narwhals and segno wheels for cp312 and .gpudata the four gz files (about 270 s).
+# with .whl and .gpudata filled here by `bash bench/gpu_wheels.sh` (about 270 s without the page check).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 OUT=${OUT:-/tmp/bnviz-gpu}; mkdir -p "$OUT"
@@ -28,6 +28,12 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_av
 step 150 graphs.txt $PT -m gpu tests/test_graphed_step.py
 EAGER=(); [ "${CLI_EAGER:-0}" = 1 ] && EAGER=(--cli-eager)
 step 300 gpu_speed.txt $PY bench/gpu_speed.py --device cuda --repeats "$REPEATS" "${EAGER[@]}" --json "$OUT/gpu_speed.json"
+# the dashboard on the GPU (AppTest, no browser): the child trains at the GPU's rate with the page open, 1 Hz per view
+if $PY -c "import streamlit" 2>/dev/null; then
+  step 150 gpu_page.txt $PY bench/gpu_page.py --seconds 8 --json "$OUT/gpu_page.json"
+else
+  echo "## skipped: bench/gpu_page.py needs Streamlit (bash bench/gpu_wheels.sh fetches it)" | tee -a "$OUT/gpu_page.txt"
+fi
 # every other test marked gpu (the batch-statistics study on the device; torch's nn.SyncBatchNorm against ours)
 step 150 tests.txt $PT -m gpu tests/test_studies.py tests/test_sync_batchnorm.py
 # the dashboard's engine in a child process (forkserver) on CUDA: trains there, snapshots and clones come back
