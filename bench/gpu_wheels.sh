@@ -10,8 +10,9 @@ grep -qx '/.gpudata/' .git/info/exclude 2>/dev/null || echo '/.gpudata/' >> .git
 PY=.venv/bin/python
 version() { $PY -m pip show "$1" 2>/dev/null | awk '/^Version/{print $2}'; }
 wanted=()
-# what the engine's tests import, then Streamlit's requirements that the GPU image lacks (read there, 2026-11)
-for name in plotly narwhals segno streamlit altair pydeck itsdangerous python-multipart starlette uvicorn websockets \
+# what the engine's tests import, then Streamlit's requirements that the GPU image lacks (read there, 2026-11);
+# not pydeck (11 MB, imported only by st.pydeck_chart): the working tree and these may travel 64 MiB in all
+for name in plotly narwhals segno streamlit altair itsdangerous python-multipart starlette uvicorn websockets \
             watchdog jsonschema jsonschema-specifications referencing rpds-py; do
   wanted+=("$name==$(version "$name")")
 done
@@ -23,6 +24,8 @@ for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte 
   [ -e ".gpudata/$f.gz" ] || cp "/usr/share/datasets/fashion-mnist/$f.gz" .gpudata/
 done
 du -sh .whl .gpudata
+total=$(( $(du -sb .whl .gpudata | awk '{s += $1} END {print s}') + $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) ))
+echo "travels: $((total / 1048576)) MiB of the 64 MiB a device call takes"
 cat <<'TXT'
 device run (carry [".whl", ".gpudata"], timeout_s 480):
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
