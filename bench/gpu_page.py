@@ -20,8 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -29,18 +27,6 @@ import bnviz.data  # noqa: E402
 import bnviz.registry  # noqa: E402
 from bnviz.experiment_process import ExperimentProcess, warm_up  # noqa: E402
 from bnviz.snapshot import Settings  # noqa: E402
-
-
-def random_fashion_mnist():
-    """60,000 + 10,000 random images with balanced labels, in Fashion-MNIST's shapes and types."""
-    g = torch.Generator().manual_seed(0)
-    return bnviz.data.FashionMNISTData(
-        torch.randint(0, 256, (60_000, 28, 28), dtype=torch.uint8, generator=g),
-        torch.arange(60_000) % 10,
-        torch.randint(0, 256, (10_000, 28, 28), dtype=torch.uint8, generator=g),
-        torch.arange(10_000) % 10,
-        "random, shaped like Fashion-MNIST",
-    )
 
 
 def steps_now(exp):
@@ -126,7 +112,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     os.environ.setdefault("BNVIZ_MAX_TRAINING", "2")
     warm_up()
-    data = random_fashion_mnist()
+    data = bnviz.data.random_dataset(60_000, 10_000)  # Fashion-MNIST's shapes; the pixels do not matter here
     base = headless(data, args.seconds)
     print(f"headless on {base['device']}: {base['steps_per_s']:.1f} steps/s (both lanes)", flush=True)
     page = page_views(data, args.seconds)

@@ -29,7 +29,7 @@ from .graphed_step import GraphedStep
 from .history import LaneHistory
 from .models import build_lenet, set_bn_bypass
 from .precise_bn import layers_with_statistics, recompute_statistics
-from .probes import Probe
+from .probes import probed
 from .snapshot import DEFAULT_LANES, MAX_LANES, LaneStatus, LaneView, Settings, Snapshot, Status
 from .training import evaluate, evaluate_train_mode, has_running_statistics, make_optimizer, train_step
 
@@ -96,9 +96,9 @@ class Lane:
         if probing and self.graphed is not None:  # replayed from a graph of its own once warm (graphed_step.py)
             loss, correct, scalars, vectors = self.graphed.probed(X, y, self.spec.activation)
         elif probing:
-            with Probe(self.model, self.spec.activation) as probe:
-                loss, correct = train_step(self.model, self.optimizer, X, y)
-            scalars, vectors = probe.read(s.lr)  # the one sync a probe needs
+            loss, correct, scalars, vectors = probed(
+                self.model, self.spec.activation, s.lr, train_step, self.model, self.optimizer, X, y
+            )
         elif self.graphed is not None:
             loss, correct = self.graphed(X, y)
         else:

@@ -32,7 +32,7 @@ import torch
 
 from .batch_renorm import BatchRenorm
 from .noisy_batchnorm import NoisyBatchNorm
-from .probes import Probe, unpack
+from .probes import Probe, probed, unpack
 from .training import loss_fn, train_step
 
 WARMUP_STEPS = 3  # eager steps, on a side stream, before a capture (cuBLAS/cuDNN set themselves up)
@@ -90,6 +90,11 @@ class GraphedStep:
         self.graph, self.key, self.warm = None, None, 0
         self.probe_graph, self.probe_static, self.eager_probes = None, None, 0
 
+    def _drop_if_stale(self):
+        """The model's tensors moved since the capture (BN switched off, a layer replaced): capture again."""
+        if self.graph is not None and self.key != tensor_key(self.model):
+            self.reset()
+
     def eager(self, X, y):
         """One step with Python in the loop: ``train_step`` itself, on the same parameters."""
         return train_step(self.model, self.optimizer, X, y)
@@ -99,8 +104,7 @@ class GraphedStep:
             return self.eager(X, y)
         if not self.capture:
             return self._static_step(X, y)
-        if self.graph is not None and self.key != tensor_key(self.model):
-            self.reset()
+        self._drop_if_stale()
         if self.graph is not None:
             return self._replay(X, y)
         if self.warm < WARMUP_STEPS:
@@ -123,8 +127,7 @@ class GraphedStep:
                 self.optimizer.zero_grad(set_to_none=True)
                 out, names, sizes, flat = self._probed_body(activation)
                 return out[0], out[1], *unpack(names, sizes, flat.cpu().numpy())
-            if self.graph is not None and self.key != tensor_key(self.model):
-                self.reset()
+            self._drop_if_stale()
             ready = self.graph is not None and self.eager_probes > 0 and not self.probe_problem
             if ready and self.probe_graph is not None and self.probe_static[0] == activation:
                 return self._replay_probed(X, y)
@@ -135,10 +138,8 @@ class GraphedStep:
                     self.probe_graph, self.probe_problem = None, f"capture failed ({type(e).__name__}: {e})"
                     say_once(f"{self.name} probes eagerly, not as a CUDA graph: {self.probe_problem}")
                     torch.cuda.synchronize()
-        with Probe(self.model, activation) as probe:
-            loss, correct = self.eager(X, y)
         self.eager_probes += 1
-        return loss, correct, *probe.read(float(self.lr))
+        return probed(self.model, activation, float(self.lr), self.eager, X, y)
 
     def _probed_body(self, activation):
         with Probe(self.model, activation) as probe:  # its hooks catch the forward pass's tensors

@@ -214,6 +214,13 @@ class Probe:
         return [n for n, _ in named], sizes, flat
 
 
+def probed(model, activation, lr, step, *args):
+    """``step(*args)`` (a training step on ``model``) with a probe attached: (loss, correct, scalars, vectors)."""
+    with Probe(model, activation) as probe:
+        loss, correct = step(*args)
+    return loss, correct, *probe.read(lr)  # the one sync a probe needs
+
+
 def unpack(names, sizes, flat):
     """(scalars, vectors) from ``Probe.gather``'s names, sizes and flat array (on the CPU, as numpy)."""
     parts = dict(zip(names, np.split(flat, np.cumsum(sizes)[:-1])))

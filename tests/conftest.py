@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import struct
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -152,6 +153,26 @@ def real_data(real_data_root):
 def tiny_dataset(n_train=256, n_test=200, seed=0):
     """Random images shaped like Fashion-MNIST (bnviz.data.random_dataset): 8 steps an epoch at batch 32."""
     return bnviz.data.random_dataset(n_train, n_test, seed)
+
+
+def together(n, fn, timeout=30.0):
+    """fn(i) for i in range(n) in n threads released at the same instant; their results in order (what one
+    raised in its place; None where a thread had not finished within ``timeout``)."""
+    barrier, results = threading.Barrier(n), [None] * n
+
+    def run(i):
+        barrier.wait()
+        try:
+            results[i] = fn(i)
+        except Exception as e:  # noqa: BLE001 (the test looks at it)
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return results
 
 
 def until(condition, timeout=30.0, poll=0.005):

@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from conftest import until
+from conftest import together, until
 
 from bnviz.experiment_process import ExperimentProcess
 from bnviz.registry import CapacityError, Janitor, Registry
@@ -56,24 +56,16 @@ class FakeJob:
 def race(n, call):
     """Run call(i) for i in range(n) in n threads released at the same instant; their outcomes, in order:
     "ok", "capacity" (CapacityError), or the exception."""
-    barrier, outcomes = threading.Barrier(n), [None] * n
 
     def one(i):
-        barrier.wait()
         try:
             call(i)
-            outcomes[i] = "ok"
         except CapacityError:
-            outcomes[i] = "capacity"
-        except Exception as e:  # reported by the test
-            outcomes[i] = e
+            return "capacity"
+        return "ok"
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads)
+    outcomes = together(n, one, timeout=60)
+    assert None not in outcomes  # every thread finished
     return outcomes
 
 

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import together
 
 from bnviz.replay import Recording
 from ui.server import SHIPPED_RUN
@@ -28,25 +29,6 @@ class Slow:
         return self.make(n)
 
 
-def together(n, fn):
-    """fn() in n threads released at the same moment; their results in order."""
-    barrier, results = threading.Barrier(n), [None] * n
-
-    def run(i):
-        barrier.wait()
-        try:
-            results[i] = fn()
-        except Exception as e:  # noqa: BLE001 (the test looks at it)
-            results[i] = e
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return results
-
-
 @pytest.fixture(scope="module")
 def recording():
     return Recording.load(SHIPPED_RUN)
@@ -54,7 +36,7 @@ def recording():
 
 def test_viewers_asking_together_share_one_snapshot():
     exp, frames = Slow(lambda n: ("frame", n)), SharedFrames()
-    got = together(30, lambda: frames.snapshot("run", exp, max_age=1.5))
+    got = together(30, lambda _: frames.snapshot("run", exp, max_age=1.5))
     assert exp.calls == 1
     assert all(g is got[0] for g in got)
 
@@ -78,7 +60,7 @@ def test_a_figure_asked_for_together_is_built_once():
         return object()
 
     snap = ["frame"]
-    got = together(30, lambda: frames.figure(build, snap))
+    got = together(30, lambda _: frames.figure(build, snap))
     assert len(calls) == 1 and all(g is got[0] for g in got)
     assert frames.built == 1 and frames.reused == 29
 
@@ -94,7 +76,7 @@ def test_a_figure_that_fails_fails_for_every_waiter_and_is_tried_again():
         return "figure"
 
     snap = ["frame"]
-    got = together(5, lambda: frames.figure(build, snap))
+    got = together(5, lambda _: frames.figure(build, snap))
     assert len(calls) == 1 and all(isinstance(g, ValueError) for g in got)
     assert frames.figure(build, snap) == "figure" and len(calls) == 2  # not kept: the next page builds it
 
