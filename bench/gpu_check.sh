@@ -5,7 +5,7 @@
 # that would start too late to finish; each step has its own timeout, so one that hangs costs only its own slot.
 # Results go to $OUT step by step, so a cut-off run keeps them.
 # On the workplace's lent GPU machines (Python 3.12, torch, no internet, no Plotly, segno or Streamlit) it ran as
-#   pip install --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site \
+#   pip install --no-index --no-deps --target /tmp/site-packages .whl/*.whl && PYTHONPATH=/tmp/site-packages \
 #     BNVIZ_DATA=$PWD/.gpudata SKIP_CORE=1 REPEATS=3 BUDGET=400 bash bench/gpu_check.sh
 # with .whl and .gpudata filled here by `bash bench/gpu_wheels.sh` (about 270 s without the page check).
 set -uo pipefail

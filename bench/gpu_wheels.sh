@@ -27,7 +27,8 @@ du -sh .whl .gpudata
 total=$(( $(du -sb .whl .gpudata | awk '{s += $1} END {print s}') + $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) ))
 echo "travels: $((total / 1048576)) MiB of the 64 MiB a device call takes"
 cat <<'TXT'
-device run (carry [".whl", ".gpudata"], timeout_s 480):
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site || exit; BNVIZ_DATA=$PWD/.gpudata SKIP_CORE=1 REPEATS=3 BUDGET=400 bash bench/gpu_check.sh
+device run (the folder must be named site-packages: Streamlit installed anywhere else starts in its
+development mode, which refuses the server.port of .streamlit/config.toml; carry [".whl", ".gpudata"], timeout_s 480):
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site-packages .whl/*.whl \
+    && export PYTHONPATH=/tmp/site-packages || exit; BNVIZ_DATA=$PWD/.gpudata SKIP_CORE=1 REPEATS=3 BUDGET=400 bash bench/gpu_check.sh
 TXT
