@@ -8,7 +8,9 @@ Streamlit's own websocket protocol (``/_stcore/stream``, the BackMsg/ForwardMsg 
 and receives), so N viewers cost the server what N tabs would, without N chromium renderers competing for the
 same two cores (in a class they run on the students' laptops). Per count it reports the server's own CPU
 (cores), the teacher's training speed, and how long one more viewer takes from connecting to its first full
-page (a script run that finished); one real chromium page opened last measures the load a student sees.
+page (a script run that finished). Then ``--samples`` real students: each a chromium of its own (a fresh browser
+process and an empty cache, as on a student's laptop, but on the same cores), timed from the navigation to the
+loss chart drawn with its points; and, for comparison, as many tabs opened in the teacher's own browser.
 """
 
 import argparse
@@ -17,6 +19,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import sys
 import threading
 import time
@@ -117,10 +120,86 @@ class Crowd:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
+def crowd_process(url, key, nice, conn):
+    """A Crowd in a process of its own, at CPU priority ``nice``, driven over ``conn``: ("add", n), ("loaded",),
+    ("runs",) and ("close",); each answer is sent back. Its CPU is the simulated students' own, counted apart from
+    the server's (in a class each viewer runs on a student's laptop)."""
+    os.nice(nice)
+    crowd = Crowd(url, key)
+    while True:
+        command, *arg = conn.recv()
+        if command == "add":
+            crowd.add(arg[0])
+            conn.send(len(crowd.viewers))
+        elif command == "loaded":
+            conn.send(crowd.wait_loaded())
+        elif command == "runs":
+            conn.send(sum(v.runs for v in crowd.viewers))
+        else:
+            crowd.close()
+            conn.send(None)
+            return
+
+
+class CrowdProcess:
+    """The simulated viewers, in a child process (``crowd_process``)."""
+
+    def __init__(self, url, key, nice):
+        import multiprocessing as mp
+
+        self.conn, child = mp.Pipe()
+        self.process = mp.get_context("spawn").Process(target=crowd_process, args=(url, key, nice, child))
+        self.process.start()
+        self.count = 0
+
+    def ask(self, *command):
+        self.conn.send(command)
+        return self.conn.recv()
+
+    def add(self, n):
+        self.count = self.ask("add", n)
+
+    def wait_loaded(self):
+        return self.ask("loaded")
+
+    def runs(self):
+        return self.ask("runs")
+
+    def close(self):
+        self.ask("close")
+        self.process.join(10)
+
+
+def student_tab(pw, browser, url):
+    """Seconds from the navigation to the loss chart drawn with its points, in a tab of ``browser``, or (None) in
+    a chromium of its own: a new process and an empty cache, as a student's laptop opens the link."""
+    own = browser is None
+    if own:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    try:
+        t_open = time.monotonic()
+        page.goto(url, wait_until="commit", timeout=180_000)
+        while not loaded(page):
+            page.wait_for_timeout(50)
+        return time.monotonic() - t_open
+    finally:
+        page.close()
+        if own:
+            browser.close()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--viewers", type=int, nargs="+", default=[1, 10, 30])
     p.add_argument("--seconds", type=float, default=20)
+    p.add_argument(
+        "--crowd-nice",
+        type=int,
+        default=0,
+        help="CPU priority of the simulated viewers' process (19: as if they ran elsewhere, on students' laptops)",
+    )
+    p.add_argument("--samples", type=int, default=3, help="real student tabs per count (median reported)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     from playwright.sync_api import sync_playwright
@@ -129,6 +208,7 @@ def main(argv=None):
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "load_average": os.getloadavg(),
+        "crowd_nice": args.crowd_nice,
         "runs": [],
     }
     try:
@@ -140,33 +220,33 @@ def main(argv=None):
             teacher.get_by_role("button", name=START).click()
             key = re.search(r"[?&]run=([^&]+)", teacher.url).group(1)
             teacher.wait_for_timeout(5000)
-            crowd = Crowd(url, key)
+            crowd = CrowdProcess(url, key, args.crowd_nice)
             try:
                 for n in args.viewers:
-                    crowd.add(n - len(crowd.viewers))
+                    crowd.add(n - crowd.count)
                     firsts = crowd.wait_loaded()
                     teacher.wait_for_timeout(3000)  # settle
                     s0, c0, t0 = page_step(teacher), cpu_s(server.pid), time.monotonic()
-                    runs0 = sum(v.runs for v in crowd.viewers)
+                    runs0, v0 = crowd.runs(), cpu_s(crowd.process.pid)
                     teacher.wait_for_timeout(args.seconds * 1000)
                     s1, c1, t1 = page_step(teacher), cpu_s(server.pid), time.monotonic()
-                    runs1 = sum(v.runs for v in crowd.viewers)
-                    # one real student tab, opened now: how long until it shows the run's loss chart
-                    student = browser.new_page(viewport={"width": 1280, "height": 800})
-                    t_open = time.monotonic()
-                    student.goto(f"{url}/?watch={key}", wait_until="commit", timeout=180_000)
-                    while not loaded(student):
-                        student.wait_for_timeout(100)
-                    student_s = time.monotonic() - t_open
-                    student.close()
+                    runs1, v1 = crowd.runs(), cpu_s(crowd.process.pid)
+                    own, shared = [], []  # real students, opened now: until each shows the run's loss chart
+                    for _ in range(args.samples):
+                        own.append(student_tab(pw, None, f"{url}/?watch={key}"))
+                        shared.append(student_tab(pw, browser, f"{url}/?watch={key}"))
                     run = {
                         "viewers": n,
                         "server_cores": (c1 - c0) / (t1 - t0),
                         "teacher_steps_per_s": (s1 - s0) / (t1 - t0),
                         "viewer_refreshes_per_s": (runs1 - runs0) / (t1 - t0),
+                        "simulated_viewers_own_cores": (v1 - v0) / (t1 - t0),
                         "slowest_simulated_first_page_s": max(f for f in firsts if f is not None),
                         "simulated_not_loaded": sum(f is None for f in firsts),
-                        "one_more_browser_tab_chart_s": student_s,
+                        "new_student_browser_chart_s": statistics.median(own),
+                        "new_student_browser_chart_samples_s": own,
+                        "new_tab_in_teachers_browser_chart_s": statistics.median(shared),
+                        "new_tab_in_teachers_browser_chart_samples_s": shared,
                     }
                     result["runs"].append(run)
                     print(json.dumps(run), flush=True)

@@ -641,7 +641,11 @@ def test_a_lesson_at_projector_size_links_flips_studies_and_a_class_that_watches
             viewer, viewer_errors = projector_page(browser)
             viewer.goto(f"{server}/?watch={key}", wait_until="domcontentloaded")
             settle(viewer, timeout=60_000)
-            wait_for_plots(viewer, lambda c: loss_plot(c) is not None and len(loss_plot(c)["traces"]) == 2, "the run")
+            # the Training charts as static SVG (bnviz/svg_chart.py): both lanes' curves, and no Plotly chart drawn
+            loss_svg = viewer.locator("svg[data-chart='Training loss per step'] g[data-trace]")
+            wait_until(viewer, lambda: loss_svg.count() == 2, "the run's two curves on the viewer page")
+            assert viewer.locator("svg[data-chart='Accuracy'] polyline").count() >= 2
+            assert viewer.locator(".js-plotly-plot").count() == 0
             for label in ("Start", "Pause", "Step", "Reset", "Train 1 more epoch", "Apply and restart"):
                 assert control(viewer, label).count() == 0, label
             assert viewer.get_by_role("switch").count() == 0  # no lane toggles, no sidebar controls
@@ -654,7 +658,7 @@ def test_a_lesson_at_projector_size_links_flips_studies_and_a_class_that_watches
             settle(page, timeout=60_000)
             control(page, "Start").wait_for()
             sync_api.expect(page.locator("[data-testid='stSidebar']")).to_have_attribute("data-collapsed", "true")
-            for element in (control(page, "Reset"), page.locator("[data-testid='stDataFrame']").first):
+            for element in (control(page, "Reset"), page.locator("[data-testid='stMarkdown'] table").first):
                 box = element.bounding_box()
                 assert box is not None and box["y"] + box["height"] <= 800, box
             assert page.evaluate(TRUNCATED_JS) == []

@@ -288,6 +288,18 @@ def test_the_scoreboard_counts_exactly_the_threshold_as_reached():
     assert row["70%"] == row["80%"] == "step 2,000 · epoch 4.3"
 
 
+def test_the_scoreboard_as_markdown_holds_every_row_and_cell():
+    lanes = (_lane_with_val(0, [], []), _lane_with_val(1, [10, 20, 30, 40], [0.3, 0.55, 0.72, 0.69]))
+    snap = Snapshot("running", None, SETTINGS, "cpu", lanes)
+    lines = figures.scoreboard_markdown(snap).splitlines()
+    cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines]
+    rows = figures.scoreboard(snap)
+    assert cells[0] == list(rows[0])  # the header: lane, 50%, 70%, 80%, now
+    assert set(lines[1].strip("|").split("|")) <= {":---", "---:"}  # the separator row of a GFM table
+    assert cells[2:] == [list(r.values()) for r in rows]
+    assert figures.scoreboard_markdown(Snapshot("running", None, SETTINGS, "cpu", ())) == ""
+
+
 def test_downsample_leaves_nan_out_of_a_bucket_mean():
     n = 4000  # 2 points per bucket
     y = np.full(n, 2.0)

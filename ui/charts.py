@@ -17,7 +17,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from bnviz import figures
+from bnviz import figures, svg_chart
+
+from .shared import frames
 
 try:
     import plotly.io
@@ -99,6 +101,17 @@ def plotly_chart(fig, key, config=None):
 def chart(fig, key):
     """A Plotly figure at the page's width, with the PNG download button (the views' one way to draw one)."""
     plotly_chart(fig, key, figures.PNG_CONFIG)
+
+
+def svg(fig, key):
+    """A line figure as a static SVG (``bnviz.svg_chart``), drawn once per figure for every page that shows it; a
+    figure it cannot draw is drawn by Plotly."""
+    try:
+        text = frames().figure(svg_chart.to_svg, fig)
+    except svg_chart.Unsupported:
+        return chart(fig, key)
+    with st.container(key=f"svg-{key}"):
+        st.markdown(text, unsafe_allow_html=True)
 
 
 def placeholder(key, title, text, height):

@@ -48,7 +48,7 @@ def render(registry, key):
     st.segmented_control(
         "View", list(views.VIEWS), key=Key.VIEW, label_visibility="collapsed", required=True, bind=BOUND
     )
-    ctx = ViewContext()  # no experiment to command: the views show charts only
+    ctx = ViewContext(light=True)  # no experiment to command: the views show charts only, Training's as SVG
 
     @st.fragment(run_every=REFRESH_S)
     def panel():

@@ -1,11 +1,10 @@
 """Training: loss and accuracy of every lane on shared axes, and when each reached 50/70/80%."""
 
-import pyarrow as pa
 import streamlit as st
 
 from bnviz import captions, figures
 
-from ..charts import chart, placeholder, warm_up
+from ..charts import chart, placeholder, svg, warm_up
 from ..context import figure
 
 CAPTION = (
@@ -42,9 +41,10 @@ def charts(snap, ctx):
             lambda: placeholder("loss", LOSS[0], waiting(snap, ctx, LOSS[1]), CHART_HEIGHT),
             lambda: placeholder("acc", ACCURACY[0], waiting(snap, ctx, ACCURACY[1]), CHART_HEIGHT),
         )
+    draw = svg if ctx.light else chart  # a viewer's page draws these two without Plotly (bnviz/svg_chart.py)
     return (
-        lambda: chart(figure(figures.loss_figure, snap, ctx.last_n, ctx.log_loss), "loss"),
-        lambda: chart(figure(figures.accuracy_figure, snap, ctx.last_n), "acc"),
+        lambda: draw(figure(figures.loss_figure, snap, ctx.last_n, ctx.log_loss), "loss"),
+        lambda: draw(figure(figures.accuracy_figure, snap, ctx.last_n), "acc"),
     )
 
 
@@ -66,15 +66,13 @@ def render(snap, ctx):
         with c2:
             accuracy()
         scoreboard(snap)
-    if not trained(snap):
-        warm_up()  # last: the charts that come after Start find Plotly loaded
-
-
-def scoreboard_table(snap):
-    """The scoreboard as an Arrow table, made once per frame for every page (st.dataframe then sends it as is)."""
-    return pa.Table.from_pylist(figures.scoreboard(snap))
+    if ctx.light or not trained(snap):
+        warm_up()  # last: the charts after Start (or a viewer's other views) find Plotly loaded
 
 
 def scoreboard(snap):
+    """The scoreboard, a Markdown table made once per frame for every page (no data grid to load)."""
     st.markdown(SCOREBOARD_TITLE)
-    st.dataframe(figure(scoreboard_table, snap), hide_index=True, width="stretch")
+    table = figure(figures.scoreboard_markdown, snap)
+    if table:
+        st.markdown(table)

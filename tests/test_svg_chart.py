@@ -1,0 +1,157 @@
+"""bnviz/svg_chart.py: a viewer's static charts say what the figure says.
+
+The reference is the chart's own axis labels: every tick label's value at its position defines the map from
+data to drawing, and every drawn point of every trace must sit where that map puts the trace's value (a
+chart whose curves disagree with its own labels would tell the class something false). The figures are the
+dashboard's own (``bnviz.figures``), from the shipped 10-epoch recording and from made-up tables.
+"""
+
+import math
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from bnviz import figures, svg_chart
+from bnviz.replay import Recording
+
+NS = {"s": "http://www.w3.org/2000/svg"}
+SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "chapter-run" / "experiment.npz"
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return Recording.load(SHIPPED)
+
+
+def parse(fig):
+    return ET.fromstring(svg_chart.to_svg(fig))
+
+
+def ticks(root, axis):
+    """[(value, position)] of one axis's tick labels."""
+    at = "x" if axis == "x" else "y"
+    group = root.find(f".//s:g[@class='{axis}ticks']", NS)
+    shift = 0 if axis == "x" else -5  # a y label's baseline sits 5 below its tick
+    return [(float(t.text), float(t.get(at)) + shift) for t in group.findall("s:text", NS)]
+
+
+def label_map(root, axis, log):
+    """The data -> drawing map that the axis's labels state (a straight line through every label)."""
+    pairs = ticks(root, axis)
+    assert len(pairs) >= 2, pairs
+    v = np.array([math.log10(p[0]) if log else p[0] for p in pairs])
+    pos = np.array([p[1] for p in pairs])
+    slope, offset = np.polyfit(v, pos, 1)
+    assert np.allclose(slope * v + offset, pos, atol=0.6), "the labels themselves are not evenly spaced"
+    return lambda data: slope * (np.log10(data) if log else np.asarray(data, dtype=float)) + offset
+
+
+def drawn(root, name):
+    """Every point of the trace called ``name``: its polylines' vertices, or its markers' centres."""
+    group = root.find(f".//s:g[@data-trace='{name}']", NS)
+    assert group is not None, name
+    points = [
+        tuple(map(float, xy.split(",")))
+        for line in group.findall("s:polyline", NS)
+        for xy in line.get("points").split()
+    ]
+    points += [(float(c.get("cx")), float(c.get("cy"))) for c in group.findall("s:circle", NS)]
+    return np.array(points).reshape(-1, 2)
+
+
+def check_every_point(fig, root):
+    log = fig.layout.yaxis.type == "log"
+    to_x, to_y = label_map(root, "x", False), label_map(root, "y", log)
+    for trace in fig.data:
+        x, y = np.asarray(trace.x, dtype=float), np.asarray(trace.y, dtype=float)
+        keep = np.isfinite(x) & np.isfinite(y) & ((y > 0) if log else True)
+        pts = drawn(root, trace.name)
+        if "lines" in (trace.mode or "lines"):
+            assert len(pts) >= keep.sum(), trace.name  # every value is a vertex (a marker adds its own)
+            pts = pts[: keep.sum()]
+            assert np.allclose(pts[:, 0], to_x(x[keep]), atol=0.2), trace.name
+            assert np.allclose(pts[:, 1], to_y(y[keep]), atol=0.2), trace.name
+
+
+@pytest.mark.parametrize("at", [300, 2000, None])
+def test_every_point_of_the_loss_and_accuracy_sits_where_the_axis_labels_put_it(shipped, at):
+    snap = shipped.snapshot(at)
+    for fig in (figures.loss_figure(snap), figures.loss_figure(snap, log_y=False), figures.accuracy_figure(snap)):
+        check_every_point(fig, parse(fig))
+
+
+def test_a_window_of_the_last_steps_is_drawn_as_the_figure_holds_it(shipped):
+    fig = figures.loss_figure(shipped.snapshot(2000), last_n=200)
+    root = parse(fig)
+    check_every_point(fig, root)
+    assert min(v for v, _ in ticks(root, "x")) >= 1800 - 200  # the axis spans the window, not the run
+
+
+def test_the_axis_labels_are_the_figures_own_where_it_sets_them(shipped):
+    fig = figures.loss_figure(shipped.snapshot(300))  # one decade of loss: six round values as tick labels
+    assert fig.layout.yaxis.tickvals is not None
+    lo, hi = fig.layout.yaxis.range
+    wanted = [t for t in fig.layout.yaxis.ticktext if lo <= math.log10(float(t)) <= hi]
+    labels = [t.text for t in parse(fig).find(".//s:g[@class='yticks']", NS).findall("s:text", NS)]
+    assert labels == wanted and len(labels) >= 4
+
+
+def test_log_ticks_are_1_2_5_per_decade_and_nice_ticks_are_round():
+    assert svg_chart.log_ticks(-1, math.log10(3)) == pytest.approx([0.1, 0.2, 0.5, 1, 2])
+    assert svg_chart.nice_ticks(0, 1) == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1])
+    assert svg_chart.nice_ticks(-190, 4870) == pytest.approx([0, 1000, 2000, 3000, 4000])
+    assert svg_chart.label(1e-5) == "1e-5" and svg_chart.label(0.25) == "0.25" and svg_chart.label(2000.0) == "2000"
+
+
+def test_a_gap_in_a_curve_stays_a_gap():
+    fig = go.Figure(go.Scatter(x=[0, 1, 2, 3, 4], y=[1, 2, np.nan, 3, 4], mode="lines", name="a"))
+    group = parse(fig).find(".//s:g[@data-trace='a']", NS)
+    assert [len(p.get("points").split()) for p in group.findall("s:polyline", NS)] == [2, 2]
+
+
+def test_the_legend_lists_exactly_the_traces_that_plotly_would(shipped):
+    fig = figures.accuracy_figure(shipped.snapshot(2000))  # train and test traces are left out of the legend
+    shown = [t.name for t in fig.data if t.showlegend is not False]
+    legend = [t.text for t in parse(fig).find(".//s:g[@class='legend']", NS).findall("s:text", NS)]
+    assert legend == shown == ["A · BN off · validation", "B · BN scratch · validation"]
+
+
+def test_the_teachers_marks_are_drawn_at_their_steps_with_their_labels():
+    fig = go.Figure(go.Scatter(x=[0, 100, 200], y=[2.3, 1.0, 0.5], mode="lines", name="B"))
+    fig.update_layout(
+        shapes=[dict(type="line", x0=120, x1=120, xref="x", y0=0, y1=1, yref="paper", line=dict(dash="dash"))],
+        annotations=[dict(text="B: BN off", x=120, xref="x", y=0.99, yref="paper", xanchor="left", showarrow=False)],
+    )
+    root = parse(fig)
+    mark = root.find(".//s:g[@class='marks']/s:line", NS)
+    assert float(mark.get("x1")) == pytest.approx(label_map(root, "x", False)(120), abs=0.2)
+    assert mark.get("stroke-dasharray") == svg_chart.DASHES["dash"]
+    assert "B: BN off" in [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+
+
+def test_a_label_at_the_right_edge_turns_to_the_left_of_its_mark():
+    fig = go.Figure(go.Scatter(x=[0, 100], y=[1, 2], mode="lines", name="B"))
+    label = dict(text="B: BN off", x=100, xref="x", y=0.99, yref="paper", xanchor="left", xshift=3, showarrow=False)
+    fig.update_layout(annotations=[label])
+    text = next(t for t in parse(fig).iter("{http://www.w3.org/2000/svg}text") if t.text == "B: BN off")
+    assert text.get("text-anchor") == "end" and float(text.get("x")) <= svg_chart.W  # inside the drawing
+
+
+def test_text_from_a_figure_is_escaped():
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], name="a <b> & c"))
+    fig.update_layout(title=dict(text="loss < 1 & rising"))
+    root = parse(fig)  # well-formed XML: nothing in a name or a title can open a tag
+    assert root.get("data-chart") == "loss < 1 & rising"
+
+
+def test_bars_heat_maps_and_subplots_go_to_plotly(shipped):
+    snap = shipped.snapshot(2000)
+    with pytest.raises(svg_chart.Unsupported):
+        svg_chart.to_svg(figures.histogram_figure(snap, "bn1"))  # bars, in three subplots
+    with pytest.raises(svg_chart.Unsupported):
+        svg_chart.to_svg(go.Figure(go.Heatmap(z=[[1, 2], [3, 4]])))
+    with pytest.raises(svg_chart.Unsupported):
+        svg_chart.to_svg(go.Figure(go.Scatter(x=[0], y=[0], mode="markers", marker=dict(symbol="star"))))
