@@ -209,7 +209,7 @@ def to_svg(fig):
     ys = [np.asarray(t.y, dtype=float) for t in fig.data]
     xa = Axis(layout.xaxis, np.concatenate(xs) if xs else [], layout.xaxis.type == "log", left, right)
     ya = Axis(layout.yaxis, np.concatenate(ys) if ys else [], layout.yaxis.type == "log", plot_bottom, top)
-    clip = f"clip-{abs(hash((id(fig), top))) % 10**8}"
+    clip = f"clip-{id(fig):x}"  # one per figure on the page (the loss and the accuracy charts sit side by side)
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {total_h}" width="100%" role="img"'
         f' style="font-family:inherit; display:block" data-chart="{escape(layout.title.text or "")}">\n',
@@ -254,7 +254,7 @@ def to_svg(fig):
     out += [_trace(t, xa, ya) for t in fig.data]
     out.append("</g>")
     for a in layout.annotations:
-        out.append(_annotation(a, xa, ya, left, right))
+        out.append(_annotation(a, xa, ya))
     if layout.title.text:
         out.append(_text(W / 2, 26, layout.title.text, TITLE_FONT))
     out.append('<g class="legend">')
@@ -283,7 +283,7 @@ def _legend_item(x, y, name, trace):
     return "".join(parts)
 
 
-def _annotation(a, xa, ya, left, right):
+def _annotation(a, xa, ya):
     """A label: at a step (xref x) or a fraction of the plot (xref paper), its height a fraction of the plot."""
     x = float(xa.px(a.x)) if a.xref == "x" else xa.paper(a.x)
     y = ya.paper(a.y) if a.yref == "paper" else float(ya.px(a.y))
