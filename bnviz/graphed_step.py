@@ -111,12 +111,16 @@ class GraphedStep:
             self.warm += 1
             return self._side_stream(self.eager, X, y)
         try:
-            return self._capture(X, y)
+            self._record(X, y)
         except Exception as e:  # noqa: BLE001 - any failure to capture falls back to eager, said once
-            self.graph, self.problem = None, f"capture failed ({type(e).__name__}: {e})"
-            say_once(f"{self.name} trains eagerly, not as a CUDA graph: {self.problem}")
-            torch.cuda.synchronize()
+            self._give_up(e)
             return self.eager(X, y)
+        return self._replay(X, y)  # capture records the kernels without running them: this step runs now
+
+    def _give_up(self, e):
+        self.graph, self.problem = None, f"capture failed ({type(e).__name__}: {e})"
+        say_once(f"{self.name} trains eagerly, not as a CUDA graph: {self.problem}")
+        torch.cuda.synchronize()
 
     def probed(self, X, y, activation):
         """A step with a probe: (summed loss, number correct, scalars, vectors), as ``Probe.read`` after
@@ -128,6 +132,12 @@ class GraphedStep:
                 out, names, sizes, flat = self._probed_body(activation)
                 return out[0], out[1], *unpack(names, sizes, flat.cpu().numpy())
             self._drop_if_stale()
+            if self.graph is None and self.warm >= WARMUP_STEPS:  # probes at (nearly) every step: capture the
+                try:  # step here, so that the probed graph, which needs it, comes next
+                    self._record(X, y)
+                except Exception as e:  # noqa: BLE001 - as in __call__: eager from now on, said once
+                    self._give_up(e)
+                    return self.probed(X, y, activation)
             ready = self.graph is not None and self.eager_probes > 0 and not self.probe_problem
             if ready and self.probe_graph is not None and self.probe_static[0] == activation:
                 return self._replay_probed(X, y)
@@ -139,6 +149,9 @@ class GraphedStep:
                     say_once(f"{self.name} probes eagerly, not as a CUDA graph: {self.probe_problem}")
                     torch.cuda.synchronize()
         self.eager_probes += 1
+        if self.capture and self.graph is None and not self.problem and X.shape[0] == self.batch_size:
+            self.warm += 1  # an eager probe warms up for the capture as an eager step does, on a side stream
+            return self._side_stream(probed, self.model, activation, float(self.lr), self.eager, X, y)
         return probed(self.model, activation, float(self.lr), self.eager, X, y)
 
     def _probed_body(self, activation):
@@ -209,7 +222,8 @@ class GraphedStep:
         torch.cuda.current_stream().wait_stream(stream)
         return out
 
-    def _capture(self, X, y):
+    def _record(self, X, y):
+        """Capture the step (nothing runs: the next replay is its first run)."""
         t0 = time.perf_counter()
         self._load(X, y)
         torch.cuda.synchronize()
@@ -220,4 +234,3 @@ class GraphedStep:
         self.graph, self.key = graph, tensor_key(self.model)
         self.capture_s = time.perf_counter() - t0
         say_once(f"{self.name} trains as a CUDA graph (captured in {self.capture_s * 1000:.0f} ms)")
-        return self._replay(X, y)  # capture records the kernels without running them: this step runs now

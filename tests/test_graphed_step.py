@@ -169,6 +169,14 @@ def test_the_probed_graph_reads_what_an_eager_probe_reads_on_a_gpu():
 
 @pytest.mark.gpu
 @needs_cuda
+def test_a_probe_at_every_step_is_graphed_too_on_a_gpu():
+    # no plain step ever comes: the eager probes are the warm-up, then the step and the probed step are captured
+    step = compare_probed("cuda", capture=True, probe_every=1)
+    assert step.graphed and step.probe_graph is not None and step.eager_probes == WARMUP_STEPS
+
+
+@pytest.mark.gpu
+@needs_cuda
 def test_noisy_bn_trains_eagerly_on_a_gpu_and_says_why(capsys):
     (model, opt), _ = two_copies("noisy", "cuda")
     step = GraphedStep(model, opt, 0.5, 32, name="lane N")
