@@ -14,7 +14,8 @@ in the loop, so everything the step reads or writes must stay where it was at ca
 A probed step (``probed``) is a second graph: the same step, then the probe's numbers (``Probe.gather``:
 histograms, percentiles, statistics, gradient norms) into one static tensor, fetched in one transfer. It is
 captured at the first probed step after the step's own capture; probes before it run eagerly (they also
-draw the probe's sample positions, which a capture cannot).
+draw the probe's sample positions, which a capture cannot). With a probe at every step, the eager probes are
+the warm-up, and the step and the probed step are captured in the same call.
 
 What changes the step's code or its tensors (BN switched off, a parameter or buffer replaced, a new batch
 shape) makes new captures at the next steps; a step the graph cannot take (an epoch's last, shorter batch)
@@ -112,10 +113,10 @@ class GraphedStep:
             return self._side_stream(self.eager, X, y)
         try:
             self._record(X, y)
+            return self._replay(X, y)  # capture records the kernels without running them: this step runs now
         except Exception as e:  # noqa: BLE001 - any failure to capture falls back to eager, said once
             self._give_up(e)
             return self.eager(X, y)
-        return self._replay(X, y)  # capture records the kernels without running them: this step runs now
 
     def _give_up(self, e):
         self.graph, self.problem = None, f"capture failed ({type(e).__name__}: {e})"

@@ -1,15 +1,17 @@
 """A line figure of ``bnviz.figures`` drawn as a static SVG: the charts of a viewer's page (``?watch=``).
 
 A student's fresh viewer tab spent about half the time to its first chart loading and running Plotly's
-4.7 MB bundle (docs/PERFORMANCE.md), and a class of 40 on one Wi-Fi downloads it 40 times. The Training
+4.7 MB bundle (docs/PERFORMANCE.md). The Training
 view's two figures are lines, markers, vertical marks and their labels, so a viewer gets them drawn here,
-from the same figure objects the teacher's page shows: no script, nothing to load, the same colours, axes,
-ranges and marks, without Plotly's hover and zoom. A figure with anything else in it (bars, heat maps,
+from the same figure objects the teacher's page shows: no script to wait for, the same colours, axes,
+ranges and marks, without Plotly's hover and zoom. (The page still fetches Plotly's bundle once it is idle,
+for the other views: later, not before the first chart.) A figure with anything else in it (bars, heat maps,
 subplots) raises ``Unsupported``, and the page draws it with Plotly.
 
 ``to_svg(fig)`` reads the figure as Plotly would draw it: an axis range given in the layout is used as is
-(a log axis's range in decades), otherwise the data's extent; a log axis's ticks are its ``tickvals`` or
-1, 2, 5 per decade (``dtick="D2"``); NaN breaks a line; points outside the plot are clipped.
+(a log axis's range in decades), otherwise the data's extent (padded a little where markers are drawn); a
+log axis's ticks are its ``tickvals`` or 1, 2, 5 per decade (``dtick="D2"``); NaN breaks a line; points
+outside the plot are clipped; the legend is drawn where Plotly would draw one.
 """
 
 import math
@@ -48,7 +50,10 @@ def log_ticks(lo, hi):
 
 
 def label(v):
-    """A tick label: as few digits as the value needs (0.2, 1.5, 1e-05 as 1e-5)."""
+    """A tick label as Plotly's ``~g`` writes it: as few digits as the value needs (0.2, 1.5, 0.00001), in
+    exponent form only below 1e-6 or from 1e6 (1e-7, 1e+6)."""
+    if v != 0 and 1e-6 <= abs(v) < 1e-4:  # Python's g turns to exponents sooner than d3's
+        return np.format_float_positional(v, precision=6, unique=True, trim="-")
     text = f"{v:.6g}"
     return text.replace("e-0", "e-").replace("e+0", "e+")
 
@@ -56,7 +61,7 @@ def label(v):
 class Axis:
     """One axis: its range in drawing units and the map from a data value to a pixel along it."""
 
-    def __init__(self, layout_axis, values, log, px0, px1):
+    def __init__(self, layout_axis, values, log, px0, px1, pad=0.04):
         self.log = log
         given = layout_axis.range
         if given is not None and None not in given:
@@ -67,8 +72,8 @@ class Axis:
             if log:
                 v = np.log10(v)
             lo, hi = (float(v.min()), float(v.max())) if len(v) else (0.0, 1.0)
-            pad = (hi - lo) * 0.04 or 1.0
-            lo, hi = lo - pad, hi + pad
+            margin = (hi - lo) * pad if hi > lo else 1.0  # a single value still gets an axis around it
+            lo, hi = lo - margin, hi + margin
         self.lo, self.hi, self.px0, self.px1 = lo, hi, px0, px1
         if layout_axis.tickvals is not None:
             self.ticks = [float(t) for t in layout_axis.tickvals]
@@ -103,17 +108,33 @@ def _check(fig):
         symbol = trace.marker.symbol
         if "markers" in (trace.mode or "") and symbol is not None and symbol not in MARKERS:
             raise Unsupported(f"marker symbol {symbol}")
+        if trace.fill not in (None, "none") or trace.line.shape not in (None, "linear"):
+            raise Unsupported(f"a filled or shaped line ({trace.fill}, {trace.line.shape})")
+        if trace.visible not in (None, True) or (trace.line.dash or "solid") not in DASHES:
+            raise Unsupported(f"a trace drawn {trace.visible} with dash {trace.line.dash}")
+    if layout.xaxis.type == "log":
+        raise Unsupported("a log x axis")
+    for a in layout.annotations:
+        if a.showarrow is not False or a.xref not in ("x", "paper") or a.yref != "paper":
+            raise Unsupported("an annotation with an arrow, or placed on the y axis")
     axes = [k for k in layout.to_plotly_json() if k.startswith(("xaxis", "yaxis")) and k not in ("xaxis", "yaxis")]
     if axes:
         raise Unsupported(f"subplots ({', '.join(axes)})")
     for shape in layout.shapes:
         if shape.type != "line" or shape.xref != "x" or shape.yref != "paper" or shape.x0 != shape.x1:
             raise Unsupported(f"a {shape.type} shape")
+        if (shape.line.dash or "solid") not in DASHES or shape.layer == "below":
+            raise Unsupported(f"a shape drawn {shape.line.dash}, {shape.layer}")
 
 
 def _legend(fig):
-    """(name, trace) of every trace the legend lists."""
-    return [(t.name, t) for t in fig.data if t.name and t.showlegend is not False]
+    """(name, trace) of every trace the legend lists; none, as in Plotly, where the layout says so or where
+    at most one trace would be listed and none asks to be."""
+    items = [(t.name, t) for t in fig.data if t.showlegend is not False]
+    shown = fig.layout.showlegend
+    if shown is False or (shown is None and len(items) < 2 and not any(t.showlegend for _, t in items)):
+        return []
+    return [(name or "", t) for name, t in items]
 
 
 def _legend_rows(items, width):
@@ -207,7 +228,8 @@ def to_svg(fig):
     total_h = plot_bottom + bottom
     xs = [np.asarray(t.x, dtype=float) for t in fig.data] + [np.array([s.x0 for s in layout.shapes], dtype=float)]
     ys = [np.asarray(t.y, dtype=float) for t in fig.data]
-    xa = Axis(layout.xaxis, np.concatenate(xs) if xs else [], layout.xaxis.type == "log", left, right)
+    markers = any("markers" in (t.mode or "") for t in fig.data)  # Plotly pads an axis for markers, not lines
+    xa = Axis(layout.xaxis, np.concatenate(xs) if xs else [], False, left, right, pad=0.03 if markers else 0.0)
     ya = Axis(layout.yaxis, np.concatenate(ys) if ys else [], layout.yaxis.type == "log", plot_bottom, top)
     clip = f"clip-{id(fig):x}"  # one per figure on the page (the loss and the accuracy charts sit side by side)
     out = [
@@ -240,8 +262,10 @@ def to_svg(fig):
     if layout.yaxis.title.text:
         mid = (top + plot_bottom) / 2
         out.append(_text(18, mid, layout.yaxis.title.text, TICK_FONT, extra=f' transform="rotate(-90 18 {mid:.1f})"'))
-    out.append(f'<g clip-path="url(#{clip})"><g class="marks">')
-    for shape in layout.shapes:  # the teacher's marks, under the curves
+    out.append(f'<g clip-path="url(#{clip})">')
+    out += [_trace(t, xa, ya) for t in fig.data]
+    out.append('<g class="marks">')
+    for shape in layout.shapes:  # the teacher's marks, over the curves (Plotly's layer "above")
         x = float(xa.px(shape.x0))
         dash = DASHES.get(shape.line.dash or "solid")
         dash = f' stroke-dasharray="{dash}"' if dash else ""
@@ -250,9 +274,7 @@ def to_svg(fig):
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y0:.1f}" y2="{y1:.1f}" stroke="{shape.line.color or AXIS}"'
             f' stroke-width="{shape.line.width or 1:g}"{dash}/>'
         )
-    out.append("</g>")
-    out += [_trace(t, xa, ya) for t in fig.data]
-    out.append("</g>")
+    out.append("</g></g>")
     for a in layout.annotations:
         out.append(_annotation(a, xa, ya))
     if layout.title.text:
@@ -286,7 +308,7 @@ def _legend_item(x, y, name, trace):
 def _annotation(a, xa, ya):
     """A label: at a step (xref x) or a fraction of the plot (xref paper), its height a fraction of the plot."""
     x = float(xa.px(a.x)) if a.xref == "x" else xa.paper(a.x)
-    y = ya.paper(a.y) if a.yref == "paper" else float(ya.px(a.y))
+    y = ya.paper(a.y)  # _check: every label's height is a fraction of the plot
     size = a.font.size or TICK_FONT
     anchor = {"left": "start", "right": "end"}.get(a.xanchor, "middle")
     width = len(a.text) * CHAR * size

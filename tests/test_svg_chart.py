@@ -6,6 +6,7 @@ chart whose curves disagree with its own labels would tell the class something f
 dashboard's own (``bnviz.figures``), from the shipped 10-epoch recording and from made-up tables.
 """
 
+import dataclasses
 import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -50,30 +51,53 @@ def label_map(root, axis, log):
 
 
 def drawn(root, name):
-    """Every point of the trace called ``name``: its polylines' vertices, or its markers' centres."""
+    """(vertices of the trace's lines, centres of its markers) for the trace called ``name``."""
     group = root.find(f".//s:g[@data-trace='{name}']", NS)
     assert group is not None, name
-    points = [
+    vertices = [
         tuple(map(float, xy.split(",")))
         for line in group.findall("s:polyline", NS)
         for xy in line.get("points").split()
     ]
-    points += [(float(c.get("cx")), float(c.get("cy"))) for c in group.findall("s:circle", NS)]
-    return np.array(points).reshape(-1, 2)
+    centres = [(float(c.get("cx")), float(c.get("cy"))) for c in group.findall("s:circle", NS)]
+    for diamond in group.findall("s:path", NS):  # M x,top L right,y L x,bottom L left,y Z
+        (x, top), _, (_, bottom), _ = (tuple(map(float, p.split(","))) for p in diamond.get("d")[1:-1].split("L"))
+        centres.append((x, (top + bottom) / 2))
+    return np.array(vertices).reshape(-1, 2), np.array(centres).reshape(-1, 2)
+
+
+def plot_area(root):
+    """(left, top, right, bottom) of the plot, as its clip rectangle says."""
+    r = root.find(".//s:clipPath/s:rect", NS)
+    x, y, w, h = (float(r.get(k)) for k in ("x", "y", "width", "height"))
+    return x, y, x + w, y + h
 
 
 def check_every_point(fig, root):
+    """Every vertex and marker where the axis labels put its value, and the axes spanning what the figure
+    asks: its y range (given by every figure here) from the plot's bottom to its top, and on x the data's
+    extent from edge to edge (lines only) or a little inside the edges (markers: Plotly pads for them)."""
     log = fig.layout.yaxis.type == "log"
     to_x, to_y = label_map(root, "x", False), label_map(root, "y", log)
+    left, top, right, bottom = plot_area(root)
+    lo, hi = fig.layout.yaxis.range
+    ends = (10.0**lo, 10.0**hi) if log else (lo, hi)
+    assert to_y(ends[0]) == pytest.approx(bottom, abs=0.5) and to_y(ends[1]) == pytest.approx(top, abs=0.5)
+    xs = np.concatenate([np.asarray(t.x, dtype=float) for t in fig.data] + [[s.x0 for s in fig.layout.shapes]])
+    first, last = to_x(np.nanmin(xs)), to_x(np.nanmax(xs))
+    if not any("markers" in t.mode for t in fig.data):
+        assert first == pytest.approx(left, abs=0.5) and last == pytest.approx(right, abs=0.5)
+    else:
+        assert left < first < left + 0.05 * (right - left) and right - 0.05 * (right - left) < last < right
     for trace in fig.data:
         x, y = np.asarray(trace.x, dtype=float), np.asarray(trace.y, dtype=float)
         keep = np.isfinite(x) & np.isfinite(y) & ((y > 0) if log else True)
-        pts = drawn(root, trace.name)
-        if "lines" in (trace.mode or "lines"):
-            assert len(pts) >= keep.sum(), trace.name  # every value is a vertex (a marker adds its own)
-            pts = pts[: keep.sum()]
-            assert np.allclose(pts[:, 0], to_x(x[keep]), atol=0.2), trace.name
-            assert np.allclose(pts[:, 1], to_y(y[keep]), atol=0.2), trace.name
+        vertices, centres = drawn(root, trace.name)
+        for drawn_as, points in (("lines", vertices), ("markers", centres)):
+            if drawn_as in trace.mode:
+                assert len(points) == keep.sum(), (trace.name, drawn_as)  # every value, once
+                assert np.allclose(points[:, 0], to_x(x[keep]), atol=0.2), trace.name
+                assert np.allclose(points[:, 1], to_y(y[keep]), atol=0.2), trace.name
 
 
 @pytest.mark.parametrize("at", [300, 2000, None])
@@ -81,6 +105,18 @@ def test_every_point_of_the_loss_and_accuracy_sits_where_the_axis_labels_put_it(
     snap = shipped.snapshot(at)
     for fig in (figures.loss_figure(snap), figures.loss_figure(snap, log_y=False), figures.accuracy_figure(snap)):
         check_every_point(fig, parse(fig))
+
+
+def test_a_diverged_lane_keeps_the_others_readable_as_the_figure_says(shipped):
+    snap = shipped.snapshot(1000)
+    a, b = snap.lanes
+    steps = dict(a.tables["steps"])
+    steps["train_loss"] = steps["train_loss"].copy()
+    steps["train_loss"][-100:] = np.r_[np.geomspace(10, 1e18, 98), np.inf, np.nan]  # up, and over
+    diverged = dataclasses.replace(a, tables={**a.tables, "steps": steps})
+    fig = figures.loss_figure(dataclasses.replace(snap, lanes=(diverged, b)))
+    assert 10 ** fig.layout.yaxis.range[1] < 100  # the figure's range holds the healthy losses only
+    check_every_point(fig, parse(fig))  # which the SVG keeps: its y axis is that range, the rest is clipped
 
 
 def test_a_window_of_the_last_steps_is_drawn_as_the_figure_holds_it(shipped):
@@ -103,7 +139,8 @@ def test_log_ticks_are_1_2_5_per_decade_and_nice_ticks_are_round():
     assert svg_chart.log_ticks(-1, math.log10(3)) == pytest.approx([0.1, 0.2, 0.5, 1, 2])
     assert svg_chart.nice_ticks(0, 1) == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1])
     assert svg_chart.nice_ticks(-190, 4870) == pytest.approx([0, 1000, 2000, 3000, 4000])
-    assert svg_chart.label(1e-5) == "1e-5" and svg_chart.label(0.25) == "0.25" and svg_chart.label(2000.0) == "2000"
+    assert svg_chart.label(0.25) == "0.25" and svg_chart.label(2000.0) == "2000"
+    assert svg_chart.label(1e-5) == "0.00001" and svg_chart.label(1e-7) == "1e-7"  # as Plotly's ~g writes them
 
 
 def test_a_gap_in_a_curve_stays_a_gap():
@@ -112,11 +149,17 @@ def test_a_gap_in_a_curve_stays_a_gap():
     assert [len(p.get("points").split()) for p in group.findall("s:polyline", NS)] == [2, 2]
 
 
+def legend(fig):
+    return [t.text for t in parse(fig).find(".//s:g[@class='legend']", NS).findall("s:text", NS)]
+
+
 def test_the_legend_lists_exactly_the_traces_that_plotly_would(shipped):
     fig = figures.accuracy_figure(shipped.snapshot(2000))  # train and test traces are left out of the legend
     shown = [t.name for t in fig.data if t.showlegend is not False]
-    legend = [t.text for t in parse(fig).find(".//s:g[@class='legend']", NS).findall("s:text", NS)]
-    assert legend == shown == ["A · BN off · validation", "B · BN scratch · validation"]
+    assert legend(fig) == shown == ["A · BN off · validation", "B · BN scratch · validation"]
+    one_lane = dataclasses.replace(shipped.snapshot(2000), lanes=shipped.snapshot(2000).lanes[1:])
+    assert legend(figures.loss_figure(one_lane)) == []  # one trace: Plotly draws no legend
+    assert legend(figures.loss_figure(one_lane).update_layout(showlegend=True)) == ["B · BN scratch"]
 
 
 def test_the_teachers_marks_are_drawn_at_their_steps_with_their_labels():

@@ -19,7 +19,7 @@ class ViewContext:
     registry: object | None = None
     key: str | None = None  # the experiment's id in the registry
     present: bool = False  # presenter mode: one chart per row, the scoreboard first
-    light: bool = False  # the viewer page: the Training charts as static SVG (bnviz.svg_chart), no Plotly to load
+    light: bool = False  # the viewer page: the Training charts as static SVG (bnviz.svg_chart), before Plotly
 
     @property
     def live(self):
