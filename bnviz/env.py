@@ -19,6 +19,7 @@ VARIABLES = {
     "BNVIZ_CUDA_GRAPHS": "0: on a GPU, train every step eagerly instead of replaying a captured CUDA graph",
     "BNVIZ_RACE_STEPS": "steps per learning rate in the learning-rate race (default 200)",
     "BNVIZ_DEVICES_STEPS": "steps per run in the BN-across-devices study (default 300)",
+    "BNVIZ_LANDSCAPE_EVERY": "steps between loss-landscape measurements once the study switches them on (default 25)",
     "BNVIZ_CHILD_NICE": "how much lower the training processes' CPU priority is than the page's (0-19, default 10)",
     "BNVIZ_SCREENSHOTS": "folder where the browser tests save screenshots (default: a temporary folder)",
     "BNVIZ_REQUIRE_ALL": "1 in CI: a test whose input (the dataset, chromium) is missing fails instead of skipping",
@@ -93,6 +94,10 @@ def race_steps():
 
 def devices_steps():
     return _read("BNVIZ_DEVICES_STEPS", int, 300, lambda v: v >= 1)
+
+
+def landscape_every():
+    return _read("BNVIZ_LANDSCAPE_EVERY", int, 25, lambda v: v >= 1)
 
 
 def child_nice():

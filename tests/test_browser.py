@@ -106,6 +106,7 @@ def server(request, tmp_path):
         "PYTHONUNBUFFERED": "1",
         "BNVIZ_RACE_STEPS": "60",  # a short race
         "BNVIZ_DEVICES_STEPS": "30",  # a short BN-across-devices study
+        "BNVIZ_LANDSCAPE_EVERY": "10",  # three landscape measurements after 30 steps, not 75
         **data_env(request),
     }
     env.pop("BNVIZ_MAX_TRAINING", None)

@@ -24,7 +24,7 @@ from bnviz.snapshot import LaneSpec, LaneStatus, LaneView, Settings, Snapshot, S
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "chapter-run" / "experiment.npz"
 SHIPPED_STEPS = (0, 1, 20, 200, 1000, 1500, 2000, 2500, 3500, None)  # None: the end (4,690)
 FAST = Settings(train_size=12_800, epochs=1, batch_size=128, lr=0.1, probe_every=5, val_every=10, val_size=500)
-LANDSCAPE_EVERY = 25  # as the dashboard's landscape study switches it on (ui/views/experiments.py)
+LANDSCAPE_EVERY = 25  # as the dashboard's landscape study switches it on (bnviz.env.landscape_every)
 NUM = r"-?[\d,]*\.?\d+(?:e[-+]?\d+)?"
 
 

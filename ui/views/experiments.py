@@ -30,7 +30,6 @@ STUDIES = (
 )
 STUDY_JOBS = ("race", "batchstats", "devices")
 MIN_STEPS_FOR_BATCHSTATS = 50
-LANDSCAPE_EVERY = 25
 STOP_WAIT_S = 2.0
 
 RACE_CAPTION = (
@@ -238,7 +237,7 @@ def landscape(snap, ctx):
     st.caption(LANDSCAPE_CAPTION)
     on = snap.settings.landscape_every > 0
     if st.button("Switch the landscape probe off" if on else "Switch the landscape probe on (restarts)"):
-        say(ctx.exp.reset, dataclasses.replace(ctx.exp.settings, landscape_every=0 if on else LANDSCAPE_EVERY))
+        say(ctx.exp.reset, dataclasses.replace(ctx.exp.settings, landscape_every=0 if on else env.landscape_every()))
         st.rerun()
     st.markdown(captions.landscape(snap, ctx.last_n))
     chart(figure(figures.landscape_figure, snap, ctx.last_n), "landscape")
