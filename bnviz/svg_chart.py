@@ -165,6 +165,23 @@ def _segments(xs, ys):
     return runs
 
 
+def _thin(xs, ys):
+    """At most two vertices per unit of x (a pixel of the drawing): in each column its lowest and its highest
+    point, in their order, and the run's first and last. The line covers the same pixels with a fraction of the
+    points: a long run's 2,000 steps per trace are ~900 vertices, and a viewer's redraw about half the bytes."""
+    n = len(xs)
+    if n < 4 or np.any(np.diff(xs) < 0):  # x goes back (not a curve over steps): drawn as it is
+        return xs, ys
+    col = np.floor(xs).astype(np.int64)
+    if n <= 2 * (col[-1] - col[0] + 1):
+        return xs, ys
+    order = np.lexsort((ys, col))  # by column, then by height
+    starts = np.flatnonzero(np.r_[True, col[order][1:] != col[order][:-1]])
+    ends = np.r_[starts[1:], n] - 1
+    keep = np.unique(np.r_[order[starts], order[ends], 0, n - 1])
+    return xs[keep], ys[keep]
+
+
 def _points(xs, ys):
     return " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys))
 
@@ -192,8 +209,8 @@ def _trace(trace, xa, ya):
         dash = f' stroke-dasharray="{dash}"' if dash else ""
         for a, b in _segments(xs, ys):
             out.append(
-                f'<polyline points="{_points(xs[a:b], ys[a:b])}" fill="none" stroke="{color}" stroke-width="{width:g}"'
-                f' stroke-linejoin="round"{dash}/>'
+                f'<polyline points="{_points(*_thin(xs[a:b], ys[a:b]))}" fill="none" stroke="{color}"'
+                f' stroke-width="{width:g}" stroke-linejoin="round"{dash}/>'
             )
     if "markers" in mode:
         m = trace.marker
