@@ -137,8 +137,7 @@ class GraphedStep:
                 try:  # step here, so that the probed graph, which needs it, comes next
                     self._record(X, y)
                 except Exception as e:  # noqa: BLE001 - as in __call__: eager from now on, said once
-                    self._give_up(e)
-                    return self.probed(X, y, activation)
+                    self._give_up(e)  # no graph: this probe runs eagerly below
             ready = self.graph is not None and self.eager_probes > 0 and not self.probe_problem
             if ready and self.probe_graph is not None and self.probe_static[0] == activation:
                 return self._replay_probed(X, y)

@@ -19,7 +19,7 @@ import streamlit as st
 
 from bnviz import figures, svg_chart
 
-from .shared import frames
+from .context import figure
 
 try:
     import plotly.io
@@ -107,7 +107,7 @@ def svg(fig, key):
     """A line figure as a static SVG (``bnviz.svg_chart``), drawn once per figure for every page that shows it; a
     figure it cannot draw is drawn by Plotly."""
     try:
-        text = frames().figure(svg_chart.to_svg, fig)
+        text = figure(svg_chart.to_svg, fig)
     except svg_chart.Unsupported:
         return chart(fig, key)
     with st.container(key=f"svg-{key}"):
