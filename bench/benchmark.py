@@ -6,13 +6,13 @@
 What it measures (all on one device, one process, one run):
 
 1. Training images/s of LeNet with norm none / scratch / torch (seed 0, lr 0.1, batch 128, SGD through
-   ``bnviz.training.train_step``) fed by OUR pipeline (the whole dataset in memory as uint8 tensors, on the
-   device, cut into batches by ``bnviz.data.batches``) and by THE CHAPTER'S pipeline
+   ``bnviz.step.training.train_step``) fed by OUR pipeline (the whole dataset in memory as uint8 tensors, on the
+   device, cut into batches by ``bnviz.data.fashion_mnist.batches``) and by THE CHAPTER'S pipeline
    (``torchvision.datasets.FashionMNIST`` + ``transforms.ToTensor()`` + ``DataLoader(batch_size=128,
    shuffle=True, num_workers=4)``, each batch moved with ``.to(device)``). ``--steps`` timed steps after
    ``--warmup`` untimed ones (which also absorb the DataLoader's worker start-up, reported apart).
    Target: BNLeNetScratch ours >= 3x the chapter's pipeline.
-2. Forward + backward of one BN layer in training mode: ours (``bnviz.batchnorm.BatchNorm``) with each
+2. Forward + backward of one BN layer in training mode: ours (``bnviz.norms.batchnorm.BatchNorm``) with each
    backward pass (``backward="paper"``, the default the models use, and ``backward="autograd"``),
    ``torch.nn.BatchNorm1d/2d``, the chapter's layer (copied below as ``chapter_batch_norm``) and our layer
    as it was before 2026-11-26 (addcmul/rsqrt, copied below as ``BeforeBatchNorm``), the last two for
@@ -20,7 +20,7 @@ What it measures (all on one device, one process, one run):
    <= 2.5x torch at (128, 6, 24, 24). ``--only layer`` runs this part alone.
 3. One epoch of 60,000 images for none + scratch together, interleaved step by step on the same batches
    as ``python -m bnviz train`` does, plus both validations on the 10,000 test images with
-   ``bnviz.training.evaluate``. Target: <= 9 s.
+   ``bnviz.step.training.evaluate``. Target: <= 9 s.
 4. Threads: BNLeNetScratch on our pipeline with ``torch.set_num_threads(1)`` and ``(2)``.
 
 Times are wall-clock (``time.perf_counter``), with ``torch.cuda.synchronize()`` before each clock read
@@ -48,11 +48,11 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.autograd.function import once_differentiable  # noqa: E402
 
-from bnviz import device as devices  # noqa: E402
-from bnviz.batchnorm import BACKWARDS, BatchNorm  # noqa: E402
-from bnviz.data import DataError, _find_files, batches, load_fashion_mnist, locate  # noqa: E402
-from bnviz.models import build_lenet  # noqa: E402
-from bnviz.training import evaluate, make_optimizer, train_step  # noqa: E402
+from bnviz.data.fashion_mnist import DataError, _find_files, batches, load_fashion_mnist, locate  # noqa: E402
+from bnviz.machine import device as devices  # noqa: E402
+from bnviz.norms.batchnorm import BACKWARDS, BatchNorm  # noqa: E402
+from bnviz.step.models import build_lenet  # noqa: E402
+from bnviz.step.training import evaluate, make_optimizer, train_step  # noqa: E402
 
 BATCH_SIZE = 128
 LR = 0.1
@@ -152,7 +152,7 @@ class BeforeTrainingBatchNorm(torch.autograd.Function):
 
 
 class BeforeBatchNorm(BatchNorm):
-    """``bnviz.batchnorm.BatchNorm`` as it was before 2026-11-26, training mode only."""
+    """``bnviz.norms.batchnorm.BatchNorm`` as it was before 2026-11-26, training mode only."""
 
     def forward(self, X):
         dims = (0,) if X.dim() == 2 else (0, 2, 3)
@@ -309,7 +309,7 @@ def chapter_model(seed=SEED):
 def measure_training(norm, stream, steps, warmup, device, model=None, optimizer=make_optimizer):
     """Images/s of `steps` SGD steps of a fresh LeNet after `warmup` untimed ones.
 
-    ``optimizer(model, lr)``: ours (``bnviz.training.SGD``) or, for the chapter, ``torch.optim.SGD``.
+    ``optimizer(model, lr)``: ours (``bnviz.step.training.SGD``) or, for the chapter, ``torch.optim.SGD``.
 
     data_wait_share is the part of the timed wall-clock spent getting the next batch (in ``next()``);
     on CUDA it is approximate, since kernels run asynchronously.

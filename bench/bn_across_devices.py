@@ -2,7 +2,7 @@
 
 1. Accuracy: a global minibatch of 128 spread over k = 128 / b devices, per-device batch b = 2 ... 64; eval-mode
    test accuracy after the same steps, BN per device vs synchronised (in one process: each device's statistics
-   on its slice, bnviz.across_devices; synchronised BN is one run, the same for every k).
+   on its slice, bnviz.devices.across_devices; synchronised BN is one run, the same for every k).
 2. The in-process arithmetic against k gloo processes at k = 2 and 4 (real data, a few steps): weight gap.
 3. The cost of synchronisation per step on gloo: k = 2 and 4 processes, per-device batch b, median step time
    with BN per device and with our synchronised BN (8 more all-reduces a step: 4 layers, forward and backward).
@@ -19,10 +19,10 @@ import time
 import numpy as np
 import torch
 
-from bnviz.across_devices import across_devices
-from bnviz.data import load_fashion_mnist
-from bnviz.data_parallel import ParallelSettings, train, train_rank
-from bnviz.process_group import run_local_group
+from bnviz.data.fashion_mnist import load_fashion_mnist
+from bnviz.devices.across_devices import across_devices
+from bnviz.devices.data_parallel import ParallelSettings, train, train_rank
+from bnviz.devices.process_group import run_local_group
 
 PER_DEVICE_BATCHES = (2, 4, 8, 16, 32, 64)
 GLOBAL_BATCH = 128

@@ -46,9 +46,9 @@ def child(lever, norm, threads, blocks=6, block_steps=30, warmup=10):
     sys.path.insert(0, str(REPO / "bench"))
     import torch
 
-    from bnviz.data import batches, load_fashion_mnist
-    from bnviz.models import build_lenet
-    from bnviz.training import make_optimizer, train_step
+    from bnviz.data.fashion_mnist import batches, load_fashion_mnist
+    from bnviz.step.models import build_lenet
+    from bnviz.step.training import make_optimizer, train_step
 
     torch.set_num_threads(threads)
     if lever == "no-mkldnn":

@@ -42,9 +42,9 @@ STEP_RE = re.compile(r"step ([\d,]+)/")
 
 def headless_rate(seconds):
     """Steps/s of the dashboard's default pair, trained here as the dashboard trains it (shared CPU)."""
-    from bnviz.data import load_fashion_mnist
-    from bnviz.engine import Experiment
-    from bnviz.snapshot import LaneSpec, Settings
+    from bnviz.data.fashion_mnist import load_fashion_mnist
+    from bnviz.live.engine import Experiment
+    from bnviz.live.snapshot import LaneSpec, Settings
 
     exp = Experiment(
         load_fashion_mnist(), Settings(probe_every=20, val_every=100), (LaneSpec("none"), LaneSpec("scratch"))

@@ -2,7 +2,7 @@
 
     python bench/engine_bench.py [--device auto|cpu|cuda] [--steps 300] [--json PATH]
 
-For the default pair (BN off, BN scratch), trained in lockstep through bnviz.engine.Experiment:
+For the default pair (BN off, BN scratch), trained in lockstep through bnviz.live.engine.Experiment:
 - images/s with probes at the default frequency (every 20 steps) against probes switched off;
 - images/s of the engine against the bare training loop (train_step on the same batches, no engine);
 - images/s of the engine in a child process (ExperimentProcess, as the dashboard runs it) against in this one;
@@ -18,13 +18,14 @@ from pathlib import Path
 
 import torch
 
-from bnviz import device as devices
-from bnviz.data import batches, load_fashion_mnist
-from bnviz.engine import Experiment
-from bnviz.experiment_process import ExperimentProcess, warm_up
-from bnviz.models import build_lenet
-from bnviz.snapshot import LaneSpec, Settings
-from bnviz.training import make_optimizer, train_step
+from bnviz.data.fashion_mnist import batches, load_fashion_mnist
+from bnviz.live.engine import Experiment
+from bnviz.live.experiment_process import ExperimentProcess
+from bnviz.live.processes import warm_up
+from bnviz.live.snapshot import LaneSpec, Settings
+from bnviz.machine import device as devices
+from bnviz.step.models import build_lenet
+from bnviz.step.training import make_optimizer, train_step
 
 
 def engine_rate(data, device, steps, probe_every, warmup=20, cls=Experiment):

@@ -39,9 +39,10 @@ step 150 tests.txt $PT -m gpu tests/test_studies.py tests/test_sync_batchnorm.py
 # the dashboard's engine in a child process (forkserver) on CUDA: trains there, snapshots and clones come back
 step 90 process_cuda.txt $PY - <<'PYEOF'
 import time
-from bnviz.data import load_fashion_mnist
-from bnviz.engine import Settings
-from bnviz.experiment_process import ExperimentProcess, warm_up
+from bnviz.data.fashion_mnist import load_fashion_mnist
+from bnviz.live.engine import Settings
+from bnviz.live.experiment_process import ExperimentProcess
+from bnviz.live.processes import warm_up
 warm_up()
 exp = ExperimentProcess(load_fashion_mnist(), Settings(epochs=2, device="auto"))
 t = time.monotonic(); exp.start(); assert exp.wait(300); wall = time.monotonic() - t

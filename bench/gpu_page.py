@@ -23,10 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import bnviz.data  # noqa: E402
-import bnviz.registry  # noqa: E402
-from bnviz.experiment_process import ExperimentProcess, warm_up  # noqa: E402
-from bnviz.snapshot import Settings  # noqa: E402
+import bnviz.data.fashion_mnist  # noqa: E402
+import bnviz.live.registry  # noqa: E402
+from bnviz.live.experiment_process import ExperimentProcess  # noqa: E402
+from bnviz.live.processes import warm_up  # noqa: E402
+from bnviz.live.snapshot import Settings  # noqa: E402
 
 
 def steps_now(exp):
@@ -52,14 +53,14 @@ def page_views(data, seconds):
     from ui.views import VIEWS
 
     registries = []
-    init = bnviz.registry.Registry.__init__
+    init = bnviz.live.registry.Registry.__init__
 
     def tracking(self, *args, **kwargs):
         init(self, *args, **kwargs)
         registries.append(self)
 
-    bnviz.registry.Registry.__init__ = tracking
-    bnviz.data.load_fashion_mnist = lambda *a, **k: data  # the page loads the data through this
+    bnviz.live.registry.Registry.__init__ = tracking
+    bnviz.data.fashion_mnist.load_fashion_mnist = lambda *a, **k: data  # the page loads the data through this
     at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60)
     at.query_params["preset"] = "chapter"
     at.query_params["epochs"] = "100"
@@ -112,7 +113,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     os.environ.setdefault("BNVIZ_MAX_TRAINING", "2")
     warm_up()
-    data = bnviz.data.random_dataset(60_000, 10_000)  # Fashion-MNIST's shapes; the pixels do not matter here
+    data = bnviz.data.fashion_mnist.random_dataset(
+        60_000, 10_000
+    )  # Fashion-MNIST's shapes; the pixels do not matter here
     base = headless(data, args.seconds)
     print(f"headless on {base['device']}: {base['steps_per_s']:.1f} steps/s (both lanes)", flush=True)
     page = page_views(data, args.seconds)

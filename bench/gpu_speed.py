@@ -5,7 +5,7 @@
 Measured in one run, on the same data on the device, each the best of ``--repeats``:
 1. bare loops, one epoch (468 steps of 128) of BN off + BN scratch, no probes, no validation: ``train_step``
    (eager) against ``GraphedStep`` (captured once, replayed): the floor the engine is held to;
-2. the engine (``bnviz.engine.Experiment``), one epoch of both lanes at the chapter's settings (probes every 20
+2. the engine (``bnviz.live.engine.Experiment``), one epoch of both lanes at the chapter's settings (probes every 20
    steps, validation every 100, the full test set at the epoch's end), with CUDA graphs on and off
    (``BNVIZ_CUDA_GRAPHS``); the target is at most 0.8 s on an H100, within 2x of the bare graphed loop;
 3. the CLI: ``python -m bnviz train --epochs 10 --device <device>`` from the command to summary.json, graphs on
@@ -25,13 +25,13 @@ from pathlib import Path
 
 import torch
 
-from bnviz import device as devices
-from bnviz.data import batches, load_fashion_mnist
-from bnviz.engine import Experiment
-from bnviz.graphed_step import GraphedStep
-from bnviz.models import build_lenet
-from bnviz.snapshot import LaneSpec, Settings
-from bnviz.training import make_optimizer, train_step
+from bnviz.data.fashion_mnist import batches, load_fashion_mnist
+from bnviz.live.engine import Experiment
+from bnviz.live.snapshot import LaneSpec, Settings
+from bnviz.machine import device as devices
+from bnviz.step.graphed_step import GraphedStep
+from bnviz.step.models import build_lenet
+from bnviz.step.training import make_optimizer, train_step
 
 ROOT = Path(__file__).resolve().parent.parent
 LANES = ("none", "scratch")

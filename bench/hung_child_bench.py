@@ -26,14 +26,14 @@ import streamlit as st  # noqa: E402
 import torch  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-import bnviz.data  # noqa: E402
+import bnviz.data.fashion_mnist  # noqa: E402
 
 DASHBOARD = ROOT / "dashboard.py"
 
 
 def synthetic():
     g = torch.Generator().manual_seed(0)
-    return bnviz.data.FashionMNISTData(
+    return bnviz.data.fashion_mnist.FashionMNISTData(
         torch.randint(0, 256, (12_800, 28, 28), dtype=torch.uint8, generator=g),
         torch.arange(12_800) % 10,
         torch.randint(0, 256, (1_000, 28, 28), dtype=torch.uint8, generator=g),
@@ -87,7 +87,7 @@ def main(argv=None):
     p.add_argument("--cap", type=float, default=90)
     args = p.parse_args(argv)
     data = synthetic()
-    bnviz.data.load_fashion_mnist = lambda *a, **k: data
+    bnviz.data.fashion_mnist.load_fashion_mnist = lambda *a, **k: data
     os.environ.setdefault("BNVIZ_MAX_TRAINING", "4")
     st.cache_resource.clear()
 

@@ -10,12 +10,12 @@ Four measurements, every lane with the same seed (the same initial weights) and 
     sizes 2, 4, 8, 32 and 128, each trained on the same number of images (one pass over the first
     ``--images`` training images) with the linear scaling rule, lr = 0.1 * batch / 128 (0.1 at 128, the
     chapter's rate; 0.0016 at 2), so that every batch size makes about the same progress per image.
-(b) skewed batches: each training batch drawn from k of the 10 classes (k = 10, 5, 2, 1; bnviz/sampling.py)
+(b) skewed batches: each training batch drawn from k of the 10 classes (k = 10, 5, 2, 1; bnviz/data/sampling.py)
     for BN vs BN renorm vs GroupNorm, at batch 32, lr 0.025, for ``--skew-steps`` steps over all 60,000
     images: long enough for Batch Renorm's r_max/d_max warm-up (plain BN until step 500, the full limits at
-    2,500; bnviz/batch_renorm.py) to act.
+    2,500; bnviz/norms/batch_renorm.py) to act.
 (c) PreciseBN: for every lane of (a) and (b) with running statistics, the eval-mode accuracy before and after
-    recomputing them (bnviz/precise_bn.py, 6,400 training images in i.i.d. batches of the training size, as
+    recomputing them (bnviz/step/precise_bn.py, 6,400 training images in i.i.d. batches of the training size, as
     the dashboard's study), against the train-mode accuracy.
 (d) noisy BN vs BN vs none: the (b) set-up at k = 10, the same steps.
 
@@ -42,10 +42,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bnviz.data import batches, load_fashion_mnist  # noqa: E402
-from bnviz.models import build_lenet  # noqa: E402
-from bnviz.precise_bn import layers_with_statistics, recompute_statistics  # noqa: E402
-from bnviz.training import evaluate, evaluate_train_mode, make_optimizer, train_step  # noqa: E402
+from bnviz.data.fashion_mnist import batches, load_fashion_mnist  # noqa: E402
+from bnviz.step.models import build_lenet  # noqa: E402
+from bnviz.step.precise_bn import layers_with_statistics, recompute_statistics  # noqa: E402
+from bnviz.step.training import evaluate, evaluate_train_mode, make_optimizer, train_step  # noqa: E402
 
 SMALL_SIZES = (2, 4, 8, 32, 128)
 SMALL_NORMS = ("none", "scratch", "groupnorm", "layernorm", "renorm")

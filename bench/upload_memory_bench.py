@@ -34,7 +34,7 @@ SHIPPED = ROOT / "assets" / "chapter-run" / "experiment.npz"
 
 def big_experiment(path, rows, seed=0):
     """The shipped run with ``rows`` steps per lane of random losses, accuracies and learning rates."""
-    from bnviz.history import load_experiment, save_experiment
+    from bnviz.live.experiment_file import load_experiment, save_experiment
 
     header, lanes = load_experiment(SHIPPED)
     rng = np.random.default_rng(seed)
@@ -104,7 +104,7 @@ def main(argv=None):
 
     tmp = Path(tempfile.mkdtemp(prefix="bnviz-upload-"))
     path = big_experiment(tmp / "big-experiment.npz", args.rows)
-    from bnviz.history import load_experiment
+    from bnviz.live.experiment_file import load_experiment
 
     _, lanes = load_experiment(path)
     columns = sum(a.nbytes for t in lanes for cols in t.values() for a in cols.values())

@@ -28,7 +28,7 @@ START = re.compile(r"^Start( Shortcut \S+)?$")
 
 def loaded(page):
     """Whether the page shows the loss chart with its points: Plotly's (a teacher's page) or the SVG one (a
-    viewer's page, bnviz/svg_chart.py)."""
+    viewer's page, bnviz/pictures/svg_chart.py)."""
     return page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].some(el =>
         (el.layout.title.text || '').startsWith('Training loss')
         && (el._fullData || []).some(t => t.x && t.x.length))

@@ -1,7 +1,7 @@
 """bnviz: see Batch Normalization work. The engine; the Streamlit page lives in dashboard.py."""
 
-from .batchnorm import BatchNorm, batch_norm
-from .models import BNLeNet, BNLeNetScratch, ChapterLeNet, PlainLeNet, build_lenet
+from bnviz.norms.batchnorm import BatchNorm, batch_norm
+from bnviz.step.models import BNLeNet, BNLeNetScratch, ChapterLeNet, PlainLeNet, build_lenet
 
 __all__ = ["BatchNorm", "batch_norm", "build_lenet", "PlainLeNet", "BNLeNetScratch", "BNLeNet", "ChapterLeNet"]
 __version__ = "0.1.0"

@@ -3,39 +3,25 @@
 import argparse
 import dataclasses
 import json
-import os
-import re
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from . import device as devices
-from .data import DataError, load_fashion_mnist
-from .engine import Experiment
-from .exercises import EXERCISES
-from .exercises import run as run_exercise
-from .history import metrics_csv, save_experiment
-from .models import NORMS
-from .process_group import GroupFailed, launched_by_torchrun
-from .snapshot import LaneSpec, Settings
+from bnviz.data.fashion_mnist import DataError, load_fashion_mnist
+from bnviz.devices.process_group import GroupFailed, launched_by_torchrun
+from bnviz.live import run_folder
+from bnviz.live.engine import Experiment
+from bnviz.live.experiment_file import metrics_csv, save_experiment
+from bnviz.live.run_folder import OutputError, discard_created, prepare_out
+from bnviz.live.snapshot import LaneSpec, Settings
+from bnviz.machine import device as devices
+from bnviz.step.models import NORMS
+from bnviz.studies.exercises import EXERCISES
+from bnviz.studies.exercises import run as run_exercise
 
 
 class TrainingFailed(RuntimeError):
     """The worker stopped with an error; its message is in the experiment's status."""
-
-
-class OutputError(RuntimeError):
-    """--out cannot take the run's files: the message says why; ``code`` is the exit status.
-
-    2 when found before training (nothing was trained), 1 when the run trained but its files are elsewhere or
-    nowhere (the message says where).
-    """
-
-    def __init__(self, message, code=2):
-        super().__init__(message)
-        self.code = code
 
 
 def parse_norms(text):
@@ -71,8 +57,10 @@ def progress(done, total, text, stream=sys.stderr):
 
 def train(args):
     """Train the variants side by side through the live engine, printing a table per epoch."""
-    if getattr(args, "devices", None) or launched_by_torchrun():  # data-parallel on K ranks: bnviz/parallel_run.py
-        from .parallel_run import run
+    if (
+        getattr(args, "devices", None) or launched_by_torchrun()
+    ):  # data-parallel on K ranks: bnviz/devices/parallel_run.py
+        from bnviz.devices.parallel_run import run
 
         return run(args)
     settings = Settings(
@@ -176,177 +164,36 @@ def summary(snap):
 
 
 OUTPUT_FILES = ("experiment.npz", "history.csv", "summary.json")  # moved in in this order: summary.json last
-_OURS = re.compile(r"\.bnviz-(write|probe)-(\d+)-")  # staging folders and probe files, named with their pid
 
 
-def _why(e):
-    """An OSError as a few words: 'No space left on device', 'Not a directory: /dev/null'."""
-    words = e.strerror or str(e) or type(e).__name__
-    return f"{words}: {e.filename}" if e.filename else words
-
-
-def prepare_out(out):
-    """Make ``out`` a folder this run can write, before any training: created if missing, probed with a file.
-
-    Removes what runs killed while writing there left behind. Returns the folders it created, for
-    ``discard_created``; raises OutputError (exit 2) with what is wrong: a file, no such place, no permission.
-    """
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out} is a file, not a folder: give a folder for the run's files")
-    created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out, prefix=f".bnviz-probe-{os.getpid()}-")
-        try:
-            os.write(fd, b"bnviz")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            os.unlink(probe)
-    except OSError as e:
-        discard_created(created)
-        raise OutputError(f"--out {out} is not a folder bnviz can write to ({_why(e)}): choose another") from e
-    remove_leftovers(out)
-    return created
-
-
-def discard_created(created):
-    """Remove the folders ``prepare_out`` created, deepest first, as long as they are empty."""
-    for folder in created:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-
-
-def remove_leftovers(out):
-    """Staging folders and probe files of runs that were killed while writing into ``out`` (not of live ones)."""
-    try:
-        paths = list(out.iterdir())
-    except OSError:  # a folder one may write but not list: nothing to tidy that we can see
-        return
-    for path in paths:
-        m = _OURS.match(path.name)
-        if not m or int(m[2]) == os.getpid() or _alive(int(m[2])):
-            continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # PermissionError: someone else's process
-        return True
-    return True
-
-
-def _write_text(path, text):
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+def output_writers(exp, snap):
+    """The dashboard's export format, one writer per file: experiment.npz (loadable for replay), history.csv
+    and summary.json (the commit marker, last)."""
+    views = [lane.tables for lane in snap.lanes]
+    header = exp.header()
+    summary_json = json.dumps(
+        {"settings": dataclasses.asdict(snap.settings), "device": snap.device, "variants": summary(snap)}, indent=2
+    )
+    # newline="": the csv module's own line ends (\r\n), as the dashboard's download has them
+    csv_text = metrics_csv([l.label for l in snap.lanes], views)
+    return {
+        "experiment.npz": lambda path: save_experiment(path, header, views),
+        "history.csv": lambda path: run_folder.write_text(path, csv_text),
+        "summary.json": lambda path: run_folder.write_text(path, summary_json),
+    }
 
 
 def write_outputs(out, exp, snap):
-    """experiment.npz (loadable for replay), history.csv and summary.json: the dashboard's export format, as one set.
-
-    The three are written into a staging folder inside ``out`` (``.bnviz-write-<pid>-...``), then moved in one
-    by one, summary.json last, after the previous set was moved aside: summary.json is the commit marker.
-    A folder with a summary.json holds a complete set from one run; if anything fails (a full disk, a folder
-    gone), the previous set is moved back and the error raised, and a run killed while the files move leaves
-    no summary.json (its previous set is in the staging folder, which the next run there removes). The
-    staging folder is removed in every other case.
-    """
-    views = [lane.tables for lane in snap.lanes]
-    out.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out, prefix=f".bnviz-write-{os.getpid()}-"))
-    try:
-        save_experiment(stage / "experiment.npz", exp.header(), views)
-        # newline="": the csv module's own line ends (\r\n), as the dashboard's download has them
-        _write_text(stage / "history.csv", metrics_csv([l.label for l in snap.lanes], views))
-        summary_json = json.dumps(
-            {"settings": dataclasses.asdict(snap.settings), "device": snap.device, "variants": summary(snap)}, indent=2
-        )
-        _write_text(stage / "summary.json", summary_json)
-        _swap_in(stage, out)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    """The three files into ``out``, all or nothing (``run_folder.write_all``)."""
+    run_folder.write_all(out, output_writers(exp, snap))
     print(f"bnviz: wrote {out / 'experiment.npz'}, history.csv and summary.json", file=sys.stderr)
 
 
-def _swap_in(stage, out):
-    """Move the staged set into ``out``; on any failure put the previous set back as it was."""
-    previous = stage / "previous"
-    previous.mkdir()
-    moved_aside, moved_in = [], []
-    try:
-        for name in reversed(OUTPUT_FILES):  # summary.json first: the old set is no longer complete
-            if (out / name).exists():
-                os.replace(out / name, previous / name)
-                moved_aside.append(name)
-        for name in OUTPUT_FILES:  # summary.json last: now the new set is
-            os.replace(stage / name, out / name)
-            moved_in.append(name)
-        _fsync_folder(out)
-    except BaseException:
-        for name in reversed(OUTPUT_FILES):
-            try:
-                if name in moved_aside:
-                    os.replace(previous / name, out / name)
-                elif name in moved_in:
-                    (out / name).unlink()  # a new file without the rest of its set
-            except OSError:
-                pass
-        raise
-
-
-def _fsync_folder(folder):
-    """Make the renames in ``folder`` durable (where the system allows opening a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_outputs(out, exp, snap):
-    """write_outputs into ``out``; when that fails after training, into a new temporary folder, and say where.
-
-    The run is never lost to a full disk or a vanished folder: OutputError (exit 1) names the folder that
-    holds it, or says that neither place could take it.
-    """
-    try:
-        write_outputs(out, exp, snap)
-        return out
-    except OSError as e:
-        first = e
-    fallback = None
-    try:
-        fallback = Path(tempfile.mkdtemp(prefix="bnviz-run-"))
-        write_outputs(fallback, exp, snap)
-    except OSError as e:
-        if fallback is not None:
-            shutil.rmtree(fallback, ignore_errors=True)
-        raise OutputError(
-            f"the run trained, but could not be saved: not in {out} ({_why(first)}), nor in a temporary folder "
-            f"({_why(e)})",
-            code=1,
-        ) from e
-    raise OutputError(
-        f"could not write the run's files to {out} ({_why(first)}); they are saved in {fallback} instead "
-        f"({', '.join(OUTPUT_FILES)})",
-        code=1,
-    ) from first
+    """write_outputs into ``out``; when that fails after training, into a new temporary folder, and say where."""
+    where = run_folder.save_all(out, output_writers(exp, snap))
+    print(f"bnviz: wrote {where / 'experiment.npz'}, history.csv and summary.json", file=sys.stderr)
+    return where
 
 
 def exercise(args):
@@ -451,7 +298,7 @@ def main(argv=None):
         print(f"bnviz: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # anything else the system refused: a message, never a traceback
-        print(f"bnviz: {_why(e)}", file=sys.stderr)
+        print(f"bnviz: {run_folder.why(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nbnviz: interrupted", file=sys.stderr)

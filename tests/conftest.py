@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-import bnviz.data
-from bnviz import env
-from bnviz.data import FILES
+import bnviz.data.fashion_mnist
+from bnviz.data.fashion_mnist import FILES
+from bnviz.machine import env
 
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"
-REAL_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # bnviz.data.DEBIAN_DIR, before any monkeypatch
+REAL_DEBIAN_DIR = Path(
+    "/usr/share/datasets/fashion-mnist"
+)  # bnviz.data.fashion_mnist.DEBIAN_DIR, before any monkeypatch
 
 
 def idx_bytes(array):
@@ -103,7 +105,7 @@ def places(tmp_path, monkeypatch):
     p.cwd.mkdir()
     monkeypatch.delenv("BNVIZ_DATA", raising=False)
     monkeypatch.chdir(p.cwd)
-    monkeypatch.setattr(bnviz.data, "DEBIAN_DIR", p.debian)
+    monkeypatch.setattr(bnviz.data.fashion_mnist, "DEBIAN_DIR", p.debian)
     return p
 
 
@@ -121,8 +123,8 @@ def full_synthetic(tmp_path_factory):
 
 @pytest.fixture
 def synthetic_is_original(full_synthetic, monkeypatch):
-    """full_synthetic passes the digest check: its digests stand in for Zalando's (bnviz.data.SHA256)."""
-    monkeypatch.setattr(bnviz.data, "SHA256", full_synthetic.sha256)
+    """full_synthetic passes the digest check: its digests stand in for Zalando's (bnviz.data.fashion_mnist.SHA256)."""
+    monkeypatch.setattr(bnviz.data.fashion_mnist, "SHA256", full_synthetic.sha256)
     return full_synthetic
 
 
@@ -130,19 +132,19 @@ def synthetic_is_original(full_synthetic, monkeypatch):
 def real_data_root(tmp_path_factory):
     """A torchvision root holding the real Fashion-MNIST, unpacked; skip when it is not on this machine."""
     for folder in (REPO_DATA, REAL_DEBIAN_DIR):
-        files = bnviz.data._find_files(folder)
+        files = bnviz.data.fashion_mnist._find_files(folder)
         if files:
             raw = folder / "FashionMNIST" / "raw"
             if all(files[n] == raw / n for n in FILES):
                 return folder
-            return bnviz.data._unpack_into(files, tmp_path_factory.mktemp("fashion_mnist"))
+            return bnviz.data.fashion_mnist._unpack_into(files, tmp_path_factory.mktemp("fashion_mnist"))
     missing(f"the real Fashion-MNIST is in neither {REPO_DATA} nor {REAL_DEBIAN_DIR}")
 
 
 @pytest.fixture(scope="session")
 def real_data(real_data_root):
     """The real dataset in memory (loaded once per session)."""
-    return bnviz.data.load_fashion_mnist(real_data_root, download=False)
+    return bnviz.data.fashion_mnist.load_fashion_mnist(real_data_root, download=False)
 
 
 # ============================================================================================= experiments
@@ -151,8 +153,8 @@ def real_data(real_data_root):
 
 
 def tiny_dataset(n_train=256, n_test=200, seed=0):
-    """Random images shaped like Fashion-MNIST (bnviz.data.random_dataset): 8 steps an epoch at batch 32."""
-    return bnviz.data.random_dataset(n_train, n_test, seed)
+    """Random images shaped like Fashion-MNIST (fashion_mnist.random_dataset): 8 steps an epoch at batch 32."""
+    return bnviz.data.fashion_mnist.random_dataset(n_train, n_test, seed)
 
 
 def together(n, fn, timeout=30.0):
@@ -208,8 +210,8 @@ def make_experiment(tiny_data):
     """
     import uuid
 
-    from bnviz.engine import Experiment
-    from bnviz.snapshot import DEFAULT_LANES, Settings
+    from bnviz.live.engine import Experiment
+    from bnviz.live.snapshot import DEFAULT_LANES, Settings
 
     made = []
 

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from bnviz.batchnorm import BACKWARDS, BatchNorm, batch_norm
-from bnviz.models import build_lenet
+from bnviz.norms.batchnorm import BACKWARDS, BatchNorm, batch_norm
+from bnviz.step.models import build_lenet
 
 both_backwards = pytest.mark.parametrize("backward", BACKWARDS)
 
@@ -30,7 +30,7 @@ def pair(num_features, num_dims, dtype, seed, backward):
 
 
 def is_paper(Y):
-    """Whether Y came out of the hand-written backward pass (bnviz/batchnorm_backward.py)."""
+    """Whether Y came out of the hand-written backward pass (bnviz/norms/batchnorm_backward.py)."""
     return type(Y.grad_fn).__name__ == "PaperBatchNormBackward"
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import missing
 
-import bnviz.data
-from bnviz import env
+import bnviz.data.fashion_mnist
+from bnviz.machine import env
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -89,7 +89,7 @@ def data_env(request):
     cwd = Path.cwd()
     try:
         os.chdir(ROOT)  # ./data means the repository's data folder, as for the server
-        found = any(bnviz.data._find_files(d) for d in bnviz.data.search_dirs())
+        found = any(bnviz.data.fashion_mnist._find_files(d) for d in bnviz.data.fashion_mnist.search_dirs())
     finally:
         os.chdir(cwd)
     if found:
@@ -642,7 +642,7 @@ def test_a_lesson_at_projector_size_links_flips_studies_and_a_class_that_watches
             viewer, viewer_errors = projector_page(browser)
             viewer.goto(f"{server}/?watch={key}", wait_until="domcontentloaded")
             settle(viewer, timeout=60_000)
-            # the Training charts as static SVG (bnviz/svg_chart.py): both lanes' curves, and no Plotly chart drawn
+            # the Training charts as static SVG (svg_chart.py): both lanes' curves, and no Plotly chart drawn
             loss_svg = viewer.locator("svg[data-chart='Training loss per step'] g[data-trace]")
             wait_until(viewer, lambda: loss_svg.count() == 2, "the run's two curves on the viewer page")
             assert viewer.locator("svg[data-chart='Accuracy'] polyline").count() >= 2

@@ -13,18 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnviz import captions as c
-from bnviz import figures
-from bnviz.history import TABLES
-from bnviz.models import BN_LAYERS
-from bnviz.probes import WEIGHT_LAYERS
-from bnviz.replay import Recording
-from bnviz.snapshot import LaneSpec, LaneStatus, LaneView, Settings, Snapshot, Status
+from bnviz.live.history import TABLES
+from bnviz.live.replay import Recording
+from bnviz.live.snapshot import LaneSpec, LaneStatus, LaneView, Settings, Snapshot, Status
+from bnviz.pictures import captions as c
+from bnviz.pictures import figures
+from bnviz.step.models import BN_LAYERS
+from bnviz.step.probes import WEIGHT_LAYERS
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "chapter-run" / "experiment.npz"
 SHIPPED_STEPS = (0, 1, 20, 200, 1000, 1500, 2000, 2500, 3500, None)  # None: the end (4,690)
 FAST = Settings(train_size=12_800, epochs=1, batch_size=128, lr=0.1, probe_every=5, val_every=10, val_size=500)
-LANDSCAPE_EVERY = 25  # as the dashboard's landscape study switches it on (bnviz.env.landscape_every)
+LANDSCAPE_EVERY = 25  # as the dashboard's landscape study switches it on (bnviz.machine.env.landscape_every)
 NUM = r"-?[\d,]*\.?\d+(?:e[-+]?\d+)?"
 
 
@@ -39,7 +39,7 @@ def fast(real_data):
     """The fast preset on the real data: A (BN off) and B (BN scratch) as the dashboard starts them, with the
     landscape probe on, plus C (BN off, ReLU) so the landscape has two learning lanes to compare. The lanes
     train independently on the same batches: A and B are the same with or without C."""
-    from bnviz.engine import Experiment
+    from bnviz.live.engine import Experiment
 
     settings = Settings(**{**FAST.__dict__, "landscape_every": LANDSCAPE_EVERY})
     lanes = (LaneSpec("none"), LaneSpec("scratch"), LaneSpec("none", "relu"))
@@ -540,7 +540,7 @@ def test_a_zero_gradient_is_said_as_zero():
 
 # ---------------------------------------------------------------------------------- the studies' results
 def _race_result(lr, lane, acc, diverged_at=None, steps=60):
-    from bnviz.studies import RaceResult
+    from bnviz.studies.batch_and_lr import RaceResult
 
     return RaceResult(lr, lane, "none", np.arange(steps), np.ones(steps), 1.0, acc, diverged_at)
 
@@ -563,7 +563,7 @@ def test_race_caption_states_each_lanes_verdicts_from_the_results():
 
 
 def test_batch_statistics_caption_states_the_gap_from_the_result():
-    from bnviz.studies import BatchStatsResult
+    from bnviz.studies.batch_and_lr import BatchStatsResult
 
     result = BatchStatsResult((2, 4, 8, 16), (0.41, 0.70, 0.855, 0.86), 0.862, (1, 1, 1, 1), (1, 1, 1, 1))
     text = c.batch_statistics(result)

@@ -5,8 +5,8 @@ import json
 import plotly.graph_objects as go
 from streamlit.testing.v1 import AppTest
 
-from bnviz import figures
-from bnviz.replay import Recording
+from bnviz.live.replay import Recording
+from bnviz.pictures import figures
 from ui import charts
 from ui.server import SHIPPED_RUN
 
@@ -23,8 +23,8 @@ def app(fast):
     import streamlit as st
     import streamlit.delta_generator as dg
 
-    from bnviz import figures
-    from bnviz.replay import Recording
+    from bnviz.live.replay import Recording
+    from bnviz.pictures import figures
     from ui import charts
     from ui.server import SHIPPED_RUN
 

@@ -1,4 +1,4 @@
-"""A study's function in a child process (bnviz.child_run): its result, its progress, its error, Stop."""
+"""A study's function in a child process (bnviz.live.child_run): its result, its progress, its error, Stop."""
 
 import multiprocessing
 import os
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bnviz.child_run import in_child
+from bnviz.live.child_run import in_child
 
 
 def counting(n, *, progress):

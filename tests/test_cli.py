@@ -14,9 +14,9 @@ from conftest import until, worker_threads
 
 import bnviz.cli
 import bnviz.cli as cli
-import bnviz.data
+import bnviz.data.fashion_mnist
 from bnviz.cli import main
-from bnviz.data import FashionMNISTData, num_batches
+from bnviz.data.fashion_mnist import FashionMNISTData, num_batches
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -232,7 +232,7 @@ def test_data_command_reports_the_set(places, full_synthetic, synthetic_is_origi
 def test_data_command_says_why_the_named_folder_was_not_used(
     places, full_synthetic, synthetic_is_original, monkeypatch, capsys, tmp_path
 ):
-    monkeypatch.setattr(bnviz.data, "DEBIAN_DIR", full_synthetic.folder)
+    monkeypatch.setattr(bnviz.data.fashion_mnist, "DEBIAN_DIR", full_synthetic.folder)
     monkeypatch.setenv("BNVIZ_DATA", str(tmp_path / "nowhere"))
     assert main(["data"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -347,9 +347,10 @@ def test_the_bnviz_console_script_is_installed():
 import errno  # noqa: E402
 import os  # noqa: E402
 
-from bnviz.engine import Experiment  # noqa: E402
-from bnviz.history import load_experiment  # noqa: E402
-from bnviz.snapshot import LaneSpec, Settings  # noqa: E402
+from bnviz.live import run_folder  # noqa: E402
+from bnviz.live.engine import Experiment  # noqa: E402
+from bnviz.live.experiment_file import load_experiment  # noqa: E402
+from bnviz.live.snapshot import LaneSpec, Settings  # noqa: E402
 
 QUICK = ["train", "--norm", "scratch", "--epochs", "1", "--batch-size", "32", "--train-size", "64", "--device", "cpu"]
 OUTPUTS = ("experiment.npz", "history.csv", "summary.json")
@@ -371,7 +372,7 @@ def system_tmp(tmp_path, monkeypatch):
     """The system's temporary folder, for this test: where the fallback folder goes."""
     folder = tmp_path / "system-tmp"
     folder.mkdir()
-    monkeypatch.setattr(cli.tempfile, "tempdir", str(folder))
+    monkeypatch.setattr(run_folder.tempfile, "tempdir", str(folder))
     return folder
 
 
@@ -499,8 +500,10 @@ def test_an_interrupted_write_keeps_the_previous_complete_set(step, two_runs, tm
         if step == "saving the npz":
             m.setattr(cli, "save_experiment", wrap(cli.save_experiment))
         elif step == "writing the csv":
-            real = cli._write_text
-            m.setattr(cli, "_write_text", lambda p, t: wrap(real)(p, t) if p.name == "history.csv" else real(p, t))
+            real = run_folder.write_text
+            m.setattr(
+                run_folder, "write_text", lambda p, t: wrap(real)(p, t) if p.name == "history.csv" else real(p, t)
+            )
         else:
             name = {"moving the npz in": "experiment.npz", "moving the summary in": "summary.json"}.get(step)
             real, failed = os.replace, []
@@ -514,8 +517,8 @@ def test_an_interrupted_write_keeps_the_previous_complete_set(step, two_runs, tm
                     raise OSError(errno.EIO, "Input/output error")
                 return real(src, dst)
 
-            m.setattr(cli.os, "replace", replace)
-        with pytest.raises(cli.OutputError) as info:
+            m.setattr(run_folder.os, "replace", replace)
+        with pytest.raises(run_folder.OutputError) as info:
             cli.save_outputs(out, new, new.snap)
         if step.startswith("moving"):
             assert failed, "the move that was to fail never happened"
@@ -541,7 +544,7 @@ def test_summary_json_is_the_commit_marker(two_runs, tmp_path, capsys, monkeypat
         moves.append((Path(src).parent == out, Path(dst).parent == out, Path(dst).name))
         return real(src, dst)
 
-    monkeypatch.setattr(cli.os, "replace", replace)
+    monkeypatch.setattr(run_folder.os, "replace", replace)
     cli.write_outputs(out, new, new.snap)
     aside = [name for from_out, _, name in moves if from_out]
     moved_in = [name for from_out, to_out, name in moves if to_out and not from_out]
@@ -561,7 +564,7 @@ def test_what_a_killed_run_left_in_the_folder_is_removed(tmp_path):
     alive = out / f".bnviz-write-{os.getppid()}-xyz"  # a live process's: left alone
     alive.mkdir()
     (out / "notes.txt").write_text("kept")
-    assert cli.prepare_out(out) == []  # nothing created: it was there
+    assert run_folder.prepare_out(out) == []  # nothing created: it was there
     assert sorted(os.listdir(out)) == sorted([alive.name, "notes.txt"])
 
 

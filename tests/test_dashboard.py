@@ -1,6 +1,6 @@
 """The Streamlit page, driven headless by streamlit.testing.v1.AppTest.
 
-The page trains on random images here (bnviz.data.load_fashion_mnist is replaced), so these tests need
+The page trains on random images here (bnviz.data.fashion_mnist.load_fashion_mnist is replaced), so these tests need
 neither the real data nor a browser. ``run_every`` never fires under AppTest: a test waits for the
 worker, then calls ``at.run()`` again. Every experiment, registry and janitor the page creates is
 tracked and stopped after each test, and a test fails if it leaves a ``bnviz-*`` thread behind.
@@ -22,14 +22,14 @@ import torch
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
-import bnviz.data
-import bnviz.engine
-import bnviz.experiment_process
-import bnviz.jobs
-import bnviz.registry
-from bnviz.figures import LANE_COLORS
-from bnviz.history import RecordingError, experiment_bytes, load_experiment, metrics_csv
-from bnviz.replay import Recording
+import bnviz.data.fashion_mnist
+import bnviz.live.engine
+import bnviz.live.experiment_process
+import bnviz.live.jobs
+import bnviz.live.registry
+from bnviz.live.experiment_file import RecordingError, experiment_bytes, load_experiment, metrics_csv
+from bnviz.live.replay import Recording
+from bnviz.pictures.figures import LANE_COLORS
 from ui.views import VIEWS
 from ui.views import training as training_view
 
@@ -42,7 +42,7 @@ CSV_HEADER = "lane,step,epoch,lr,train_loss,train_acc,val_loss,val_acc,test_loss
 def synthetic():
     """Random images shaped like the class-demo subset: 12,800 training images (100 steps an epoch)."""
     g = torch.Generator().manual_seed(0)
-    return bnviz.data.FashionMNISTData(
+    return bnviz.data.fashion_mnist.FashionMNISTData(
         torch.randint(0, 256, (12_800, 28, 28), dtype=torch.uint8, generator=g),
         torch.arange(12_800) % 10,
         torch.randint(0, 256, (1_000, 28, 28), dtype=torch.uint8, generator=g),
@@ -66,11 +66,11 @@ def owned(monkeypatch):
 
         monkeypatch.setattr(cls, "__init__", __init__)
 
-    tracking(bnviz.registry.Registry, tracked.registries)
-    tracking(bnviz.registry.Janitor, tracked.janitors)
-    tracking(bnviz.engine.Experiment, tracked.experiments)
-    tracking(bnviz.experiment_process.ExperimentProcess, tracked.experiments)
-    tracking(bnviz.jobs.Job, tracked.jobs)
+    tracking(bnviz.live.registry.Registry, tracked.registries)
+    tracking(bnviz.live.registry.Janitor, tracked.janitors)
+    tracking(bnviz.live.engine.Experiment, tracked.experiments)
+    tracking(bnviz.live.experiment_process.ExperimentProcess, tracked.experiments)
+    tracking(bnviz.live.jobs.Job, tracked.jobs)
 
     add_deferred = MediaFileManager.add_deferred
 
@@ -174,7 +174,7 @@ class Page:
 
 @pytest.fixture
 def page(owned, monkeypatch, synthetic):
-    monkeypatch.setattr(bnviz.data, "load_fashion_mnist", lambda *a, **k: synthetic)
+    monkeypatch.setattr(bnviz.data.fashion_mnist, "load_fashion_mnist", lambda *a, **k: synthetic)
     monkeypatch.delenv("BNVIZ_MAX_TRAINING", raising=False)
     monkeypatch.delenv("BNVIZ_GRACE_S", raising=False)
     p = Page(owned)
@@ -455,7 +455,7 @@ def test_the_bn_across_devices_study_runs_and_says_what_it_measured(page, monkey
     import functools
 
     import ui.views.experiments as experiments
-    from bnviz.devices_study import devices_study, summary
+    from bnviz.studies.devices_study import devices_study, summary
 
     short = functools.partial(devices_study, ks=(1, 2), eval_size=256)
     monkeypatch.setattr(experiments, "devices_study", short)
@@ -623,7 +623,7 @@ def test_a_reload_finds_its_experiment_and_a_stale_link_gets_a_fresh_one(page):
 
 
 def test_a_lesson_link_s_values_that_cannot_be_used_are_named(owned, monkeypatch, synthetic):
-    monkeypatch.setattr(bnviz.data, "load_fashion_mnist", lambda *a, **k: synthetic)
+    monkeypatch.setattr(bnviz.data.fashion_mnist, "load_fashion_mnist", lambda *a, **k: synthetic)
     p = Page(owned, epochs="101", lr="abc", view="Training")
     assert not p.at.exception
     (warning,) = p.texts("warning")
@@ -651,7 +651,7 @@ def test_missing_data_shows_how_to_fix_it(owned, monkeypatch, tmp_path):
     (tmp_path / "cwd").mkdir()
     monkeypatch.setenv("BNVIZ_DATA", str(tmp_path / "empty"))
     monkeypatch.chdir(tmp_path / "cwd")
-    monkeypatch.setattr(bnviz.data, "DEBIAN_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(bnviz.data.fashion_mnist, "DEBIAN_DIR", tmp_path / "no-debian")
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", NoDownload)
     page = Page(owned)
     assert not page.at.exception
@@ -679,7 +679,7 @@ def test_choosing_cuda_without_a_gpu_says_so_and_keeps_the_run(page):
 
 
 def test_the_training_cap_gives_a_warning_not_a_crash(owned, monkeypatch, synthetic):
-    monkeypatch.setattr(bnviz.data, "load_fashion_mnist", lambda *a, **k: synthetic)
+    monkeypatch.setattr(bnviz.data.fashion_mnist, "load_fashion_mnist", lambda *a, **k: synthetic)
     monkeypatch.setenv("BNVIZ_MAX_TRAINING", "0")  # read when the registry is made, after the cache was cleared
     page = Page(owned)
     page.click("Start")
@@ -715,7 +715,7 @@ def test_two_lanes_with_the_same_set_up_can_be_told_apart(page):
 
 # ----------------------------------------------------------------------------------------- the training process
 def test_training_runs_in_its_own_process_by_default(page):
-    assert isinstance(page.exp, bnviz.experiment_process.ExperimentProcess)
+    assert isinstance(page.exp, bnviz.live.experiment_process.ExperimentProcess)
     assert page.exp._proc.pid != os.getpid() and page.exp.alive
 
 
@@ -792,28 +792,28 @@ def test_a_stopped_training_process_is_said_on_its_page_and_holds_up_no_other_ta
 
 
 def test_without_a_training_process_it_trains_in_the_server_and_says_so(owned, monkeypatch, synthetic):
-    monkeypatch.setattr(bnviz.data, "load_fashion_mnist", lambda *a, **k: synthetic)
+    monkeypatch.setattr(bnviz.data.fashion_mnist, "load_fashion_mnist", lambda *a, **k: synthetic)
 
     def cannot_start(*a, **k):
         raise OSError("no more processes")
 
-    monkeypatch.setattr(bnviz.experiment_process.ExperimentProcess, "__init__", cannot_start)
+    monkeypatch.setattr(bnviz.live.experiment_process.ExperimentProcess, "__init__", cannot_start)
     page = Page(owned)
     assert not page.at.exception and not page.at.error
     warnings = page.texts("warning")
     assert len(warnings) == 1 and "inside the web server" in warnings[0] and "no more processes" in warnings[0]
-    assert type(page.exp) is bnviz.engine.Experiment
+    assert type(page.exp) is bnviz.live.engine.Experiment
     page.click("Step")
     page.assert_clean()
     assert page.steps() == [1, 1]
 
 
 def test_bnviz_engine_thread_keeps_training_in_the_server(owned, monkeypatch, synthetic):
-    monkeypatch.setattr(bnviz.data, "load_fashion_mnist", lambda *a, **k: synthetic)
+    monkeypatch.setattr(bnviz.data.fashion_mnist, "load_fashion_mnist", lambda *a, **k: synthetic)
     monkeypatch.setenv("BNVIZ_ENGINE", "thread")
     page = Page(owned)
     page.assert_clean()
-    assert type(page.exp) is bnviz.engine.Experiment and not page.texts("warning")
+    assert type(page.exp) is bnviz.live.engine.Experiment and not page.texts("warning")
 
 
 # ----------------------------------------------------------------------------------------- known defects
@@ -837,7 +837,7 @@ def test_each_export_reads_one_snapshot(page):
 
 def test_the_divergence_warning_reads_the_runs_own_rule():
     def app():
-        from bnviz.snapshot import LaneSpec, LaneView, Settings, Snapshot
+        from bnviz.live.snapshot import LaneSpec, LaneView, Settings, Snapshot
         from ui.controls import status_bar
 
         settings = Settings(diverge_loss=50.0, diverge_steps=3)
@@ -884,10 +884,10 @@ def test_a_files_name_is_shown_as_text_not_as_markdown(page):
 def test_an_exercise_asks_for_a_prediction_runs_and_reveals_from_its_numbers(page, monkeypatch):
     import dataclasses
 
-    import bnviz.exercises
+    import bnviz.studies.exercises
 
-    short = dataclasses.replace(bnviz.exercises.EXERCISES["bias"], steps=20, train_size=640)
-    monkeypatch.setitem(bnviz.exercises.EXERCISES, "bias", short)
+    short = dataclasses.replace(bnviz.studies.exercises.EXERCISES["bias"], steps=20, train_size=640)
+    monkeypatch.setitem(bnviz.studies.exercises.EXERCISES, "bias", short)
     show(page, "Exercises")
     page.at.selectbox(key="exercise").set_value("bias")
     page.run()
@@ -913,7 +913,7 @@ def test_a_viewer_is_not_told_to_press_a_button_it_does_not_have():
     def app():
         import dataclasses
 
-        from bnviz.snapshot import Settings, Snapshot, Status
+        from bnviz.live.snapshot import Settings, Snapshot, Status
         from ui.controls import status_bar
 
         silent = Snapshot(Status.RUNNING, None, Settings(), "cpu", (), responding=False)

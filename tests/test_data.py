@@ -13,8 +13,8 @@ from conftest import REAL_DEBIAN_DIR, idx_bytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import bnviz.data
-from bnviz.data import (
+import bnviz.data.fashion_mnist
+from bnviz.data.fashion_mnist import (
     CLASS_NAMES,
     FILES,
     SHA256,
@@ -211,7 +211,7 @@ def test_a_partly_filled_data_folder_is_shown(places, idx):
 
 def test_loaded_data_says_where_it_came_from(places, full_synthetic, synthetic_is_original, monkeypatch):
     """The note travels with the data, and is the one of this call, not of the cached load before it."""
-    monkeypatch.setattr(bnviz.data, "DEBIAN_DIR", full_synthetic.folder)
+    monkeypatch.setattr(bnviz.data.fashion_mnist, "DEBIAN_DIR", full_synthetic.folder)
     monkeypatch.setenv("BNVIZ_DATA", str(places.env))
     places.env.mkdir()
     d = load_fashion_mnist(download=False)
@@ -246,7 +246,9 @@ def write_file(path, data, compresslevel):
 def test_noise_with_the_right_counts_is_refused(places, full_synthetic, synthetic_is_original, monkeypatch):
     """Noise shaped like Fashion-MNIST in $BNVIZ_DATA is refused (not passed over for the next place)."""
     monkeypatch.setenv("BNVIZ_DATA", str(noise_folder(places.env)))
-    monkeypatch.setattr(bnviz.data, "DEBIAN_DIR", full_synthetic.folder)  # a good set lies in the next place
+    monkeypatch.setattr(
+        bnviz.data.fashion_mnist, "DEBIAN_DIR", full_synthetic.folder
+    )  # a good set lies in the next place
     with pytest.raises(DataError) as e:
         load_fashion_mnist(download=False)
     msg = str(e.value)
@@ -338,7 +340,7 @@ def test_full_size_synthetic_loads(full_root, full_synthetic, synthetic_is_origi
 
 def test_full_size_synthetic_through_locate(places, full_synthetic, synthetic_is_original, monkeypatch):
     """The Debian case end to end: gz files in a folder we must not write, unpacked into ./data, loaded."""
-    monkeypatch.setattr(bnviz.data, "DEBIAN_DIR", full_synthetic.folder)
+    monkeypatch.setattr(bnviz.data.fashion_mnist, "DEBIAN_DIR", full_synthetic.folder)
     d = load_fashion_mnist(download=False)
     assert Path(d.source).resolve() == (places.cwd / "data").resolve()
     assert torch.equal(d.train_labels, torch.from_numpy(full_synthetic.arrays[1]).long())

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from bnviz.data import batches, random_dataset
-from bnviz.data_parallel import ParallelSettings, merge_statistics, slice_statistics, train, train_rank
-from bnviz.models import build_lenet
-from bnviz.process_group import GroupFailed, run_local_group
-from bnviz.training import make_optimizer, train_step
+from bnviz.data.fashion_mnist import batches, random_dataset
+from bnviz.devices.data_parallel import ParallelSettings, merge_statistics, slice_statistics, train, train_rank
+from bnviz.devices.process_group import GroupFailed, run_local_group
+from bnviz.step.models import build_lenet
+from bnviz.step.training import make_optimizer, train_step
 
 DATA = random_dataset(256, 100, seed=5)
 SETTINGS = dict(batch_size=32, steps=4, lr=0.5, stats_every=2, eval_size=100)
@@ -135,7 +135,7 @@ def test_a_rank_that_dies_or_hangs_ends_the_group(fault, one_thread):
 
 def test_across_devices_study(one_thread):
     """The dashboard's study: per-device BN changes with k; synchronised BN is the same run for every k."""
-    from bnviz.across_devices import across_devices
+    from bnviz.devices.across_devices import across_devices
 
     fractions = []
     kw = dict(ks=(1, 2, 8), steps=3, batch_size=16, eval_size=50, stats_every=1)

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-import bnviz.device as devices
-from bnviz import env
-from bnviz.device import DeviceError, choose_threads, resolve_device
+import bnviz.machine.device as devices
+from bnviz.machine import env
+from bnviz.machine.device import DeviceError, choose_threads, resolve_device
 
 
 @pytest.fixture

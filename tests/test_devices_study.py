@@ -1,12 +1,12 @@
-"""The BN-across-devices study (bnviz.devices_study): both modes for each k, and a summary read from them."""
+"""The BN-across-devices study (bnviz.studies.devices_study): both modes for each k, and a summary read from them."""
 
 import re
 
 import pytest
 
-from bnviz.data import random_dataset
-from bnviz.devices_study import MODES, devices_study, summary
-from bnviz.exercise_figures import devices_figure
+from bnviz.data.fashion_mnist import random_dataset
+from bnviz.pictures.exercise_figures import devices_figure
+from bnviz.studies.devices_study import MODES, devices_study, summary
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

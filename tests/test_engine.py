@@ -12,12 +12,12 @@ import torch
 from conftest import until, worker_threads
 from torch import nn
 
-import bnviz.engine
-from bnviz import figures
-from bnviz.engine import Experiment, Lane, describe_error
-from bnviz.history import TABLES
-from bnviz.snapshot import DEFAULT_LANES, MAX_LANES, LaneSpec, LaneStatus, LaneView, Settings, Status
-from bnviz.training import evaluate, evaluate_train_mode
+import bnviz.live.engine
+from bnviz.live.engine import Experiment, Lane, describe_error
+from bnviz.live.history import TABLES
+from bnviz.live.snapshot import DEFAULT_LANES, MAX_LANES, LaneSpec, LaneStatus, LaneView, Settings, Status
+from bnviz.pictures import figures
+from bnviz.step.training import evaluate, evaluate_train_mode
 
 N_TRAIN, N_TEST, BATCH = 256, 200, 32  # conftest's tiny_data
 STEPS_PER_EPOCH = N_TRAIN // BATCH  # 8
@@ -48,13 +48,13 @@ def make(make_experiment):
 
 def fake_losses(monkeypatch, per_image):
     """train_step replaced: it trains as ever, but reports the next of ``per_image`` as the batch's mean loss."""
-    losses, real = iter(per_image), bnviz.engine.train_step
+    losses, real = iter(per_image), bnviz.live.engine.train_step
 
     def fake_step(model, opt, X, y):
         real(model, opt, X, y)
         return torch.tensor(next(losses) * X.shape[0]), torch.tensor(0)
 
-    monkeypatch.setattr(bnviz.engine, "train_step", fake_step)
+    monkeypatch.setattr(bnviz.live.engine, "train_step", fake_step)
 
 
 def run(e, timeout=60):
@@ -687,7 +687,7 @@ def test_a_snapshot_copies_every_lane_at_the_same_moment(make, monkeypatch):
         time.sleep(0.05)
         return LaneView(*args, **kwargs)
 
-    monkeypatch.setattr(bnviz.engine, "LaneView", slow_view)
+    monkeypatch.setattr(bnviz.live.engine, "LaneView", slow_view)
     seen = set()
     for _ in range(8):
         snap = e.snapshot()

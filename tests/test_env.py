@@ -1,6 +1,6 @@
-"""bnviz/env.py: a setting from the environment is used when valid; otherwise its default, said once."""
+"""bnviz/machine/env.py: a setting from the environment is used when valid; otherwise its default, said once."""
 
-from bnviz import env
+from bnviz.machine import env
 
 
 def test_the_landscape_cadence_reads_the_environment_and_refuses_nonsense(monkeypatch, capsys):

@@ -1,4 +1,4 @@
-"""The exercises (bnviz.exercises): each reveal names the answer its own numbers support, on real data and on
+"""The exercises (bnviz.studies.exercises): each reveal names the answer its own numbers support, on real data and on
 made-up results at each branch; the sentence quotes the measured numbers."""
 
 import dataclasses
@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from bnviz.exercises import EXERCISES, SAME, Variant, VariantResult, pct, run
-from bnviz.norm_findings import DIRECTIONS
+from bnviz.studies.exercises import EXERCISES, SAME, Variant, VariantResult, pct, run
+from bnviz.studies.norm_findings import DIRECTIONS
 
 
 def result(name, acc, batch=None, diverged_at=None, steps=300, bias=None, **variant):

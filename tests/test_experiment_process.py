@@ -20,10 +20,11 @@ import torch
 from conftest import until
 from torch import nn
 
-from bnviz.device import DeviceError
-from bnviz.engine import Experiment
-from bnviz.experiment_process import ExperimentProcess
-from bnviz.snapshot import DEFAULT_LANES, LaneSpec, LaneStatus, Settings, Status
+from bnviz.live import processes
+from bnviz.live.engine import Experiment
+from bnviz.live.experiment_process import ExperimentProcess
+from bnviz.live.snapshot import DEFAULT_LANES, LaneSpec, LaneStatus, Settings, Status
+from bnviz.machine.device import DeviceError
 
 ROOT = Path(__file__).resolve().parents[1]
 N_TRAIN, N_TEST, BATCH = 256, 200, 32  # conftest's tiny_data: 8 steps an epoch
@@ -195,7 +196,7 @@ def test_clone_model_matches_the_engine_and_keeps_bn_switched_off(data, make):
     assert there.snapshot().lanes[1].bn_bypassed
     c = there.clone_model(1)
     assert isinstance(c.bn1, nn.Identity) and isinstance(c.bn4, nn.Identity)
-    from bnviz.models import set_bn_bypass
+    from bnviz.step.models import set_bn_bypass
 
     set_bn_bypass(c, False)  # the BN layers come back with what they learned
     torch.testing.assert_close(c.bn1.gamma, b.bn1.gamma, rtol=0, atol=0)
@@ -274,7 +275,7 @@ def test_a_finished_run_shows_as_finished_after_a_snapshot_or_a_refresh(data, ma
     assert by_refresh.status is Status.FINISHED and by_refresh.wait(1)
 
 
-def test_refresh_gives_up_at_its_deadline_on_a_child_that_does_not_answer(data, make):
+def test_refresh_gives_up_at_its_deadline_on_a_child_that_does_not_answer(data, make, quick_deadlines):
     exp = make(ExperimentProcess, data, settings())
     os.kill(exp._proc.pid, signal.SIGSTOP)  # frozen: alive, but answers nothing
     try:
@@ -285,6 +286,12 @@ def test_refresh_gives_up_at_its_deadline_on_a_child_that_does_not_answer(data, 
         os.kill(exp._proc.pid, signal.SIGCONT)
     exp.step(2)  # the late reply to the refresh that gave up is dropped; the next request gets its own
     assert exp.wait(60) and [l.step for l in exp.snapshot().lanes] == [2, 2]
+
+
+@pytest.fixture
+def quick_deadlines(monkeypatch):
+    """A child silent for 0.5 s is "not responding" (3 s in use): the fault tests wait no real seconds for it."""
+    monkeypatch.setattr(processes, "STATUS_TIMEOUT_S", 0.5)
 
 
 class Stopped:
@@ -324,7 +331,7 @@ def within(seconds, fn, *args):
     return out["value"]
 
 
-HANGS = 20  # far below the 60 s a request used to wait on a stopped child, far above the 3 s it waits now
+HANGS = 20  # far below the 60 s a request used to wait on a stopped child, far above what it waits now
 
 
 @pytest.mark.parametrize("asked, lowered", [(None, 10), ("0", 0)])
@@ -341,7 +348,7 @@ def test_the_training_child_runs_below_the_page_in_cpu_priority(data, make, monk
     assert os.getpriority(os.PRIO_PROCESS, exp._proc.pid) == min(19, here + lowered)
 
 
-def test_a_stopped_child_answers_nothing_and_nothing_waits_on_it(data, make):
+def test_a_stopped_child_answers_nothing_and_nothing_waits_on_it(data, make, quick_deadlines):
     """kill -STOP: a snapshot gives the last one, marked not responding, without waiting long; so does every
     later one, at once; a command says so; another experiment is not held up; Reset kills it and starts anew."""
     exp, other = make(ExperimentProcess, data, settings(epochs=50)), make(ExperimentProcess, data, settings())
@@ -374,7 +381,7 @@ def test_a_stopped_child_answers_nothing_and_nothing_waits_on_it(data, make):
     assert exp.wait(60) and [l.step for l in exp.snapshot().lanes] == [2, 2]
 
 
-def test_a_request_in_flight_on_a_stopped_child_blocks_no_other_caller(data, make):
+def test_a_request_in_flight_on_a_stopped_child_blocks_no_other_caller(data, make, quick_deadlines):
     """A command sent just before the child froze waits for its reply; meanwhile a snapshot does not queue
     behind it for long, and Reset ends the wait at once."""
     exp = make(ExperimentProcess, data, settings(epochs=50))
@@ -389,7 +396,7 @@ def test_a_request_in_flight_on_a_stopped_child_blocks_no_other_caller(data, mak
 
         t = threading.Thread(target=command, daemon=True)
         t.start()
-        assert until(lambda: exp._sent_at is not None, timeout=10)
+        assert until(lambda: exp._channel.sent_at is not None, timeout=10)
         snap = within(HANGS, exp.snapshot)  # waits for the pipe at most a status call's deadline
         assert not snap.responding and snap.lanes and [l.step for l in snap.lanes] == [0, 0]
         assert not within(1.0, exp.snapshot).responding  # the request in flight is stale now: no waiting at all
@@ -402,7 +409,7 @@ def test_a_request_in_flight_on_a_stopped_child_blocks_no_other_caller(data, mak
     assert exp.wait(60) and [l.step for l in exp.snapshot().lanes] == [1, 1]
 
 
-def test_a_child_that_answers_again_is_shown_as_responding_again(data, make):
+def test_a_child_that_answers_again_is_shown_as_responding_again(data, make, quick_deadlines):
     exp = make(ExperimentProcess, data, settings())
     with Stopped(exp):
         assert not within(HANGS, exp.snapshot).responding
@@ -411,7 +418,7 @@ def test_a_child_that_answers_again_is_shown_as_responding_again(data, make):
     assert exp.wait(60) and [l.step for l in exp.snapshot().lanes] == [2, 2]
 
 
-def test_stop_kills_a_child_that_does_not_answer(data, make):
+def test_stop_kills_a_child_that_does_not_answer(data, make, quick_deadlines):
     exp = make(ExperimentProcess, data, settings())
     with Stopped(exp) as frozen:
         assert not within(HANGS, exp.snapshot).responding
@@ -439,9 +446,9 @@ def test_the_child_does_not_outlive_a_server_that_is_killed(tmp_path):
     script.write_text(
         textwrap.dedent("""
         import time
-        from bnviz.data import random_dataset
-        from bnviz.snapshot import Settings
-        from bnviz.experiment_process import ExperimentProcess
+        from bnviz.data.fashion_mnist import random_dataset
+        from bnviz.live.snapshot import Settings
+        from bnviz.live.experiment_process import ExperimentProcess
         exp = ExperimentProcess(random_dataset(256, 100), Settings(batch_size=32, epochs=1000, val_size=50))
         exp.start()
         print(exp._proc.pid, flush=True)
@@ -461,7 +468,7 @@ def test_the_child_does_not_outlive_a_server_that_is_killed(tmp_path):
 
 def test_the_learning_rate_race_gives_the_same_results_in_child_processes(data):
     """The dashboard races through ExperimentProcess; the verdicts must not depend on where it trains."""
-    from bnviz.studies import lr_race
+    from bnviz.studies.batch_and_lr import lr_race
 
     kwargs = dict(lrs=(0.1, 30.0), steps=8, batch_size=BATCH, val_size=50)
     here = lr_race(data, **kwargs)
@@ -486,9 +493,10 @@ def test_a_main_script_without_a_guard_is_not_run_again_in_the_child(tmp_path, m
         textwrap.dedent("""
         import sys
         print("page ran", flush=True)
-        from bnviz.data import random_dataset
-        from bnviz.snapshot import Settings
-        from bnviz.experiment_process import ExperimentProcess, start_method
+        from bnviz.data.fashion_mnist import random_dataset
+        from bnviz.live.snapshot import Settings
+        from bnviz.live.experiment_process import ExperimentProcess
+        from bnviz.live.processes import start_method
         exp = ExperimentProcess(random_dataset(256, 100), Settings(batch_size=32, epochs=1, val_size=50))
         exp.step(3)
         exp.wait(60)
@@ -519,14 +527,14 @@ def test_ctrl_c_does_not_reach_the_training_process(data):
         assert [lane.step for lane in exp.snapshot().lanes] == [1, 1]
 
 
-def test_stop_while_a_request_waits_kills_the_child_and_it_shows_as_stopped(data, make):
+def test_stop_while_a_request_waits_kills_the_child_and_it_shows_as_stopped(data, make, quick_deadlines):
     """The janitor's stop(timeout=0) does not queue behind a request in flight: the child is killed, the
     request ends, and the experiment reads as stopped (not as a crash)."""
     exp = make(ExperimentProcess, data, settings())
     with Stopped(exp) as frozen:
         t = threading.Thread(target=exp.snapshot, daemon=True)
         t.start()
-        assert until(lambda: exp._sent_at is not None, timeout=10)
+        assert until(lambda: exp._channel.sent_at is not None, timeout=10)
         within(HANGS, exp.stop, 0)
         t.join(HANGS)
         assert not t.is_alive() and gone(frozen.pid)

@@ -18,12 +18,12 @@ import pytest
 from conftest import missing, tiny_dataset
 from plotly.offline import get_plotlyjs
 
-import bnviz.web_page as web_page
-from bnviz.engine import Experiment
-from bnviz.history import metrics_csv
-from bnviz.replay import Recording
-from bnviz.snapshot import LaneSpec, Settings
-from bnviz.web_page import charts_of, run_page, write_run_page
+import bnviz.pictures.web_page as web_page
+from bnviz.live.engine import Experiment
+from bnviz.live.experiment_file import metrics_csv
+from bnviz.live.replay import Recording
+from bnviz.live.snapshot import LaneSpec, Settings
+from bnviz.pictures.web_page import charts_of, run_page, write_run_page
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "assets" / "chapter-run" / "experiment.npz"

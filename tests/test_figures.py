@@ -7,12 +7,12 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from bnviz import figures
-from bnviz.data import FashionMNISTData
-from bnviz.engine import Experiment
-from bnviz.figures import LANE_COLORS, MAX_POINTS
-from bnviz.models import BN_LAYERS
-from bnviz.snapshot import LaneSpec, LaneView, Settings, Snapshot
+from bnviz.data.fashion_mnist import FashionMNISTData
+from bnviz.live.engine import Experiment
+from bnviz.live.snapshot import LaneSpec, LaneView, Settings, Snapshot
+from bnviz.pictures import figures
+from bnviz.pictures.figures import LANE_COLORS, MAX_POINTS
+from bnviz.step.models import BN_LAYERS
 
 SETTINGS = Settings(train_size=None, batch_size=32, epochs=1, probe_every=2, val_every=4, val_size=100)
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 from conftest import tiny_dataset
 
-from bnviz import env
-from bnviz.data import batches
-from bnviz.graphed_step import WARMUP_STEPS, GraphedStep, tensor_key, why_not_graphed
-from bnviz.models import build_lenet, set_bn_bypass
-from bnviz.probes import Probe
-from bnviz.training import make_optimizer, train_step
+from bnviz.data.fashion_mnist import batches
+from bnviz.machine import env
+from bnviz.step.graphed_step import WARMUP_STEPS, GraphedStep, tensor_key, why_not_graphed
+from bnviz.step.models import build_lenet, set_bn_bypass
+from bnviz.step.probes import Probe
+from bnviz.step.training import make_optimizer, train_step
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="a CUDA graph needs a CUDA GPU; there is none here")
@@ -189,7 +189,7 @@ def test_noisy_bn_trains_eagerly_on_a_gpu_and_says_why(capsys):
 @pytest.mark.gpu
 @needs_cuda
 def test_the_engine_records_the_same_numbers_with_and_without_graphs(make_experiment, monkeypatch):
-    from bnviz.snapshot import Settings
+    from bnviz.live.snapshot import Settings
 
     tables = []
     for graphs in ("1", "0"):

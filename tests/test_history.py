@@ -11,20 +11,12 @@ import numpy as np
 import pytest
 from conftest import tiny_dataset
 
-import bnviz.history as history
-from bnviz.engine import Experiment
-from bnviz.history import (
-    TABLES,
-    LaneHistory,
-    RecordingError,
-    Table,
-    ThinnedTable,
-    load_experiment,
-    metrics_csv,
-    save_experiment,
-)
-from bnviz.probes import HIST_BINS
-from bnviz.snapshot import LaneSpec, Settings
+import bnviz.live.experiment_file as experiment_file
+from bnviz.live.engine import Experiment
+from bnviz.live.experiment_file import RecordingError, load_experiment, metrics_csv, save_experiment
+from bnviz.live.history import TABLES, LaneHistory, Table, ThinnedTable
+from bnviz.live.snapshot import LaneSpec, Settings
+from bnviz.step.probes import HIST_BINS
 
 # --------------------------------------------------------------------------------------------- helpers
 
@@ -289,7 +281,9 @@ def test_save_load_round_trip(tmp_path, finished_run):
     path = save_experiment(tmp_path / "sub" / "run.npz", header, views)
     assert path.is_file()
     loaded_header, lanes = load_experiment(path)
-    assert loaded_header["format"] == history.FORMAT and loaded_header["version"] == history.FORMAT_VERSION
+    assert (
+        loaded_header["format"] == experiment_file.FORMAT and loaded_header["version"] == experiment_file.FORMAT_VERSION
+    )
     for k, v in header.items():
         assert loaded_header[k] == v, k
     assert loaded_header["settings"]["lr"] == settings.lr
@@ -305,7 +299,7 @@ def test_save_load_round_trip(tmp_path, finished_run):
 
 def test_experiment_bytes_round_trip(finished_run):
     header, views, _, _ = finished_run
-    h, lanes = load_experiment(history.experiment_bytes(header, views))
+    h, lanes = load_experiment(experiment_file.experiment_bytes(header, views))
     assert h["name"] == header["name"]
     assert_same_lanes(views, lanes)
 
@@ -366,7 +360,7 @@ def _npy_bytes(a):
 )
 def test_load_rejects_what_is_not_ours(kind, tmp_path, finished_run):
     header, views, _, _ = finished_run
-    good = history.experiment_bytes(header, views)
+    good = experiment_file.experiment_bytes(header, views)
     rng = np.random.default_rng(1)
     content = {
         "garbage": lambda: rng.integers(0, 256, 5000, dtype=np.uint8).tobytes(),
@@ -440,7 +434,7 @@ def test_metrics_csv_of_an_empty_lane():
 
 
 def test_to_jsonable_turns_nan_into_null():
-    out = history.to_jsonable({"steps": {"x": np.array([1.0, np.nan])}})
+    out = experiment_file.to_jsonable({"steps": {"x": np.array([1.0, np.nan])}})
     assert out == {"steps": {"x": [1.0, None]}}
 
 
@@ -448,7 +442,7 @@ def test_to_jsonable_turns_nan_into_null():
 def test_every_column_is_checked_before_any_is_read(tmp_path, finished_run, monkeypatch):
     """A bad column at the end of the file is found from its .npy header: no column's data was read before."""
     header, views, _, _ = finished_run
-    good = history.experiment_bytes(header, views)
+    good = experiment_file.experiment_bytes(header, views)
     buf = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(good)) as src, zipfile.ZipFile(buf, "w") as dst:
         for info in src.infolist():
@@ -469,18 +463,18 @@ def test_every_column_is_checked_before_any_is_read(tmp_path, finished_run, monk
 
 def test_a_saved_run_passes_the_checks_for_files(finished_run):
     _, views, _, _ = finished_run
-    history.check_tables(views, required=history.REQUIRED)
-    for table, cols in history.REQUIRED.items():
+    experiment_file.check_tables(views, required=experiment_file.REQUIRED)
+    for table, cols in experiment_file.REQUIRED.items():
         assert set(cols) <= set(views[1][table]) or not views[1][table], table
 
 
 def test_the_size_a_file_takes_is_its_declared_size(finished_run, monkeypatch):
     """The cap is on the uncompressed sizes: a file that compresses well is not let through by its small size."""
     header, views, _, _ = finished_run
-    raw = history.experiment_bytes(header, views)
+    raw = experiment_file.experiment_bytes(header, views)
     with zipfile.ZipFile(io.BytesIO(raw)) as z:
         total = sum(i.file_size for i in z.infolist())
     assert len(raw) < total
-    monkeypatch.setattr(history, "MAX_TOTAL_BYTES", (len(raw) + total) // 2)
+    monkeypatch.setattr(experiment_file, "MAX_TOTAL_BYTES", (len(raw) + total) // 2)
     with pytest.raises(RecordingError, match="too big to open"):
         load_experiment(raw)

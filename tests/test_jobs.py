@@ -5,7 +5,7 @@ import time
 
 from conftest import until
 
-from bnviz.jobs import Job
+from bnviz.live.jobs import Job
 
 
 def job_threads(name):

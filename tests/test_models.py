@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from bnviz.batchnorm import BatchNorm
-from bnviz.models import BN_LAYERS, NORMS, BNLeNet, BNLeNetScratch, ChapterLeNet, PlainLeNet, build_lenet
+from bnviz.norms.batchnorm import BatchNorm
+from bnviz.step.models import BN_LAYERS, NORMS, BNLeNet, BNLeNetScratch, ChapterLeNet, PlainLeNet, build_lenet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

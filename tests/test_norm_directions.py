@@ -2,7 +2,7 @@
 scale, checked on the real Fashion-MNIST with a short run of bench/norm_conditions.py's own functions.
 
 The full measurements, and the directions that do not hold, are in docs/RESULTS_NORMALISATION.md and
-bnviz/norm_findings.py. Every margin below is well inside what was measured (the measured value is beside
+bnviz/studies/norm_findings.py. Every margin below is well inside what was measured (the measured value is beside
 each assertion); no timings are asserted. ReLU lanes, one CPU thread, the same seed and batches per lane.
 """
 
@@ -86,9 +86,9 @@ def test_precise_bn_narrows_the_gap(real_data, skewed):
 
 
 def test_findings_are_complete():
-    """bnviz/norm_findings.py: every condition has a verdict and a sentence; a tested direction names a test
+    """bnviz/studies/norm_findings.py: every condition has a verdict and a sentence; a tested direction names a test
     in this file, an untested one says it does not hold."""
-    from bnviz import norm_findings
+    from bnviz.studies import norm_findings
 
     assert set(norm_findings.DIRECTIONS) == {"small_batch", "skewed_batches", "precise_bn", "noisy_bn"}
     for key, f in norm_findings.DIRECTIONS.items():

@@ -1,11 +1,11 @@
-"""Which values each normalisation pools (bnviz.norm_groups), found from the layer, against each method's rule."""
+"""Which values each normalisation pools (pictures.norm_groups), found from the layer, against each method's rule."""
 
 import numpy as np
 import pytest
 
-from bnviz.ghost_batchnorm import GHOST_BATCH
-from bnviz.models import GROUPS, NORMS
-from bnviz.norm_groups import SIDES, describe, layer_at, norm_groups_figure, rows_shown, statistic_groups
+from bnviz.norms.ghost_batchnorm import GHOST_BATCH
+from bnviz.pictures.norm_groups import SIDES, describe, layer_at, norm_groups_figure, rows_shown, statistic_groups
+from bnviz.step.models import GROUPS, NORMS
 
 CHANNELS = {"bn1": 6, "bn2": 16, "bn3": 120, "bn4": 84}
 

@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from bnviz import figures, studies
 from bnviz.cli import parse_norms
-from bnviz.history import save_experiment
-from bnviz.models import BN_LAYERS, NORM_INFO, NORMS, build_lenet, set_bn_bypass
-from bnviz.probes import Probe, bn_state, norm_state
-from bnviz.replay import Recording
-from bnviz.snapshot import LaneSpec, Settings
-from bnviz.training import evaluate, make_optimizer, train_step
+from bnviz.live.experiment_file import save_experiment
+from bnviz.live.replay import Recording
+from bnviz.live.snapshot import LaneSpec, Settings
+from bnviz.pictures import figures
+from bnviz.step.models import BN_LAYERS, NORM_INFO, NORMS, build_lenet, set_bn_bypass
+from bnviz.step.probes import Probe, bn_state, norm_state
+from bnviz.step.training import evaluate, make_optimizer, train_step
+from bnviz.studies import batch_and_lr as studies
 
 NEW = [n for n in NORMS if n not in ("none", "scratch", "torch")]
 CHANNELS = {"bn1": 6, "bn2": 16, "bn3": 120, "bn4": 84}

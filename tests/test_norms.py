@@ -10,12 +10,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnviz.batch_renorm import D_MAX, FULL_STEPS, HOLD_STEPS, R_MAX, BatchRenorm, batch_renorm, renorm_limits
-from bnviz.batchnorm import BatchNorm
-from bnviz.batchnorm_lite import CentreOnlyBatchNorm, FrozenAffineBatchNorm, ScaleOnlyBatchNorm, centre_only, scale_only
-from bnviz.ghost_batchnorm import GHOST_BATCH, GhostBatchNorm
-from bnviz.models import BN_LAYERS, GROUPS, NORM_INFO, NORMS, build_lenet
-from bnviz.noisy_batchnorm import NOISE_SCALE, NOISE_SHIFT, NoisyBatchNorm
+from bnviz.norms.batch_renorm import D_MAX, FULL_STEPS, HOLD_STEPS, R_MAX, BatchRenorm, batch_renorm, renorm_limits
+from bnviz.norms.batchnorm import BatchNorm
+from bnviz.norms.batchnorm_lite import (
+    CentreOnlyBatchNorm,
+    FrozenAffineBatchNorm,
+    ScaleOnlyBatchNorm,
+    centre_only,
+    scale_only,
+)
+from bnviz.norms.ghost_batchnorm import GHOST_BATCH, GhostBatchNorm
+from bnviz.norms.noisy_batchnorm import NOISE_SCALE, NOISE_SHIFT, NoisyBatchNorm
+from bnviz.step.models import BN_LAYERS, GROUPS, NORM_INFO, NORMS, build_lenet
 
 SHAPES = {2: (16, 5), 4: (8, 3, 4, 4)}  # (N, C) and (N, C, H, W)
 EPS, MOMENTUM = 1e-5, 0.1

@@ -2,16 +2,16 @@
 
 from streamlit.testing.v1 import AppTest
 
-import bnviz.data
+import bnviz.data.fashion_mnist
 
 
 def notice_page(notice):  # runs as its own script: imports inside
     import dataclasses
 
-    import bnviz.data
+    import bnviz.data.fashion_mnist
     from ui import server
 
-    server.data_notice(dataclasses.replace(bnviz.data.random_dataset(20, 10), notice=notice))
+    server.data_notice(dataclasses.replace(bnviz.data.fashion_mnist.random_dataset(20, 10), notice=notice))
 
 
 def run(notice):
@@ -27,4 +27,4 @@ def test_the_notice_is_shown_as_a_caption_without_maths():
 
 def test_nothing_is_shown_without_a_notice():
     assert run("") == []
-    assert bnviz.data.random_dataset(20, 10).notice == ""
+    assert bnviz.data.fashion_mnist.random_dataset(20, 10).notice == ""

@@ -10,18 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import bnviz.parallel_run
+import bnviz.devices.parallel_run
 from bnviz.cli import main
-from bnviz.data import random_dataset
-from bnviz.data_parallel import ParallelSettings, train
-from bnviz.replay import Recording
+from bnviz.data.fashion_mnist import random_dataset
+from bnviz.devices.data_parallel import ParallelSettings, train
+from bnviz.live.replay import Recording
 
 DATA = random_dataset(256, 100, seed=5)
 ARGS = ["--epochs", "1", "--train-size", "256", "--batch-size", "64", "--seed", "0"]
 
 
 def test_devices_and_bn_sync_write_rank_zeros_files(tmp_path, monkeypatch, one_thread):
-    monkeypatch.setattr(bnviz.parallel_run, "load_fashion_mnist", lambda: DATA)
+    monkeypatch.setattr(bnviz.devices.parallel_run, "load_fashion_mnist", lambda: DATA)
     out = tmp_path / "run"
     code = main(["train", "--norm", "scratch", "--devices", "2", "--bn-sync", "global", *ARGS, "--out", str(out)])
     assert code == 0
@@ -47,7 +47,7 @@ def test_devices_and_bn_sync_write_rank_zeros_files(tmp_path, monkeypatch, one_t
 
 
 def test_torch_sync_batchnorm_on_the_cpu_is_a_message(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(bnviz.parallel_run, "load_fashion_mnist", lambda: DATA)
+    monkeypatch.setattr(bnviz.devices.parallel_run, "load_fashion_mnist", lambda: DATA)
     code = main(["train", "--norm", "torch", "--devices", "2", "--bn-sync", "global", *ARGS])
     assert code == 1
     assert "CUDA GPUs only" in capsys.readouterr().err

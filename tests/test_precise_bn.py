@@ -1,12 +1,12 @@
-"""Recomputed BN statistics (bnviz.precise_bn) against the average of the batch statistics, read by hooks."""
+"""Recomputed BN statistics (bnviz.step.precise_bn) against the average of the batch statistics, read by hooks."""
 
 import pytest
 import torch
 
-from bnviz.data import batches
-from bnviz.models import BN_LAYERS, NORMS, build_lenet
-from bnviz.precise_bn import STATISTICS, layers_with_statistics, recompute_statistics
-from bnviz.training import evaluate, make_optimizer, train_step
+from bnviz.data.fashion_mnist import batches
+from bnviz.step.models import BN_LAYERS, NORMS, build_lenet
+from bnviz.step.precise_bn import STATISTICS, layers_with_statistics, recompute_statistics
+from bnviz.step.training import evaluate, make_optimizer, train_step
 
 
 def images(n=300, seed=0):

@@ -35,7 +35,7 @@ builtins._new = {}
 def app(view):
     import builtins, sys
 
-    from bnviz.replay import Recording
+    from bnviz.live.replay import Recording
     from ui import views
     from ui.context import ViewContext
     from ui.controls import status_bar

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from bnviz.models import BN_ACTIVATIONS, BN_INPUTS, BN_LAYERS, NORM_INFO, NORMS, build_lenet
-from bnviz.probes import (
+from bnviz.step.models import BN_ACTIVATIONS, BN_INPUTS, BN_LAYERS, NORM_INFO, NORMS, build_lenet
+from bnviz.step.probes import (
     ACT_BINS,
     ACT_RANGES,
     HIST_BINS,
@@ -25,7 +25,7 @@ from bnviz.probes import (
     _sample,
     bin_edges,
 )
-from bnviz.training import make_optimizer, train_step
+from bnviz.step.training import make_optimizer, train_step
 
 LR = 0.1
 BATCH = 64

@@ -23,13 +23,14 @@ from conftest import tiny_dataset
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-import bnviz.history as history
-from bnviz.engine import Experiment
-from bnviz.history import TABLES, RecordingError, experiment_bytes, load_experiment, save_experiment
-from bnviz.models import build_lenet
-from bnviz.probes import ACT_BINS, HIST_BINS, bn_state
-from bnviz.replay import Recording
-from bnviz.snapshot import LaneSpec, Settings
+import bnviz.live.experiment_file as experiment_file
+from bnviz.live.engine import Experiment
+from bnviz.live.experiment_file import RecordingError, experiment_bytes, load_experiment, save_experiment
+from bnviz.live.history import TABLES
+from bnviz.live.replay import Recording
+from bnviz.live.snapshot import LaneSpec, Settings
+from bnviz.step.models import build_lenet
+from bnviz.step.probes import ACT_BINS, HIST_BINS, bn_state
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "chapter-run" / "experiment.npz"
 GIB = 2**30
@@ -129,8 +130,8 @@ def test_the_shipped_run_loads_and_is_far_below_the_limits():
     with zipfile.ZipFile(SHIPPED) as z:
         total = sum(i.file_size for i in z.infolist())
     assert 2_000_000 < total < 3_000_000  # 2.45 MB uncompressed, as docs/LIMITS.md says
-    assert total * 100 < history.MAX_TOTAL_BYTES
-    assert max(len(t["steps"]["step"]) for t in rec.lane_tables) < history.MAX_ROWS
+    assert total * 100 < experiment_file.MAX_TOTAL_BYTES
+    assert max(len(t["steps"]["step"]) for t in rec.lane_tables) < experiment_file.MAX_ROWS
 
 
 @pytest.mark.parametrize("lanes", [[0], [1], [0, 1], [2, 0], [0, 1, 2]])
@@ -153,10 +154,10 @@ def test_the_limits_cover_what_bnviz_records():
     """The vector limit is the widest BN layer or histogram of the model; the header's lanes are what engines hold."""
     model = build_lenet("scratch")
     widths = [bn_state(getattr(model, f"bn{i}"))[0].numel() for i in range(1, 5)]  # the per-channel vectors
-    assert widths == [6, 16, 120, 84] and max(widths) == history.MAX_CHANNELS
-    assert history.MAX_VECTOR == max(HIST_BINS, ACT_BINS, 120)
-    assert history.MAX_ROWS == 100 * 30_000  # 100 epochs of 60,000 images at batch size 2
-    assert history.MAX_TOTAL_BYTES == 512 * 2**20
+    assert widths == [6, 16, 120, 84] and max(widths) == experiment_file.MAX_CHANNELS
+    assert experiment_file.MAX_VECTOR == max(HIST_BINS, ACT_BINS, 120)
+    assert experiment_file.MAX_ROWS == 100 * 30_000  # 100 epochs of 60,000 images at batch size 2
+    assert experiment_file.MAX_TOTAL_BYTES == 512 * 2**20
 
 
 def test_the_total_size_limit_is_checked_on_the_declared_sizes(run, monkeypatch):
@@ -164,9 +165,9 @@ def test_the_total_size_limit_is_checked_on_the_declared_sizes(run, monkeypatch)
     raw = experiment_bytes(header, views)
     with zipfile.ZipFile(io.BytesIO(raw)) as z:
         total = sum(i.file_size for i in z.infolist())
-    monkeypatch.setattr(history, "MAX_TOTAL_BYTES", total)
+    monkeypatch.setattr(experiment_file, "MAX_TOTAL_BYTES", total)
     assert loads_or_refuses(raw) is not None
-    monkeypatch.setattr(history, "MAX_TOTAL_BYTES", total - 1)
+    monkeypatch.setattr(experiment_file, "MAX_TOTAL_BYTES", total - 1)
     with pytest.raises(RecordingError, match="too big to open"):
         Recording.load(raw)
 
@@ -174,7 +175,7 @@ def test_the_total_size_limit_is_checked_on_the_declared_sizes(run, monkeypatch)
 def test_the_row_limit_is_checked(run, monkeypatch):
     header, views = run
     raw = experiment_bytes(header, views)
-    monkeypatch.setattr(history, "MAX_ROWS", 7)  # the steps tables have 8 rows
+    monkeypatch.setattr(experiment_file, "MAX_ROWS", 7)  # the steps tables have 8 rows
     with pytest.raises(RecordingError, match="claims 8 rows"):
         Recording.load(raw)
 
@@ -315,7 +316,7 @@ def test_a_zip_directory_of_many_entries_is_refused_before_it_is_parsed(run, mon
         parsed.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(history.zipfile, "ZipFile", counting)
+    monkeypatch.setattr(experiment_file.zipfile, "ZipFile", counting)
     with pytest.raises(RecordingError, match="zip directory lists about 8,"):
         Recording.load(raw)
     assert parsed == []
@@ -481,8 +482,8 @@ CHILD = textwrap.dedent(
             if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
 
-    from bnviz.history import RecordingError
-    from bnviz.replay import Recording
+    from bnviz.live.experiment_file import RecordingError
+    from bnviz.live.replay import Recording
 
     before = status("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:  # the peak (VmHWM) starts again from here
@@ -560,4 +561,4 @@ def test_a_header_claiming_four_billion_rows_is_refused_without_taking_memory(tm
 def test_the_upload_limit_matches_what_the_loader_accepts():
     tomllib = pytest.importorskip("tomllib")
     config = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
-    assert config["server"]["maxUploadSize"] * 2**20 == history.MAX_TOTAL_BYTES  # Streamlit's MB are MiB
+    assert config["server"]["maxUploadSize"] * 2**20 == experiment_file.MAX_TOTAL_BYTES  # Streamlit's MB are MiB

@@ -8,9 +8,9 @@ import time
 import pytest
 from conftest import together, until
 
-from bnviz.experiment_process import ExperimentProcess
-from bnviz.registry import CapacityError, Janitor, Registry
-from bnviz.snapshot import LaneSpec, Settings
+from bnviz.live.experiment_process import ExperimentProcess
+from bnviz.live.registry import CapacityError, Janitor, Registry
+from bnviz.live.snapshot import LaneSpec, Settings
 
 
 class Clock:

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnviz.data import num_batches
-from bnviz.history import TABLES, RecordingError
-from bnviz.interface import ExperimentView
-from bnviz.replay import Recording, first_divergence
-from bnviz.snapshot import LaneStatus, Settings, Status
+from bnviz.data.fashion_mnist import num_batches
+from bnviz.live.experiment_file import RecordingError
+from bnviz.live.history import TABLES
+from bnviz.live.interface import ExperimentView
+from bnviz.live.replay import Recording, first_divergence
+from bnviz.live.snapshot import LaneStatus, Settings, Status
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "chapter-run" / "experiment.npz"
 STEPS_PER_EPOCH = 469  # 60,000 images in batches of 128, the last one of 96

@@ -1,10 +1,10 @@
-"""Batches of k classes (bnviz.sampling) against their definition, counted on the labels themselves."""
+"""Batches of k classes (bnviz.data.sampling) against their definition, counted on the labels themselves."""
 
 import pytest
 import torch
 
-from bnviz.data import num_batches
-from bnviz.sampling import class_skewed_order
+from bnviz.data.fashion_mnist import num_batches
+from bnviz.data.sampling import class_skewed_order
 
 
 def labels(n=2000, seed=0):
@@ -46,7 +46,7 @@ def test_k_out_of_range_is_refused():
 
 
 def test_the_training_batches_follow_it_with_as_many_batches_as_iid():
-    from bnviz.data import batches
+    from bnviz.data.fashion_mnist import batches
 
     g = torch.Generator().manual_seed(0)
     images, y = torch.randint(0, 256, (300, 28, 28), dtype=torch.uint8, generator=g), labels(300)
@@ -61,7 +61,7 @@ def test_the_training_batches_follow_it_with_as_many_batches_as_iid():
 
 
 def test_settings_refuse_classes_per_batch_out_of_range():
-    from bnviz.snapshot import Settings
+    from bnviz.live.snapshot import Settings
 
     assert Settings(classes_per_batch=1).classes_per_batch == 1
     for bad in (0, 11):

@@ -185,7 +185,7 @@ def test_every_recording_a_closed_tab_opened_is_released():
 
 
 def test_a_released_recording_holds_no_tables_and_still_answers():
-    from bnviz.replay import Recording
+    from bnviz.live.replay import Recording
 
     rec = Recording.load(server.SHIPPED_RUN)
     assert rec.last_step > 0
@@ -222,8 +222,8 @@ HELD = textwrap.dedent(
     import gc, sys
     import numpy as np
     sys.path.insert(0, {root!r})
-    from bnviz.history import experiment_bytes, load_experiment
-    from bnviz.replay import Recording
+    from bnviz.live.experiment_file import experiment_bytes, load_experiment
+    from bnviz.live.replay import Recording
     from ui import server
 
     def rss_mb():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import together
 
-from bnviz.replay import Recording
+from bnviz.live.replay import Recording
 from ui.server import SHIPPED_RUN
 from ui.shared import SharedFrames, same_content
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 from conftest import tiny_dataset
 
-from bnviz import landscape
-from bnviz.data import FashionMNISTData
-from bnviz.engine import Experiment
-from bnviz.models import build_lenet
-from bnviz.snapshot import LaneSpec, Settings
-from bnviz.studies import BATCH_SIZES, batch_statistics, lr_race
-from bnviz.training import evaluate, make_optimizer, train_step
+from bnviz.data.fashion_mnist import FashionMNISTData
+from bnviz.live.engine import Experiment
+from bnviz.live.snapshot import LaneSpec, Settings
+from bnviz.step import landscape
+from bnviz.step.models import build_lenet
+from bnviz.step.training import evaluate, make_optimizer, train_step
+from bnviz.studies.batch_and_lr import BATCH_SIZES, batch_statistics, lr_race
 
 
 def tiny(n_train=256, n_test=128, seed=0):

@@ -1,9 +1,9 @@
-"""bnviz/svg_chart.py: a viewer's static charts say what the figure says.
+"""bnviz/pictures/svg_chart.py: a viewer's static charts say what the figure says.
 
 The reference is the chart's own axis labels: every tick label's value at its position defines the map from
 data to drawing, and every drawn point of every trace must sit where that map puts the trace's value (a
 chart whose curves disagree with its own labels would tell the class something false). The figures are the
-dashboard's own (``bnviz.figures``), from the shipped 10-epoch recording and from made-up tables.
+dashboard's own (``bnviz.pictures.figures``), from the shipped 10-epoch recording and from made-up tables.
 """
 
 import dataclasses
@@ -15,8 +15,8 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from bnviz import figures, svg_chart
-from bnviz.replay import Recording
+from bnviz.live.replay import Recording
+from bnviz.pictures import figures, svg_chart
 
 NS = {"s": "http://www.w3.org/2000/svg"}
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "chapter-run" / "experiment.npz"

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from bnviz.batchnorm import BatchNorm
-from bnviz.models import build_lenet
-from bnviz.process_group import run_local_group
-from bnviz.sync_batchnorm import SyncBatchNorm, group_size
+from bnviz.devices.process_group import run_local_group
+from bnviz.devices.sync_batchnorm import SyncBatchNorm, group_size
+from bnviz.norms.batchnorm import BatchNorm
+from bnviz.step.models import build_lenet
 
 SHAPES = {2: (10, 5), 4: (10, 3, 4, 4)}  # 10 images: slices of 5, 5 on 2 ranks; 3, 3, 2, 2 on 4 (unequal)
 STEPS = 3

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from bnviz.models import build_lenet, set_bn_bypass
-from bnviz.training import evaluate, evaluate_train_mode, has_running_statistics, make_optimizer, train_step
+from bnviz.step.models import build_lenet, set_bn_bypass
+from bnviz.step.training import evaluate, evaluate_train_mode, has_running_statistics, make_optimizer, train_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

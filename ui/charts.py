@@ -17,7 +17,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from bnviz import figures, svg_chart
+from bnviz.pictures import figures, svg_chart
 
 from .context import figure
 
@@ -104,7 +104,7 @@ def chart(fig, key):
 
 
 def svg(fig, key):
-    """A line figure as a static SVG (``bnviz.svg_chart``), drawn once per figure for every page that shows it; a
+    """A line figure as a static SVG (``svg_chart``), drawn once per figure for every page that shows it; a
     figure it cannot draw is drawn by Plotly."""
     try:
         text = figure(svg_chart.to_svg, fig)

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from bnviz.models import BN_LAYERS
+from bnviz.step.models import BN_LAYERS
 
 from .shared import frames
 from .state import BOUND, Key
@@ -19,7 +19,7 @@ class ViewContext:
     registry: object | None = None
     key: str | None = None  # the experiment's id in the registry
     present: bool = False  # presenter mode: one chart per row, the scoreboard first
-    light: bool = False  # the viewer page: the Training charts as static SVG (bnviz.svg_chart), before Plotly
+    light: bool = False  # the viewer page: the Training charts as static SVG (bnviz.pictures.svg_chart), before Plotly
 
     @property
     def live(self):

@@ -4,10 +4,10 @@ import contextlib
 
 import streamlit as st
 
-from bnviz.device import DeviceError
-from bnviz.engine import describe_error
-from bnviz.history import RecordingError
-from bnviz.registry import CapacityError
+from bnviz.live.engine import describe_error
+from bnviz.live.experiment_file import RecordingError
+from bnviz.live.registry import CapacityError
+from bnviz.machine.device import DeviceError
 
 from .state import flash
 

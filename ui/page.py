@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from bnviz.data import DataError
-from bnviz.engine import describe_error
+from bnviz.data.fashion_mnist import DataError
+from bnviz.live.engine import describe_error
 
 from . import controls, live, preload, replay, server, sidebar, watch  # noqa: F401 (preload: imported, see there)
 from .state import BOUND, Key, show_flash

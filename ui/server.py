@@ -18,19 +18,21 @@ import streamlit as st
 from streamlit import runtime
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-import bnviz.data
-from bnviz import env
-from bnviz.device import DeviceError, resolve_device
-from bnviz.engine import Experiment, describe_error
-from bnviz.experiment_process import ExperimentProcess, warm_up
-from bnviz.history import RecordingError
-from bnviz.registry import Janitor, Registry
-from bnviz.replay import Recording
-from bnviz.snapshot import LaneSpec
+import bnviz.data.fashion_mnist
+from bnviz.live.engine import Experiment, describe_error
+from bnviz.live.experiment_file import RecordingError
+from bnviz.live.experiment_process import ExperimentProcess
+from bnviz.live.processes import warm_up
+from bnviz.live.registry import Janitor, Registry
+from bnviz.live.replay import Recording
+from bnviz.live.snapshot import LaneSpec
+from bnviz.machine import env
+from bnviz.machine.device import DeviceError, resolve_device
 
 from . import shared
 from .feedback import plain
 from .state import Key, flash, init_widgets, settings_from_widgets, url_lanes, url_problems
+from .views import VIEWS
 
 SHIPPED_RUN = Path(__file__).resolve().parents[1] / "assets" / "chapter-run" / "experiment.npz"
 SHIPPED_NAME = "the chapter's 10 epochs (shipped)"
@@ -68,7 +70,7 @@ def register(registry, exp):
 @st.cache_resource(show_spinner="Loading Fashion-MNIST…")
 def dataset():
     """The dataset, found, unpacked and checked once per server (a DataError is not cached: a reload retries)."""
-    return bnviz.data.load_fashion_mnist()
+    return bnviz.data.fashion_mnist.load_fashion_mnist()
 
 
 def no_maths(text):
@@ -78,7 +80,7 @@ def no_maths(text):
 
 def data_notice(data):
     """Under the title, when it is worth knowing: the folder $BNVIZ_DATA names (or a partly filled one) was
-    passed over and why, or the data's digests were not checked (bnviz.data's notice)."""
+    passed over and why, or the data's digests were not checked (bnviz.data.fashion_mnist's notice)."""
     if data.notice:
         st.caption(f"Fashion-MNIST: {no_maths(data.notice)}")
 
@@ -103,11 +105,11 @@ def make_experiment(data, settings, lanes):
 
 
 def new_experiment(registry, data):
-    problems = url_problems()
+    problems = url_problems(tuple(VIEWS))
     if problems:
         # the values are the link's own text: shown as text, never as Markdown (a link's value could be a link)
         flash("warning", plain(f"This link's {'; '.join(problems)} could not be used: the default is used instead."))
-    init_widgets()
+    init_widgets(tuple(VIEWS))
     activation = st.session_state[Key.ACTIVATION]
     lanes = url_lanes() or (LaneSpec("none", activation), LaneSpec("scratch", activation))  # a lesson link's lanes
     exp = make_experiment(data, settings_from_widgets(), lanes)
@@ -130,7 +132,7 @@ def attach(registry, data):
                 "that trains it), or the link is from another server. Here is a fresh run.",
             )
         key, exp = new_experiment(registry, data)
-    init_widgets(exp)
+    init_widgets(tuple(VIEWS), exp)
     st.session_state[Key.RUN_KEY] = key
     return key, exp
 

@@ -5,10 +5,10 @@ import urllib.parse
 
 import streamlit as st
 
-from bnviz import web_page
-from bnviz.history import experiment_bytes, metrics_csv, to_jsonable
-from bnviz.models import NORM_INFO
-from bnviz.snapshot import MAX_LANES, LaneSpec
+from bnviz.live.experiment_file import experiment_bytes, metrics_csv, to_jsonable
+from bnviz.live.snapshot import MAX_LANES, LaneSpec
+from bnviz.pictures import web_page
+from bnviz.step.models import NORM_INFO
 
 from . import watch
 from .feedback import say

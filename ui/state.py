@@ -6,8 +6,8 @@ typo is an AttributeError at import, not a widget that silently forgets its valu
 
 import streamlit as st
 
-from bnviz.models import ACTIVATIONS, BN_LAYERS, NORM_INFO, NORMS
-from bnviz.snapshot import Settings
+from bnviz.live.snapshot import Settings
+from bnviz.step.models import ACTIVATIONS, BN_LAYERS, NORM_INFO, NORMS
 
 
 class Key:
@@ -81,16 +81,6 @@ SPEEDS = {"1×": 1, "5×": 5, "20×": 20, "100×": 100}
 NORM_NAMES = {n: NORM_INFO[n].label for n in NORMS if n != "none"}  # what a lane with its BN toggle on can run
 CLASS_CHOICES = (10, 5, 2, 1)
 MAX_URL_EPOCHS = 100
-VIEW_NAMES = (
-    "Training",
-    "Inside BN",
-    "BN state",
-    "Gradients",
-    "Experiments",
-    "Lesson",
-    "Story",
-    "Exercises",
-)  # ui.views.VIEWS' keys
 BOUND = "query-params"  # widgets of the lesson set-up live in the URL: a link reopens the set-up
 
 
@@ -122,7 +112,7 @@ def url_bool(raw):
 
 def url_lanes():
     """The lanes a lesson link asks for (?bn0=true&impl0=torch&bn2=true ...), or None to use the default pair."""
-    from bnviz.snapshot import LaneSpec
+    from bnviz.live.snapshot import LaneSpec
 
     if not any(st.query_params.get(k) is not None for i in range(3) for k in (Key.bn(i), Key.impl(i))):
         return None
@@ -146,7 +136,7 @@ def url_epochs():
     return n if 1 <= n <= MAX_URL_EPOCHS else None
 
 
-def url_problems():
+def url_problems(views):
     """The lesson link's values that cannot be used, each as a sentence that says what was used instead.
 
     A link's value that is not valid is dropped (the widget keeps its default); the page says so once,
@@ -159,7 +149,7 @@ def url_problems():
         Key.SEED: (int, lambda v: 0 <= v <= 10_000, "a whole number from 0 to 10000"),
         Key.CLASSES: (int, lambda v: v in CLASS_CHOICES, "one of " + ", ".join(map(str, CLASS_CHOICES))),
         Key.ACTIVATION: (str, lambda v: v in ACTIVATIONS, " or ".join(ACTIVATIONS)),
-        Key.VIEW: (str, lambda v: v in VIEW_NAMES, "one of " + ", ".join(VIEW_NAMES)),
+        Key.VIEW: (str, lambda v: v in views, "one of " + ", ".join(views)),
         Key.POSITION: (str, lambda v: v in BN_LAYERS, "one of " + ", ".join(BN_LAYERS)),
         Key.PRESET: (str, lambda v: v in PRESETS or v in URL_PRESETS, "demo or chapter"),
         Key.PRESENT: (url_bool, lambda v: True, "true or false"),
@@ -181,7 +171,7 @@ def url_problems():
     return problems
 
 
-def init_widgets(exp=None):
+def init_widgets(views, exp=None):
     """Widget values: from the attached experiment (after a reload), else from a lesson link's URL, else the preset.
 
     The lesson set-up (preset, lanes, activation, lr, batch size, epochs, seed, view, BN position) is bound to
@@ -203,7 +193,7 @@ def init_widgets(exp=None):
     ss.setdefault(Key.DEVICE, s.device)
     ss.setdefault(Key.TRAIN_SIZE, next((k for k, v in TRAIN_SIZES.items() if v == s.train_size), "12,800 (fast)"))
     choose(Key.ACTIVATION, exp.lanes[0].spec.activation if exp else "sigmoid", str, lambda v: v in ACTIVATIONS)
-    ss.setdefault(Key.VIEW, url_value(Key.VIEW, str, lambda v: v in VIEW_NAMES) or "Training")
+    ss.setdefault(Key.VIEW, url_value(Key.VIEW, str, lambda v: v in views) or "Training")
     ss.setdefault(Key.WINDOW, "all steps")
     ss.setdefault(Key.LOG_LOSS, True)
     ss.setdefault(Key.FREEZE, False)

@@ -1,20 +1,13 @@
 """One module per view, each with ``render(snapshot, context)`` and its captions as constants beside it.
 
-``VIEWS`` is the table the page's view picker, the router and the tests all read.
+Each module names itself (``NAME``); ``VIEWS`` is the one table of views, which the page's view picker, the
+router, a lesson link's check (``ui.state``) and the tests all read.
 """
 
 from . import bn_state, exercises, experiments, gradients, inside_bn, lesson, story, training
 
-VIEWS = {
-    "Training": training.render,
-    "Inside BN": inside_bn.render,
-    "BN state": bn_state.render,
-    "Gradients": gradients.render,
-    "Experiments": experiments.render,
-    "Lesson": lesson.render,
-    "Story": story.render,
-    "Exercises": exercises.render,
-}
+MODULES = (training, inside_bn, bn_state, gradients, experiments, lesson, story, exercises)  # the picker's order
+VIEWS = {view.NAME: view.render for view in MODULES}
 DEFAULT_VIEW = "Training"
 
 

@@ -3,8 +3,8 @@ accuracy with running statistics (eval mode) against batch statistics (train mod
 
 import streamlit as st
 
-from bnviz import captions, figures
-from bnviz.models import NORM_INFO
+from bnviz.pictures import captions, figures
+from bnviz.step.models import NORM_INFO
 
 from ..charts import chart
 from ..context import figure, position_picker
@@ -29,6 +29,8 @@ TRAIN_EVAL_CAPTION = (
 GAMMA_BETA_CAPTION = (
     "gamma and beta start at 1 and 0 and are learned: the network chooses the scale and shift it wants."
 )
+
+NAME = "BN state"  # in the view picker and in a lesson link (?view=)
 
 
 def render(snap, ctx):

@@ -2,15 +2,16 @@
 
 The class chooses a prediction before anything runs; the run is a background job of the registry (progress,
 Stop); the reveal puts the measured answer beside the prediction, with a sentence written from the numbers
-(``bnviz.exercises``).
+(``bnviz.studies.exercises``).
 """
 
 import streamlit as st
 
-from bnviz import exercise_figures, norm_findings
-from bnviz.child_run import in_child
-from bnviz.exercises import EXERCISES, run
-from bnviz.jobs import Job
+from bnviz.live.child_run import in_child
+from bnviz.live.jobs import Job
+from bnviz.pictures import exercise_figures
+from bnviz.studies import norm_findings
+from bnviz.studies.exercises import EXERCISES, run
 
 from ..charts import chart
 from ..context import figure
@@ -21,6 +22,8 @@ INTRO = (
     "Each exercise asks a question, you (or the class) choose a prediction, then it trains the variants on the "
     "same batches from the same seed and reveals what they measured. The numbers decide the answer, not the book."
 )
+
+NAME = "Exercises"  # in the view picker and in a lesson link (?view=)
 
 
 def describe(exercise):

@@ -6,14 +6,15 @@ import dataclasses
 
 import streamlit as st
 
-from bnviz import captions, env, exercise_figures, figures
-from bnviz.child_run import in_child
-from bnviz.devices_study import KS, devices_study
-from bnviz.devices_study import summary as devices_summary
-from bnviz.exercises import EXERCISES
-from bnviz.jobs import Job
-from bnviz.models import NORM_INFO
-from bnviz.studies import RACE_LRS, batch_statistics, lr_race
+from bnviz.live.child_run import in_child
+from bnviz.live.jobs import Job
+from bnviz.machine import env
+from bnviz.pictures import captions, exercise_figures, figures
+from bnviz.step.models import NORM_INFO
+from bnviz.studies.batch_and_lr import RACE_LRS, batch_statistics, lr_race
+from bnviz.studies.devices_study import KS, devices_study
+from bnviz.studies.devices_study import summary as devices_summary
+from bnviz.studies.exercises import EXERCISES
 
 from ..charts import chart
 from ..context import figure
@@ -68,6 +69,8 @@ LANDSCAPE_CAPTION = (
     "smoother landscape, where a large step is safe. A network that is not learning is trivially flat, so "
     "compare lanes that both learn (the paper's setting): ReLU learns with and without BN."
 )
+
+NAME = "Experiments"  # in the view picker and in a lesson link (?view=)
 
 
 def stop_job(job):

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from bnviz import captions, figures
+from bnviz.pictures import captions, figures
 
 from ..charts import chart
 from ..context import figure
@@ -10,6 +10,8 @@ from ..context import figure
 GRAD_CAPTION = (
     "The gradient norm of each layer's weights at every probe, from the first layer (conv1) to the last (fc3)."
 )
+
+NAME = "Gradients"  # in the view picker and in a lesson link (?view=)
 UPDATE_CAPTION = "Update-to-weight ratio: how much a step changes each layer's weights, relative to their size."
 
 

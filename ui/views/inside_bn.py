@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from bnviz import captions, figures
+from bnviz.pictures import captions, figures
 
 from ..charts import chart
 from ..context import figure, position_picker
@@ -16,6 +16,8 @@ PERCENTILE_CAPTION = (
     "Ioffe & Szegedy (2015), Figure 1: the 15th, 50th and 85th percentiles of the input to the activation, "
     "over training. How far they moved in this run:"
 )
+
+NAME = "Inside BN"  # in the view picker and in a lesson link (?view=)
 HEATMAP_CAPTION = "The whole distribution over time: each column is one probe."
 
 

@@ -4,15 +4,15 @@ import inspect
 
 import streamlit as st
 
-import bnviz.batch_renorm
-import bnviz.batchnorm
-import bnviz.batchnorm_backward
-import bnviz.batchnorm_lite
-import bnviz.ghost_batchnorm
-import bnviz.models
-import bnviz.noisy_batchnorm
-from bnviz.models import NORM_INFO
-from bnviz.norm_groups import describe, groups_at, norm_groups_figure
+import bnviz.norms.batch_renorm
+import bnviz.norms.batchnorm
+import bnviz.norms.batchnorm_backward
+import bnviz.norms.batchnorm_lite
+import bnviz.norms.ghost_batchnorm
+import bnviz.norms.noisy_batchnorm
+import bnviz.step.models
+from bnviz.pictures.norm_groups import describe, groups_at, norm_groups_figure
+from bnviz.step.models import NORM_INFO
 
 from ..charts import chart
 from ..context import figure, position_picker
@@ -49,15 +49,17 @@ WHAT_TO_LOOK_FOR = (
     "3. **BN state**: running statistics settle; gamma and beta move away from 1 and 0.\n"
     "4. **Gradients**: without BN the first layers get tiny gradients."
 )
+
+NAME = "Lesson"  # in the view picker and in a lesson link (?view=)
 # Where each normalisation's code is: our modules, or (torch's own layers) where bnviz builds them.
 SOURCES = {
-    "scratch": bnviz.batchnorm,
-    "renorm": bnviz.batch_renorm,
-    "ghost": bnviz.ghost_batchnorm,
-    "noisy": bnviz.noisy_batchnorm,
-    "centre": bnviz.batchnorm_lite,
-    "scale": bnviz.batchnorm_lite,
-    "frozen": bnviz.batchnorm_lite,
+    "scratch": bnviz.norms.batchnorm,
+    "renorm": bnviz.norms.batch_renorm,
+    "ghost": bnviz.norms.ghost_batchnorm,
+    "noisy": bnviz.norms.noisy_batchnorm,
+    "centre": bnviz.norms.batchnorm_lite,
+    "scale": bnviz.norms.batchnorm_lite,
+    "frozen": bnviz.norms.batchnorm_lite,
 }
 TORCH_LAYERS = ("torch", "layernorm", "groupnorm")
 
@@ -66,8 +68,8 @@ def source_of(norm):
     """(file name, source) of the code a lane with ``norm`` runs at each BN position."""
     if norm in SOURCES:
         module = SOURCES[norm]
-        return f"bnviz/{module.__name__.split('.')[-1]}.py", inspect.getsource(module)
-    return "bnviz/models.py", inspect.getsource(bnviz.models.norm_layer)
+        return module.__name__.replace(".", "/") + ".py", inspect.getsource(module)
+    return "bnviz/step/models.py", inspect.getsource(bnviz.step.models.norm_layer)
 
 
 def render(snap, ctx):
@@ -98,14 +100,16 @@ def render(snap, ctx):
     st.markdown(f"### The layer {lane.label.split(' · ')[0]} runs (read from `{name}`)")
     if norm in TORCH_LAYERS:
         same = (
-            " Our from-scratch BN (`bnviz/batchnorm.py`, a lane's 'BN scratch') computes the same formula in Python."
+            " Our from-scratch BN (`bnviz/norms/batchnorm.py`, 'BN scratch') computes the same formula in Python."
             if norm == "torch"
             else ""
         )
         st.caption(f"{info.label} is torch's own layer (its kernels are C++); this is where bnviz builds it.{same}")
     st.code(code, language="python", line_numbers=True, wrap_lines=True)
     if norm == "scratch":
-        st.markdown("### The gradient, written out (read from `bnviz/batchnorm_backward.py`)")
+        st.markdown("### The gradient, written out (read from `bnviz/norms/batchnorm_backward.py`)")
         st.caption(BACKWARD_INTRO)
-        st.code(inspect.getsource(bnviz.batchnorm_backward), language="python", line_numbers=True, wrap_lines=True)
+        st.code(
+            inspect.getsource(bnviz.norms.batchnorm_backward), language="python", line_numbers=True, wrap_lines=True
+        )
     st.markdown(WHAT_TO_LOOK_FOR)

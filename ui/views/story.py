@@ -1,11 +1,11 @@
 """Story: the chapter's argument as a guided sequence for a class. Each step has one prompt, a question the
-class answers before anything is shown, and a reveal written from the run's own numbers (bnviz.captions)."""
+class answers before anything is shown, and a reveal written from the run's own numbers (bnviz.pictures.captions)."""
 
 from dataclasses import dataclass
 
 import streamlit as st
 
-from bnviz import captions, figures
+from bnviz.pictures import captions, figures
 
 from ..charts import chart
 from ..context import figure
@@ -59,6 +59,8 @@ STEPS = (
         ("0.1", "around 1", "10 or more"),
     ),
 )
+
+NAME = "Story"  # in the view picker and in a lesson link (?view=)
 
 
 def go(step):

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from bnviz import captions, figures
+from bnviz.pictures import captions, figures
 
 from ..charts import chart, placeholder, svg, warm_up
 from ..context import figure
@@ -11,8 +11,10 @@ CAPTION = (
     "Same network, same batches: only the normalisation differs between the lanes (BN, another kind, or none). "
     "Thin lines: training accuracy (smoothed); thick: the validation subset; diamonds: the full test set."
 )
+
+NAME = "Training"  # in the view picker and in a lesson link (?view=)
 SCOREBOARD_TITLE = "**When did each lane first reach 50 / 70 / 80 % validation accuracy?**"
-CHART_HEIGHT = 380  # the loss and accuracy figures' height (bnviz.figures._layout's default)
+CHART_HEIGHT = 380  # the loss and accuracy figures' height (bnviz.pictures.figures.styled's default)
 # What fills the two charts, and what brings it (the status bar above says what runs)
 LOSS = ("Training loss per step", "the training loss of every lane at every step")
 ACCURACY = ("Accuracy", "every lane's training accuracy and its validation checks")
@@ -41,7 +43,7 @@ def charts(snap, ctx):
             lambda: placeholder("loss", LOSS[0], waiting(snap, ctx, LOSS[1]), CHART_HEIGHT),
             lambda: placeholder("acc", ACCURACY[0], waiting(snap, ctx, ACCURACY[1]), CHART_HEIGHT),
         )
-    draw = svg if ctx.light else chart  # a viewer's page draws these two without Plotly (bnviz/svg_chart.py)
+    draw = svg if ctx.light else chart  # a viewer's page draws these two without Plotly (bnviz/pictures/svg_chart.py)
     return (
         lambda: draw(figure(figures.loss_figure, snap, ctx.last_n, ctx.log_loss), "loss"),
         lambda: draw(figure(figures.accuracy_figure, snap, ctx.last_n), "acc"),
