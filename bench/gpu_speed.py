@@ -77,7 +77,7 @@ def engine_epoch(data, dev, graphs, **overrides):
         sync(dev)
         elapsed = time.perf_counter() - t
         snap = exp.snapshot()
-        graphed = [bool(lane.graphed and lane.graphed.graphed) for lane in exp.lanes]
+        graphed = [bool(lane.stepper.graphed) for lane in exp.lanes]
     accs = [float(lane.tables["epochs"]["val_acc"][-1]) for lane in snap.lanes]
     return elapsed, graphed, accs
 

@@ -13,6 +13,7 @@ from conftest import until, worker_threads
 from torch import nn
 
 import bnviz.live.engine
+import bnviz.step.graphed_step
 from bnviz.live.engine import Experiment, Lane, describe_error
 from bnviz.live.history import TABLES
 from bnviz.live.snapshot import DEFAULT_LANES, MAX_LANES, LaneSpec, LaneStatus, LaneView, Settings, Status
@@ -47,14 +48,15 @@ def make(make_experiment):
 
 
 def fake_losses(monkeypatch, per_image):
-    """train_step replaced: it trains as ever, but reports the next of ``per_image`` as the batch's mean loss."""
-    losses, real = iter(per_image), bnviz.live.engine.train_step
+    """train_step replaced (in the lanes' EagerStep): it trains as ever, but reports the next of ``per_image`` as
+    the batch's mean loss."""
+    losses, real = iter(per_image), bnviz.step.graphed_step.train_step
 
     def fake_step(model, opt, X, y):
         real(model, opt, X, y)
         return torch.tensor(next(losses) * X.shape[0]), torch.tensor(0)
 
-    monkeypatch.setattr(bnviz.live.engine, "train_step", fake_step)
+    monkeypatch.setattr(bnviz.step.graphed_step, "train_step", fake_step)
 
 
 def run(e, timeout=60):

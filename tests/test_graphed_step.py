@@ -12,7 +12,7 @@ from conftest import tiny_dataset
 
 from bnviz.data.fashion_mnist import batches
 from bnviz.machine import env
-from bnviz.step.graphed_step import WARMUP_STEPS, GraphedStep, tensor_key, why_not_graphed
+from bnviz.step.graphed_step import WARMUP_STEPS, EagerStep, GraphedStep, make_step, tensor_key, why_not_graphed
 from bnviz.step.models import build_lenet, set_bn_bypass
 from bnviz.step.probes import Probe
 from bnviz.step.training import make_optimizer, train_step
@@ -51,6 +51,24 @@ def compare(norm, device, capture, *, lr_change_at=5, eager_every=4, tol=1e-5):
     for (name, b), c in zip(ref.named_buffers(), model.buffers()):
         torch.testing.assert_close(c, b, atol=tol, rtol=tol, msg=name)
     return step
+
+
+def test_on_the_cpu_a_lane_steps_eagerly_and_a_probed_step_is_the_same_step(one_thread):
+    """make_step gives the CPU an EagerStep: its step and its probed step are train_step exactly (the same
+    operations in the same order: bit for bit), and its lr change reaches the optimiser."""
+    (ref, ref_opt), (model, opt) = two_copies("scratch", "cpu")
+    step = make_step(model, opt, 0.5, 32)
+    assert isinstance(step, EagerStep) and not step.graphed
+    for i, (X, y) in enumerate(stream("cpu", epochs=1)):
+        if i == 3:
+            for group in ref_opt.param_groups:
+                group["lr"] = 0.1
+            step.set_lr(0.1)
+        want = train_step(ref, ref_opt, X, y)
+        got = step.probed(X, y, "sigmoid")[:2] if i % 2 else step(X, y)
+        assert torch.equal(torch.stack(got), torch.stack(want)), i
+    assert opt.param_groups[0]["lr"] == 0.1
+    assert all(torch.equal(p, q) for p, q in zip(ref.parameters(), model.parameters()))
 
 
 @pytest.mark.parametrize("norm", ["none", "scratch", "torch", "ghost", "groupnorm", "frozen"])
@@ -200,8 +218,8 @@ def test_the_engine_records_the_same_numbers_with_and_without_graphs(make_experi
         snap = exp.snapshot()
         tables.append([lane.tables for lane in snap.lanes])
         if graphs == "1":
-            assert all(lane.graphed is not None and lane.graphed.graphed for lane in exp.lanes)
-            assert all(lane.graphed.probe_graph is not None for lane in exp.lanes)  # probes at 0 (eager), 7, 14
+            assert all(lane.stepper.graphed for lane in exp.lanes)
+            assert all(lane.stepper.probe_graph is not None for lane in exp.lanes)  # probes at 0 (eager), 7, 14
     for graphed, eager in zip(*tables):
         for table in ("steps", "val", "probes", "epochs"):
             assert set(graphed[table]) == set(eager[table]) and len(graphed[table]["step"]) > 0

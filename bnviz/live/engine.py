@@ -28,11 +28,20 @@ from bnviz.live.snapshot import DEFAULT_LANES, MAX_LANES, LaneStatus, LaneView, 
 from bnviz.machine import device as devices
 from bnviz.machine import env
 from bnviz.step import landscape
-from bnviz.step.graphed_step import GraphedStep
+from bnviz.step.graphed_step import make_step
 from bnviz.step.models import build_lenet, set_bn_bypass
 from bnviz.step.precise_bn import layers_with_statistics, recompute_statistics
-from bnviz.step.probes import probed
-from bnviz.step.training import evaluate, evaluate_train_mode, has_running_statistics, make_optimizer, train_step
+from bnviz.step.training import evaluate, evaluate_train_mode, has_running_statistics, make_optimizer
+
+
+@dataclass(frozen=True)
+class Due:
+    """What a lane records at one step, besides the step's loss and accuracy."""
+
+    probe: bool
+    landscape: bool
+    val: bool
+    epoch_end: bool
 
 
 class Lane:
@@ -49,11 +58,8 @@ class Lane:
         ).to(self.device)
         self.optimizer = make_optimizer(self.model, s.lr)
         # on a GPU, the step replays a captured CUDA graph (bnviz/step/graphed_step.py); on the CPU, train_step
-        self.graphed = None
-        if self.device.type == "cuda" and env.cuda_graphs():
-            self.graphed = GraphedStep(
-                self.model, self.optimizer, s.lr, s.batch_size, name=f"lane {'ABC'[self.index]} ({self.spec.label})"
-            )
+        name = f"lane {'ABC'[self.index]} ({self.spec.label})"
+        self.stepper = make_step(self.model, self.optimizer, s.lr, s.batch_size, name=name, graphs=env.cuda_graphs())
         self.history = LaneHistory(s.dist_capacity)
         self.status, self.error, self.diverged_at, self.bn_bypassed = LaneStatus.READY, None, None, False
         self.step, self.epoch, self._batches = 0, 1, None
@@ -67,19 +73,22 @@ class Lane:
 
     def set_lr(self, lr):
         self.settings = dataclasses.replace(self.settings, lr=lr)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        if self.graphed is not None:
-            self.graphed.set_lr(lr)
+        self.stepper.set_lr(lr)
 
     FLUSH_EVERY = 32  # on a GPU, steps whose loss stays on the device before one transfer fetches them all
 
-    def train_one_step(self, lock):
-        """One SGD step on this lane's next batch, then the records due at this step.
+    def due(self, step):
+        """What is recorded at ``step`` (counted from 1), besides its loss: a probe taken during the step, the
+        loss landscape, a validation, the epoch's end (its test evaluation)."""
+        s = self.settings
+        return Due(
+            probe=(step - 1) % s.probe_every == 0,
+            landscape=bool(s.landscape_every) and step % s.landscape_every == 0,
+            val=step % s.val_every == 0,
+            epoch_end=step % self.steps_per_epoch == 0,
+        )
 
-        On a GPU nothing here waits for the device except a probe, a validation and every FLUSH_EVERY
-        steps, when the pending losses come back in one transfer; on the CPU every step is recorded at once.
-        """
+    def next_batch(self):
         s = self.settings
         if self._batches is None:
             self._batches = batches(
@@ -91,44 +100,37 @@ class Lane:
                 epoch=self.epoch,
                 classes_per_batch=s.classes_per_batch,
             )
-        X, y = next(self._batches)
-        probing = self.step % s.probe_every == 0
+        return next(self._batches)
+
+    def train_one_step(self, lock):
+        """One SGD step on this lane's next batch, then the records due at this step.
+
+        On a GPU nothing here waits for the device except a probe, a validation and every FLUSH_EVERY
+        steps, when the pending losses come back in one transfer; on the CPU every step is recorded at once.
+        """
+        s = self.settings
+        X, y = self.next_batch()
+        due = self.due(self.step + 1)
         t0 = time.perf_counter()
-        if probing and self.graphed is not None:  # replayed from a graph of its own once warm (graphed_step.py)
-            loss, correct, scalars, vectors = self.graphed.probed(X, y, self.spec.activation)
-        elif probing:
-            loss, correct, scalars, vectors = probed(
-                self.model, self.spec.activation, s.lr, train_step, self.model, self.optimizer, X, y
-            )
-        elif self.graphed is not None:
-            loss, correct = self.graphed(X, y)
+        if due.probe:  # a graphed lane replays a graph of its own for a probed step, once warm (graphed_step.py)
+            loss, correct, scalars, vectors = self.stepper.probed(X, y, self.spec.activation)
         else:
-            loss, correct = train_step(self.model, self.optimizer, X, y)
+            loss, correct = self.stepper(X, y)
         self.step += 1
         probed_step = self.step
         self._pending.append((self.step, self.epoch, s.lr, loss, correct, X.shape[0]))
-        landscape_due = s.landscape_every and self.step % s.landscape_every == 0
-        val_due = self.step % s.val_every == 0
-        epoch_end = self.step % self.steps_per_epoch == 0
-        if (
-            self.device.type == "cpu"
-            or probing
-            or landscape_due
-            or val_due
-            or epoch_end
-            or len(self._pending) >= self.FLUSH_EVERY
-        ):
+        if self.device.type == "cpu" or any(dataclasses.astuple(due)) or len(self._pending) >= self.FLUSH_EVERY:
             self.flush(lock)
         # after its step's row, so a snapshot never shows a probe of a step it lacks; a lane that the flush
         # found diverged at an earlier step went back there, and this step's probe is of no step it kept
-        if probing and self.step == probed_step:
+        if due.probe and self.step == probed_step:
             with lock:
                 self.history.probes.append(dict(step=self.step, **scalars))
                 self.history.dists.offer(dict(step=self.step, **vectors))
         self.compute_s += time.perf_counter() - t0
         if self.status == LaneStatus.DIVERGED:
             return
-        if landscape_due:
+        if due.landscape:
             numbers = landscape.measure(
                 self.model,
                 self.data.train_x[: s.batch_size].unsqueeze(1).float() / 255,
@@ -137,11 +139,11 @@ class Lane:
             )
             with lock:
                 self.history.landscape.append(dict(step=self.step, **numbers))
-        if val_due:
+        if due.val:
             row = self.validate()
             with lock:
                 self.history.val.append(row)
-        if epoch_end:
+        if due.epoch_end:
             self.end_epoch(lock)
 
     def flush(self, lock):

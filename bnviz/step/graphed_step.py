@@ -57,6 +57,37 @@ def why_not_graphed(model):
     return None
 
 
+class EagerStep:
+    """The training step as written, run with Python in the loop every time: the CPU's step (and a GPU's with
+    CUDA graphs switched off). The same interface as ``GraphedStep``: ``step(X, y)``, ``step.probed(X, y,
+    activation)``, ``step.set_lr(lr)``."""
+
+    graphed = False
+
+    def __init__(self, model, optimizer, lr):
+        self.model, self.optimizer, self.lr = model, optimizer, float(lr)
+
+    def set_lr(self, lr):
+        self.lr = float(lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+
+    def __call__(self, X, y):
+        """(summed loss, number correct) as 0-d tensors."""
+        return train_step(self.model, self.optimizer, X, y)
+
+    def probed(self, X, y, activation):
+        """The step with a probe attached: (loss, correct, scalars, vectors)."""
+        return probed(self.model, activation, self.lr, train_step, self.model, self.optimizer, X, y)
+
+
+def make_step(model, optimizer, lr, batch_size, *, name="lane", graphs=True):
+    """A ``GraphedStep`` on a GPU (unless ``graphs`` is false), an ``EagerStep`` elsewhere."""
+    if graphs and next(model.parameters()).device.type == "cuda":
+        return GraphedStep(model, optimizer, lr, batch_size, name=name)
+    return EagerStep(model, optimizer, lr)
+
+
 def tensor_key(model):
     """Where every parameter and buffer lives: a capture is valid while this stays the same."""
     return tuple(t.data_ptr() for t in (*model.parameters(), *model.buffers()))
