@@ -278,7 +278,7 @@ def read_idx(path, ndim):
     return torch.from_numpy(np.frombuffer(raw, np.uint8, count, header).reshape(shape).copy())
 
 
-_cache = {}
+_cache: dict = {}
 
 
 UNCHECKED = "the SHA-256 digests were not checked ($BNVIZ_DATA_UNCHECKED=1)"

@@ -72,15 +72,15 @@ class RunRecord:
 
     rank: int
     devices: int
-    steps: np.ndarray = None  # (S,) step number, from 1
-    loss: np.ndarray = None  # (S,) the whole minibatch's mean loss at that step
-    acc: np.ndarray = None  # (S,) its accuracy
-    step_s: np.ndarray = None  # (S,) wall seconds of each step on this rank
-    stats_steps: np.ndarray = None  # (R,) steps whose bn1 statistics were recorded
-    bn1_means: np.ndarray = None  # (R, k, C) each device's per-channel mean entering bn1
-    bn1_vars: np.ndarray = None  # (R, k, C) ... and biased variance
-    bn1_global_means: np.ndarray = None  # (R, C) the whole minibatch's
-    bn1_global_vars: np.ndarray = None  # (R, C)
+    steps: np.ndarray | None = None  # (S,) step number, from 1
+    loss: np.ndarray | None = None  # (S,) the whole minibatch's mean loss at that step
+    acc: np.ndarray | None = None  # (S,) its accuracy
+    step_s: np.ndarray | None = None  # (S,) wall seconds of each step on this rank
+    stats_steps: np.ndarray | None = None  # (R,) steps whose bn1 statistics were recorded
+    bn1_means: np.ndarray | None = None  # (R, k, C) each device's per-channel mean entering bn1
+    bn1_vars: np.ndarray | None = None  # (R, k, C) ... and biased variance
+    bn1_global_means: np.ndarray | None = None  # (R, C) the whole minibatch's
+    bn1_global_vars: np.ndarray | None = None  # (R, C)
     test_loss: float | None = None  # eval mode (running statistics), rank 0 only
     test_acc: float | None = None
     state: dict = field(default_factory=dict)  # the model's state_dict on the CPU

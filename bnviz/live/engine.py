@@ -18,13 +18,14 @@ import math
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from bnviz.data.fashion_mnist import batches, num_batches
 from bnviz.live.history import LaneHistory
-from bnviz.live.snapshot import DEFAULT_LANES, MAX_LANES, LaneStatus, LaneView, Settings, Snapshot, Status
+from bnviz.live.snapshot import DEFAULT_LANES, MAX_LANES, LaneSpec, LaneStatus, LaneView, Settings, Snapshot, Status
 from bnviz.machine import device as devices
 from bnviz.machine import env
 from bnviz.step import landscape
@@ -277,7 +278,7 @@ class _ThreadBudget:
     """Share the CPU threads among the experiments training at once in this process."""
 
     lock = threading.Lock()
-    running = set()
+    running: set = set()
 
     @classmethod
     def update(cls, experiment, running):
@@ -366,33 +367,33 @@ class Experiment:
         return self.lanes[index]
 
     @on_worker
-    def start(self):
+    def start(self) -> None:
         if self._status in (Status.IDLE, Status.PAUSED, Status.FINISHED, Status.STOPPED):
             self._set_status(Status.RUNNING)
 
     resume = start
 
     @on_worker
-    def pause(self):
+    def pause(self) -> None:
         self._step_budget = 0
         if self._status == Status.RUNNING:
             self._set_status(Status.PAUSED)
 
     @on_worker
-    def step(self, n=1):
+    def step(self, n: int = 1) -> None:
         """Train n steps (every lane), then pause."""
         self._step_budget = int(n)
         self._set_status(Status.PAUSED)
 
     @on_worker
-    def set_lr(self, lr):
+    def set_lr(self, lr: float) -> None:
         """Change the learning rate of every lane now, without a reset."""
         self.settings = dataclasses.replace(self.settings, lr=float(lr))  # validates
         for lane in self.lanes:
             lane.set_lr(self.settings.lr)
 
     @on_worker
-    def set_lane(self, index, spec):
+    def set_lane(self, index: int, spec: LaneSpec) -> None:
         """Give lane ``index`` a new set-up; it restarts from step 0 with the same seed, the others go on."""
         lane = self._lane(index)
         lane.spec = spec
@@ -409,7 +410,7 @@ class Experiment:
             lane.history.starts.append(dict(step=others, restart=1.0 if restart else 0.0))
 
     @on_worker
-    def set_bn_bypass(self, index, bypass):
+    def set_bn_bypass(self, index: int, bypass: bool) -> tuple[float, float]:
         """Switch BN off (identity) or back on in a trained lane, keeping its weights: no restart.
 
         Returns the validation accuracy (before, after) the switch, measured at once.
@@ -420,7 +421,7 @@ class Experiment:
         return lane.set_bn_bypass(bypass, self._lock)
 
     @on_worker
-    def recompute_statistics(self, index, batches=200):
+    def recompute_statistics(self, index: int, batches: int = 200) -> dict:
         """PreciseBN on lane ``index``: its running statistics re-estimated over ``batches`` training batches with
         the weights frozen (bnviz/step/precise_bn.py). Recorded as a validation row at the lane's step, so the
         accuracy chart shows the change at once. Returns {before, after, batch (train mode), batches}."""
@@ -441,7 +442,7 @@ class Experiment:
         return dict(before=before, after=row["val_acc"], batch=row["val_acc_batch"], batches=count)
 
     @on_worker
-    def extend(self, epochs=1):
+    def extend(self, epochs: int = 1) -> int:
         """Train ``epochs`` more epochs (1 to 100): finished lanes go on from their last step; nothing restarts."""
         epochs = int(epochs)
         if not 1 <= epochs <= 100:
@@ -454,12 +455,12 @@ class Experiment:
         return self.settings.epochs
 
     @on_worker
-    def clone_model(self, index):
+    def clone_model(self, index: int) -> torch.nn.Module:
         """A copy of lane ``index``'s network as it is now (taken between steps), for side studies."""
         return copy.deepcopy(self._lane(index).model)
 
     @on_worker
-    def add_lane(self, spec):
+    def add_lane(self, spec: LaneSpec) -> None:
         """A new lane that starts from step 0 with the same seed; the others go on."""
         if len(self.lanes) >= MAX_LANES:
             raise ValueError(f"an experiment has at most {MAX_LANES} lanes")
@@ -470,7 +471,7 @@ class Experiment:
             self._set_status(Status.PAUSED)
 
     @on_worker
-    def remove_lane(self, index):
+    def remove_lane(self, index: int) -> None:
         if len(self.lanes) <= 1:
             raise ValueError("an experiment keeps at least one lane")
         self._lane(index)
@@ -481,7 +482,7 @@ class Experiment:
             self.lanes = lanes
 
     @on_worker
-    def reset(self, settings=None, lanes=None):
+    def reset(self, settings: Settings | None = None, lanes: Sequence[LaneSpec] | None = None) -> None:
         """Rebuild every lane from the seed (with new settings or lanes if given); history is cleared."""
         settings = settings or self.settings
         specs = tuple(lanes) if lanes is not None else tuple(l.spec for l in self.lanes)
@@ -495,7 +496,7 @@ class Experiment:
         self._wall, self._started_at, self._error = 0.0, None, None
         self._set_status(Status.IDLE)
 
-    def stop(self, timeout=1.0):
+    def stop(self, timeout: float = 1.0) -> bool:
         """Stop training and end the worker thread; returns True when it is gone."""
         with self._cv:
             self._stopping = True
@@ -507,15 +508,15 @@ class Experiment:
 
     # ------------------------------------------------------------------ state (any thread)
     @property
-    def status(self):
+    def status(self) -> Status:
         return self._status
 
-    def refresh(self, timeout=2.0):
+    def refresh(self, timeout: float = 2.0) -> Status:
         """The status, as fresh as can be: here it always is (``ExperimentProcess`` asks its child)."""
         return self._status
 
     @property
-    def alive(self):
+    def alive(self) -> bool:
         return self._thread.is_alive()
 
     @property
@@ -523,7 +524,7 @@ class Experiment:
         """Training, stepping, or with commands still to carry out."""
         return self._status == Status.RUNNING or self._step_budget > 0 or bool(self._commands)
 
-    def snapshot(self):
+    def snapshot(self) -> Snapshot:
         """Every lane as it stands, copied under the history lock taken once: one frame, one moment.
 
         The status is read first: a snapshot that says "finished" holds every row of the run.
@@ -534,7 +535,7 @@ class Experiment:
             lanes = tuple(lane.view() for lane in self.lanes)
         return Snapshot(status, error, settings, devices.describe(self.device), lanes, self._wall_s())
 
-    def header(self):
+    def header(self) -> dict:
         """What the experiment file records besides the tables."""
         return {
             "name": self.name,
@@ -545,7 +546,7 @@ class Experiment:
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
 
-    def wait(self, timeout=None, poll=0.02):
+    def wait(self, timeout: float | None = None, poll: float = 0.02) -> bool:
         """Block until the experiment is no longer running (or stepping); True if it stopped in time."""
         end = None if timeout is None else time.monotonic() + timeout
         while self.busy:

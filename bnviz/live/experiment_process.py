@@ -199,42 +199,42 @@ class ExperimentProcess:
         self._channel.close()  # it is not silent, it is gone: the status says so
 
     # ------------------------------------------------------------------ commands
-    def start(self):
+    def start(self) -> None:
         if not self._dead:
             self._request("threads", self._threads())
         return self._request("call", "start")
 
     resume = start
 
-    def pause(self):
+    def pause(self) -> None:
         return self._request("call", "pause")
 
-    def step(self, n=1):
+    def step(self, n: int = 1) -> None:
         return self._request("call", "step", n)
 
-    def set_lr(self, lr):
+    def set_lr(self, lr: float) -> None:
         dataclasses.replace(self.settings, lr=float(lr))  # validates here, with the same message
         return self._request("call", "set_lr", lr)
 
-    def set_lane(self, index, spec):
+    def set_lane(self, index: int, spec: LaneSpec) -> None:
         return self._request("call", "set_lane", index, spec)
 
-    def set_bn_bypass(self, index, bypass):
+    def set_bn_bypass(self, index: int, bypass: bool) -> tuple[float, float]:
         return self._request("call", "set_bn_bypass", index, bypass)
 
-    def extend(self, epochs=1):
+    def extend(self, epochs: int = 1) -> int:
         return self._request("call", "extend", epochs)
 
-    def recompute_statistics(self, index, batches=200):
+    def recompute_statistics(self, index: int, batches: int = 200) -> dict:
         return self._request("call", "recompute_statistics", index, batches)
 
-    def add_lane(self, spec):
+    def add_lane(self, spec: LaneSpec) -> None:
         return self._request("call", "add_lane", spec)
 
-    def remove_lane(self, index):
+    def remove_lane(self, index: int) -> None:
         return self._request("call", "remove_lane", index)
 
-    def reset(self, settings=None, lanes=None):
+    def reset(self, settings: Settings | None = None, lanes: Sequence[LaneSpec] | None = None) -> None:
         """As engine.Experiment.reset; after the child died, or while it does not answer, a new child with the
         same set-up (one that does not answer is killed first)."""
         if self._stopped or (not self._dead and self._answers()):
@@ -253,7 +253,7 @@ class ExperimentProcess:
         finally:
             self._channel.release()
 
-    def clone_model(self, index):
+    def clone_model(self, index: int) -> torch.nn.Module:
         """A copy of lane ``index``'s network as it is now, on the CPU."""
         spec, settings, state, bypassed = self._request("clone", index)
         model = build_lenet(
@@ -264,7 +264,7 @@ class ExperimentProcess:
             set_bn_bypass(model, True)
         return model
 
-    def header(self):
+    def header(self) -> dict:
         """The child's header; when it has died or does not answer, the same fields from the server's last
         snapshot (so the curves it had can still be saved and replayed)."""
         try:
@@ -280,7 +280,7 @@ class ExperimentProcess:
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             }
 
-    def stop(self, timeout=1.0):
+    def stop(self, timeout: float = 1.0) -> bool:
         """Stop training and end the child process; returns True when it is gone.
 
         A child that does not answer (or whose pipe is busy with a request) is not told: it is killed."""
@@ -315,11 +315,11 @@ class ExperimentProcess:
 
     # ------------------------------------------------------------------ state
     @property
-    def status(self):
+    def status(self) -> Status:
         """The status in the child's last reply (every command, snapshot and refresh brings one): no waiting."""
         return self._state["status"]
 
-    def refresh(self, timeout=2.0):
+    def refresh(self, timeout: float = 2.0) -> Status:
         """Ask the child for its state now and return the status; TimeoutError if it does not answer in time.
 
         A child that has died or was stopped is not asked: its status says so.
@@ -332,10 +332,10 @@ class ExperimentProcess:
         return self._state["status"]
 
     @property
-    def alive(self):
+    def alive(self) -> bool:
         return not self._dead and not self._stopped and self._proc.is_alive()
 
-    def wait(self, timeout=None, poll=0.02):
+    def wait(self, timeout: float | None = None, poll: float = 0.02) -> bool:
         """Block until the experiment is no longer running (or stepping); True if it stopped in time."""
         end = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -349,7 +349,7 @@ class ExperimentProcess:
                 return False
             time.sleep(poll)
 
-    def snapshot(self):
+    def snapshot(self) -> Snapshot:
         """The experiment now, as engine.Experiment.snapshot() gives it; the last one seen if the child died,
         or if it did not answer within ``silent_after`` seconds (then marked ``responding=False``)."""
         try:

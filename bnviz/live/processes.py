@@ -94,7 +94,7 @@ def start(target: Callable[..., Any], *args: Any, name: str, duplex: bool = True
     """
     ctx = context()
     here, there = ctx.Pipe(duplex=duplex)
-    proc = ctx.Process(target=target, args=(there, *args), name=f"{PREFIX}{name}", daemon=True)
+    proc = ctx.Process(target=target, args=(there, *args), name=f"{PREFIX}{name}", daemon=True)  # type: ignore[attr-defined]
     proc.start()
     there.close()
     return proc, here

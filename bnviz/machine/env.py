@@ -24,7 +24,7 @@ VARIABLES = {
     "BNVIZ_SCREENSHOTS": "folder where the browser tests save screenshots (default: a temporary folder)",
     "BNVIZ_REQUIRE_ALL": "1 in CI: a test whose input (the dataset, chromium) is missing fails instead of skipping",
 }
-_warned = set()
+_warned: set[str] = set()
 
 
 def _warn(name, value, default):

@@ -37,7 +37,7 @@ from bnviz.step.probes import Probe, probed, unpack
 from bnviz.step.training import loss_fn, train_step
 
 WARMUP_STEPS = 3  # eager steps, on a side stream, before a capture (cuBLAS/cuDNN set themselves up)
-_said = set()
+_said: set[str] = set()
 _capturing = threading.Lock()  # one capture at a time: experiments in threads (BNVIZ_ENGINE=thread) share one GPU
 
 

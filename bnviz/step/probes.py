@@ -122,7 +122,7 @@ def _histogram(x, lo, hi, bins):
     return counts / x.numel()
 
 
-_sample_index = {}
+_sample_index: dict = {}
 
 
 def _sample(flat, size):
