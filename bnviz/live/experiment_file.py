@@ -80,6 +80,11 @@ MAX_MEMBERS = 1 + MAX_LANES * len(TABLES) * MAX_COLUMNS  # the header and every 
 # first, with zipfile's own reader of it (private, but there since Python 2; were it gone, the check is skipped
 # and the upload limit bounds the directory). An entry of ours takes 74 bytes in the shipped run.
 MAX_DIRECTORY_BYTES = MAX_MEMBERS * 256
+# How a member may be compressed: as NumPy writes it, stored (np.savez) or deflated (np.savez_compressed).
+# zipfile inflates a deflated member at most as far as it reads, but a bzip2 or LZMA member in one go, whatever
+# size it declares: a 3 kB bzip2 member declaring 128 bytes unpacked to 2 GiB on reading its first 8 bytes.
+COMPRESSIONS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
+METHOD_NAMES = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA"}
 # The columns that bnviz writes to every table that has rows: what the charts read.
 REQUIRED = {
     "steps": ("step", "epoch", "lr", "train_loss", "train_acc"),
@@ -167,6 +172,14 @@ def _read_experiment(f, what):
             raise _damaged(what, f"it holds {len(infos):,} entries, and an experiment at most {MAX_MEMBERS:,}")
         if len(set(names)) != len(names):
             raise _damaged(what, "it holds the same entry twice")
+        for info in infos:  # before any member is opened: opening one may unpack all of it
+            if info.compress_type not in COMPRESSIONS:
+                method = METHOD_NAMES.get(info.compress_type, f"method {info.compress_type}")
+                raise _damaged(
+                    what,
+                    f"its entry {info.filename[:80]!r} is compressed with {method}, and bnviz reads only what "
+                    "NumPy writes (stored or deflate)",
+                )
         total = sum(i.file_size for i in infos)
         if total > MAX_TOTAL_BYTES:
             raise _too_big(what, total)
