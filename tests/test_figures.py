@@ -356,3 +356,30 @@ def test_a_crafted_run_cannot_flood_a_chart_with_marks(run):
     marks = figures.teacher_marks(crafted)
     assert sum(m[1].startswith("lr ") for m in marks) <= figures.MAX_MARKS
     assert sum("BN off" in m[1] for m in marks) == figures.MAX_MARKS
+
+
+def test_a_legal_file_of_many_epochs_and_distribution_rows_stays_thin(run):
+    """Issue 24: a file may hold 3,000,000 rows in any table; the charts a web page draws stay at MAX_POINTS a
+    trace (the diamonds: real epochs' values, every n-th), and epoch boundaries beyond MAX_EPOCH_MARKS are not
+    drawn (they would paint the chart grey)."""
+    _, snap = run
+    lane = snap.lanes[1]
+    n = 3 * MAX_POINTS
+    epochs = {"step": np.arange(1, n + 1, dtype=float), "val_acc": np.linspace(0, 1, n)}
+    dists = {
+        "step": np.arange(1, n + 1, dtype=float),
+        "bn1.running_mean": np.ones((n, 6)),
+        "bn1.running_var": np.ones((n, 6)),
+    }
+    steps = {**lane.tables["steps"], "step": np.arange(1, len(lane.tables["steps"]["step"]) + 1) * n}
+    long = dataclasses.replace(lane, tables={**lane.tables, "steps": steps, "epochs": epochs, "dists": dists})
+    crafted = dataclasses.replace(snap, lanes=(long,))  # the lane whose steps the epoch boundaries are drawn on
+    diamonds = [t for t in figures.accuracy_figure(crafted).data if t.name.endswith("test (epoch)")]
+    assert points(diamonds[-1]) == MAX_POINTS and set(diamonds[-1].y) <= set(epochs["val_acc"])
+    assert diamonds[-1].x[0] == 1 and diamonds[-1].x[-1] == n  # the first epoch and the last
+    for t in figures.running_stats_figure(long, "bn1").data:
+        assert 0 < points(t) <= MAX_POINTS, t.name
+    assert not [m for m in figures.teacher_marks(crafted) if m[1] == ""]  # 6,000 boundaries: none drawn
+    few = {k: v[: figures.MAX_EPOCH_MARKS] for k, v in epochs.items()}
+    shown = dataclasses.replace(snap, lanes=(dataclasses.replace(long, tables={**long.tables, "epochs": few}),))
+    assert len([m for m in figures.teacher_marks(shown) if m[1] == ""]) == figures.MAX_EPOCH_MARKS

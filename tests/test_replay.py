@@ -228,3 +228,34 @@ def test_first_divergence_follows_the_engine_s_rule_step_by_step():
         settings = Settings(diverge_steps=rng.randint(1, 5))
         steps = list(range(5, 5 + n))
         assert first_divergence(steps, losses, settings) == by_loop(steps, losses, settings), losses
+
+
+# ------------------------------------------------------------------------------------------- memory
+@pytest.mark.parametrize("at", [None, 0, 1, 470, 2345])
+def test_a_snapshot_shares_the_recordings_arrays(chapter, at):
+    """Issue 24: a snapshot's tables are views of the recording's columns (each snapshot copied every table:
+    +500 MB for the largest legal file), and hold the same rows a cut by mask would."""
+    snap = chapter.snapshot(at)
+    end = chapter.last_step if at is None else at
+    shared = 0
+    for lane, tables in zip(snap.lanes, chapter.lane_tables):
+        for name, cols in tables.items():
+            for col, a in cols.items():
+                got = lane.tables[name][col]
+                keep = cols["step"] <= end
+                np.testing.assert_array_equal(got, a[keep])
+                if len(got):
+                    assert np.shares_memory(got, a), (name, col)
+                    shared += 1
+    if end:
+        assert shared > 100  # the shipped run's two lanes have 100+ columns with rows
+
+
+def test_a_snapshot_cuts_a_table_with_repeated_steps_after_the_last_of_them():
+    """Steps may repeat in a table (two BN switches at one step, validation rows at a Flip): all are kept."""
+    tables = lane_tables([1.0] * 6)
+    tables["events"] = {"step": np.array([2.0, 2.0, 5.0]), "bn_on": np.array([False, True, False])}
+    rec = Recording(meta(), [tables])
+    assert list(rec.snapshot(2).lanes[0].tables["events"]["bn_on"]) == [False, True]
+    assert list(rec.snapshot(1).lanes[0].tables["events"]["step"]) == []
+    assert list(rec.snapshot(5).lanes[0].tables["events"]["step"]) == [2.0, 2.0, 5.0]

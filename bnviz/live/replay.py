@@ -71,7 +71,7 @@ class Recording:
         )
 
     def snapshot(self, at_step=None):
-        """The run as it stood after ``at_step`` steps (the end when None)."""
+        """The run as it stood after ``at_step`` steps (the end when None); its tables are views of the recording's."""
         end = self.last_step
         at = end if at_step is None else max(0, min(int(at_step), end))
         lanes = []
@@ -131,11 +131,13 @@ def first_divergence(steps, losses, settings):
 
 
 def _rows_up_to(cols, at):
+    """The rows up to step ``at``, as views of the recording's arrays (no copy: a snapshot of a 512 MiB recording
+    costs nothing). A table's steps never go back (``check_tables``), so they are its first rows."""
     steps = cols.get("step")
     if steps is None:
         return cols
-    keep = steps <= at
-    return {k: v[keep] for k, v in cols.items()}
+    n = int(np.searchsorted(steps, at, side="right"))
+    return {k: v[:n] for k, v in cols.items()}
 
 
 def _steps_per_epoch(tables, settings):

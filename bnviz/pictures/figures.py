@@ -102,6 +102,7 @@ def empty_note(fig, text="No data yet: press Start"):
 
 
 MARK_HEIGHTS = (0.99, 0.88, 0.77, 0.66)  # labels of neighbouring marks sit at different heights, never on top
+MAX_EPOCH_MARKS = 200  # epoch boundaries drawn (the dashboard trains up to 100 epochs); more: none drawn
 MAX_MARKS = 20  # of each kind per lane: the first 20 (a teacher's clicks are fewer; a crafted file may hold more)
 
 
@@ -114,11 +115,11 @@ def teacher_marks(snap, last_n=None):
         c = lane_color(lane)
         if lane.diverged_at:
             marks.append((float(lane.diverged_at), f"{lane.label.split(' · ')[0]} diverged", c, "dot"))
-        ev = lane.tables.get("events", {})
-        for step, on in list(zip(ev.get("step", []), ev.get("bn_on", [])))[:MAX_MARKS]:
+        ev = lane.tables.get("events", {})  # cut before zip: a crafted file may hold 3,000,000 rows
+        for step, on in zip(ev.get("step", [])[:MAX_MARKS], ev.get("bn_on", [])[:MAX_MARKS]):
             marks.append((float(step), f"{lane.label.split(' · ')[0]}: BN {'on' if on else 'off'}", c, "dash"))
         starts = lane.tables.get("starts", {})
-        for step, restart in list(zip(starts.get("step", []), starts.get("restart", [])))[:MAX_MARKS]:
+        for step, restart in zip(starts.get("step", [])[:MAX_MARKS], starts.get("restart", [])[:MAX_MARKS]):
             what = "restarted from 0" if restart else "added, from 0"
             marks.append((float(step), f"{lane.label.split(' · ')[0]} {what}", c, "longdash"))
     lead = max(snap.lanes, key=lambda l: len(l.tables["steps"].get("step", [])), default=None)
@@ -129,7 +130,10 @@ def teacher_marks(snap, last_n=None):
         for i in changes[:MAX_MARKS]:  # a recording that changes the rate at every step would draw thousands
             marks.append((float(steps["step"][i]), f"lr {lr[i - 1]:g} → {lr[i]:g}", "#555555", "dashdot"))
         last = float(steps["step"][-1]) if len(steps.get("step", [])) else 0.0
-        for step in lead.tables["epochs"].get("step", []):
+        boundaries = lead.tables["epochs"].get("step", [])
+        if len(boundaries) > MAX_EPOCH_MARKS:  # so many lines would paint the chart grey: none
+            boundaries = []
+        for step in boundaries:
             if float(step) < last:  # an epoch boundary inside the curves, not their end
                 marks.append((float(step), "", "#D9D9D9", "dot"))
     if last_n is not None and lead is not None and len(lead.tables["steps"].get("step", [])):
@@ -272,10 +276,11 @@ def accuracy_figure(snap, last_n=None):
             )
         e = window(lane.tables["epochs"], last_n)
         if len(e.get("step", [])):
+            shown = np.unique(np.linspace(0, len(e["step"]) - 1, MAX_POINTS).astype(int))  # every epoch, up to 2,000
             fig.add_trace(
                 go.Scatter(
-                    x=e["step"],
-                    y=e["val_acc"],
+                    x=e["step"][shown],
+                    y=e["val_acc"][shown],
                     mode="markers",
                     name=f"{lane.label} · test (epoch)",
                     marker=dict(color=c, size=13, symbol="diamond", line=dict(color="black", width=1)),
@@ -470,10 +475,11 @@ def running_stats_figure(lane, position):
             continue
         values = np.asarray(d[f"{position}.{key}"])
         for ch in range(min(values.shape[1], MAX_CHANNEL_LINES)):
+            x, y = downsample(d["step"], values[:, ch])
             fig.add_trace(
                 go.Scatter(
-                    x=d["step"],
-                    y=values[:, ch],
+                    x=x,
+                    y=y,
                     mode="lines",
                     name=f"channel {ch}",
                     legendgroup=str(ch),
