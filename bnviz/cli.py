@@ -57,6 +57,8 @@ def progress(done, total, text, stream=sys.stderr):
 
 def train(args):
     """Train the variants side by side through the live engine, printing a table per epoch."""
+    if args.out is not None and not str(args.out).strip():  # before any data, process or training
+        raise OutputError('--out "" names no folder: give the folder for the run\'s files, or leave --out out')
     if (
         getattr(args, "devices", None) or launched_by_torchrun()
     ):  # data-parallel on K ranks: bnviz/devices/parallel_run.py

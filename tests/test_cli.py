@@ -599,3 +599,28 @@ def test_skewed_batches_from_the_terminal(tmp_path, fake_data, capsys):
     assert json.loads((out / "summary.json").read_text())["settings"]["classes_per_batch"] == 2
     assert main(["train", "--classes-per-batch", "11", "--device", "cpu"]) == 2
     assert "classes per batch must be 1 to 10" in capsys.readouterr().err
+
+
+def test_an_empty_out_is_refused_before_training(capsys, monkeypatch):
+    """Issue 24: --out "" trained and silently wrote nothing; now exit 2 with a sentence, before the data loads."""
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was loaded: training would have started")
+
+    monkeypatch.setattr(bnviz.cli, "load_fashion_mnist", no_data)
+    for empty in ("", "  "):
+        assert main(["train", "--device", "cpu", "--out", empty]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith('bnviz: --out "" names no folder') and "leave --out out" in err and "\n" == err[-1]
+
+
+def test_a_killed_writes_staging_folder_is_removed_at_the_next_write(tmp_path):
+    """Issue 24: the next write into the folder removes what a killed write left (not a live process's)."""
+    out = tmp_path / "out"
+    dead = out / ".bnviz-write-999999999-abc"  # beyond any pid: that run is gone
+    (dead / "previous").mkdir(parents=True)
+    (dead / "previous" / "summary.json").write_text("{}")
+    alive = out / f".bnviz-write-{os.getppid()}-xyz"
+    alive.mkdir()
+    run_folder.write_all(out, {"a.txt": lambda p: p.write_text("a"), "summary.json": lambda p: p.write_text("{}")})
+    assert sorted(os.listdir(out)) == sorted([alive.name, "a.txt", "summary.json"])

@@ -26,7 +26,7 @@ def main():
     registry = server.server()
     key, exp = server.attach(registry, data)
     if (
-        st.query_params.get("replay") == "chapter"
+        st.query_params.get_all("replay") == ["chapter"]  # anything else: named by url_problems
         and Key.RECORDING not in st.session_state
         and not st.session_state.get(Key.REPLAY_OPENED)
     ):

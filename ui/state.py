@@ -84,15 +84,21 @@ MAX_URL_EPOCHS = 100
 BOUND = "query-params"  # widgets of the lesson set-up live in the URL: a link reopens the set-up
 
 
+def url_raw(key: str) -> str | None:
+    """A link's one value for ``key``: None when absent or given more than once (``url_problems`` names it)."""
+    values = st.query_params.get_all(key)
+    return values[0] if len(values) == 1 else None
+
+
 def url_preset():
     """?preset= in the URL: a preset's name (bound to the selector) or its short form (demo, chapter)."""
-    raw = st.query_params.get(Key.PRESET)
+    raw = url_raw(Key.PRESET)
     return raw if raw in PRESETS else URL_PRESETS.get(raw, DEFAULT_PRESET)
 
 
 def url_value(key, parse, valid):
-    """A lesson link's value for a bound widget (?lr=1.0), or None when absent or not valid."""
-    raw = st.query_params.get(key)
+    """A lesson link's value for a bound widget (?lr=1.0), or None when absent, repeated or not valid."""
+    raw = url_raw(key)
     if raw is None:
         return None
     try:
@@ -130,10 +136,15 @@ def url_lanes():
 def url_epochs():
     """?epochs=N in the URL (1 to 100), for a long unattended run; None when absent or not a number."""
     try:
-        n = int(st.query_params.get("epochs", ""))
+        n = int(url_raw(Key.EPOCHS) or "")
     except ValueError:
         return None
     return n if 1 <= n <= MAX_URL_EPOCHS else None
+
+
+# What else a link may carry: the page's own (run, watch, replay, exercise) and Streamlit's (embed).
+LINK_KEYS = ("run", "watch", "replay", Key.EXERCISE, "embed", "embed_options")
+SIDEBAR_ONLY = {Key.DEVICE: "the device", Key.TRAIN_SIZE: "the training-set size"}  # chosen in the sidebar
 
 
 def url_problems(views):
@@ -142,6 +153,15 @@ def url_problems(views):
     A link's value that is not valid is dropped (the widget keeps its default); the page says so once,
     instead of silently training something other than what the link asked for.
     """
+    return link_problems({k: st.query_params.get_all(k) for k in st.query_params}, views)
+
+
+def link_problems(params: dict[str, list[str]], views: tuple[str, ...]) -> list[str]:
+    """``url_problems`` of a link's parameters (each name with every value the link gives it): one phrase per
+    parameter the page cannot use, naming it and what it must be. Every parameter the page reads is checked,
+    one given twice is named (the page would use only the last), and one the page does not read is named too."""
+    from bnviz.studies.exercises import EXERCISES
+
     checks = {  # key: (parse, valid, what is allowed)
         Key.LR: (float, lambda v: v in LR_CHOICES, "one of " + ", ".join(f"{v:g}" for v in LR_CHOICES)),
         Key.BATCH_SIZE: (int, lambda v: v in BATCH_SIZES, "one of " + ", ".join(map(str, BATCH_SIZES))),
@@ -153,21 +173,33 @@ def url_problems(views):
         Key.POSITION: (str, lambda v: v in BN_LAYERS, "one of " + ", ".join(BN_LAYERS)),
         Key.PRESET: (str, lambda v: v in PRESETS or v in URL_PRESETS, "demo or chapter"),
         Key.PRESENT: (url_bool, lambda v: True, "true or false"),
+        Key.EXERCISE: (str, lambda v: v in EXERCISES, "one of " + ", ".join(EXERCISES)),
+        "replay": (str, lambda v: v == "chapter", "chapter, the one recorded run a link can open"),
     }
     for i in range(3):
         checks[Key.bn(i)] = (url_bool, lambda v: True, "true or false")
         checks[Key.impl(i)] = (str, lambda v: v in NORM_NAMES, " or ".join(NORM_NAMES))
     problems = []
-    for key, (parse, valid, allowed) in checks.items():
-        raw = st.query_params.get(key)
-        if raw is None:
+    for key, values in params.items():
+        name = str(key)[:40]
+        if len(values) > 1:
+            problems.append(f"{name} given {len(values)} times (give it once)")
             continue
+        raw = values[0] if values else ""
+        if key in SIDEBAR_ONLY:
+            problems.append(f"{name}={str(raw)[:40]!r} ({SIDEBAR_ONLY[key]} is chosen in the sidebar, not by a link)")
+            continue
+        if key not in checks:
+            if key not in LINK_KEYS:
+                problems.append(f"{name}={str(raw)[:40]!r} (not a setting a link can hold)")
+            continue
+        parse, valid, allowed = checks[key]
         try:
             ok = valid(parse(raw))
         except ValueError:
             ok = False
         if not ok:
-            problems.append(f"{key}={str(raw)[:40]!r} (it must be {allowed})")
+            problems.append(f"{name}={str(raw)[:40]!r} (it must be {allowed})")
     return problems
 
 

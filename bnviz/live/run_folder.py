@@ -135,6 +135,7 @@ def write_all(out: Path, writers: Mapping[str, Writer]) -> None:
     """Each ``writers[name](path)`` into a staging folder, then the set moved into ``out`` all or nothing, in
     order: the last name is the commit marker. On any failure ``out`` holds its previous set, untouched."""
     out.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(out)  # staging folders of writes that were killed: removed at the next write
     stage = Path(tempfile.mkdtemp(dir=out, prefix=f".bnviz-write-{os.getpid()}-"))
     try:
         for name, write in writers.items():
