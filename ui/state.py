@@ -4,6 +4,9 @@ Streamlit keeps widget values in ``st.session_state`` under their ``key``; namin
 typo is an AttributeError at import, not a widget that silently forgets its value.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import streamlit as st
 
 from bnviz.live.snapshot import Settings
@@ -162,7 +165,7 @@ def link_problems(params: dict[str, list[str]], views: tuple[str, ...]) -> list[
     one given twice is named (the page would use only the last), and one the page does not read is named too."""
     from bnviz.studies.exercises import EXERCISES
 
-    checks = {  # key: (parse, valid, what is allowed)
+    checks: dict[str, tuple[Callable[[str], Any], Callable[[Any], bool], str]] = {  # key: (parse, valid, allowed)
         Key.LR: (float, lambda v: v in LR_CHOICES, "one of " + ", ".join(f"{v:g}" for v in LR_CHOICES)),
         Key.BATCH_SIZE: (int, lambda v: v in BATCH_SIZES, "one of " + ", ".join(map(str, BATCH_SIZES))),
         Key.EPOCHS: (int, lambda v: 1 <= v <= MAX_URL_EPOCHS, f"a whole number from 1 to {MAX_URL_EPOCHS}"),
