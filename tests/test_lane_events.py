@@ -23,7 +23,6 @@ from bnviz.pictures import figures
 from bnviz.step.models import BN_LAYERS, build_lenet
 from bnviz.step.probes import look
 
-pytestmark = pytest.mark.slow  # each module fixture trains two real runs (15-20 s on 2 busy cores)
 FAST = Settings(train_size=12_800, epochs=1, batch_size=128, lr=0.1, probe_every=5, val_every=10, val_size=500)
 LANES = (LaneSpec("none"), LaneSpec("scratch"))
 COLLAPSE_LR = 50.0  # far past what a sigmoid LeNet with BN survives: it falls to chance or diverges
@@ -130,6 +129,7 @@ def check_events_caption(snap, switches=()):
     return text
 
 
+@pytest.mark.slow  # its fixture trains a real run (15-20 s on 2 busy cores)
 def test_bn_switched_off_is_said_with_its_step_and_accuracies(flips):
     snap, (before, after) = flips["off"]
     b = snap.lanes[1]
@@ -143,6 +143,7 @@ def test_bn_switched_off_is_said_with_its_step_and_accuracies(flips):
     assert row["latest event"] == f"BN switched off at step 40: {before:.1%} → {after:.1%}"
 
 
+@pytest.mark.slow  # its fixture trains a real run (15-20 s on 2 busy cores)
 def test_the_flip_studys_histograms_are_probed_after_the_flip(flips):
     snap, _ = flips["off"]
     b = snap.lanes[1]
@@ -155,6 +156,7 @@ def test_the_flip_studys_histograms_are_probed_after_the_flip(flips):
     assert f"(step {flip_step:,})" in c.inside_bn(snap, "bn3").partition(b.label)[2]
 
 
+@pytest.mark.slow  # its fixture trains a real run (15-20 s on 2 busy cores)
 def test_bn_switched_back_on_and_the_lr_lowered(flips):
     (snap_on, on), (_, off) = flips["on"], flips["off"]
     text = check_events_caption(snap_on, [(1, True, off), (1, False, on)])
@@ -166,6 +168,7 @@ def test_bn_switched_back_on_and_the_lr_lowered(flips):
     run_all(snap)
 
 
+@pytest.mark.slow  # its fixture trains a real run (15-20 s on 2 busy cores)
 def test_a_restarted_lane_counts_from_its_restart(flips):
     snap, _ = flips["restart"]
     a, b = snap.lanes
@@ -178,6 +181,7 @@ def test_a_restarted_lane_counts_from_its_restart(flips):
     run_all(snap)
 
 
+@pytest.mark.slow  # its fixture trains a real run (15-20 s on 2 busy cores)
 def test_an_lr_that_collapses_a_lane_is_said_with_its_step(collapse):
     b = collapse.lanes[1]
     (event,) = [e for e in lane_events(b.tables, b.diverged_at) if e.kind == "lr"]
@@ -190,6 +194,7 @@ def test_an_lr_that_collapses_a_lane_is_said_with_its_step(collapse):
     run_all(collapse)
 
 
+@pytest.mark.slow  # its fixture trains a real run (15-20 s on 2 busy cores)
 def test_the_status_line_names_each_lanes_latest_event(flips):
     from ui.controls import status_text
 
@@ -199,6 +204,7 @@ def test_the_status_line_names_each_lanes_latest_event(flips):
     assert "A: step 20/100 (restarted at the others' step 70)" in status_text(snap)
 
 
+@pytest.mark.slow  # its fixture trains a real run (15-20 s on 2 busy cores)
 def test_the_csv_carries_each_event_on_its_step(flips):
     snap, _ = flips["restart"]
     (_, off), (_, on) = flips["off"], flips["on"]
@@ -241,3 +247,17 @@ def test_look_probes_without_changing_the_network(one_thread):
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # running statistics too
     assert all(torch.equal(p.grad, grads[n]) for n, p in model.named_parameters() if p.grad is not None)
     assert scalars["conv1.grad_norm"] > 0 and "bn1.out.hist" in vectors
+
+
+def test_a_lane_restarted_on_a_finished_run_trains_on_start(make_experiment, one_thread):
+    """Its own budget from step 0 (the run's epochs); the other lane stays finished where it was."""
+    exp = make_experiment()
+    exp.start()
+    assert exp.wait(120) and exp.status == "finished"
+    done = exp.snapshot().lanes[0].step
+    exp.set_lane(1, LaneSpec("torch"))
+    assert exp.status == "paused"  # not "finished": Start and Step are offered
+    exp.start()
+    assert exp.wait(120) and exp.status == "finished"
+    a, b = exp.snapshot().lanes
+    assert a.step == done and b.step == b.steps_per_epoch * exp.settings.epochs and b.status == "finished"

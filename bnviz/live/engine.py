@@ -414,6 +414,8 @@ class Experiment:
             lane.restart()
             lane.history.starts.extend(starts)
             self._mark_start(lane, restart=True)
+        if self._status == Status.FINISHED:  # the restarted lane trains on Start; the others stay finished
+            self._set_status(Status.PAUSED)
 
     def _mark_start(self, lane, restart):
         """Record that ``lane`` begins at step 0 while the others are further on (the charts mark the place)."""
