@@ -96,6 +96,7 @@ def expect_plateau(lane):
         and lane.diverged_at is None
         and lane.step >= c.PLATEAU_STEPS
         and abs(acc - c.CHANCE) <= c.CHANCE_MARGIN
+        and not any(a > c.CHANCE + c.CHANCE_MARGIN for a in lane.tables["val"].get("val_acc", []))  # never left it
     )
 
 
@@ -260,7 +261,8 @@ def check_landscape(snap, last_n=None):
     learns = []
     for label, (lane, spread) in measured.items():
         acc = latest_val(lane)
-        flat = f"{label} is still at chance (validation accuracy"
+        left = any(a > c.CHANCE + c.CHANCE_MARGIN for a in lane.tables["val"].get("val_acc", []))
+        flat = f"{label} is {'back' if left else 'still'} at chance (validation accuracy"
         assert (flat in text) == (acc is not None and lane.diverged_at is None and c.at_chance(acc)), text
         if acc is not None and lane.diverged_at is None and not c.at_chance(acc):
             learns.append((float(np.median(spread)), label))
@@ -491,7 +493,8 @@ def test_gradient_growing_toward_the_input():
         ([(10, 0.1)], c.PLATEAU_STEPS - 1, False),  # too early to call it a plateau
         ([(50, 0.1)], c.PLATEAU_STEPS, True),
         ([(50, 0.1), (100, c.CHANCE + c.CHANCE_MARGIN + 0.01)], 100, False),  # the latest check decides
-        ([(50, 0.3), (100, c.CHANCE + c.CHANCE_MARGIN - 0.01)], 100, True),
+        ([(50, 0.3), (100, c.CHANCE + c.CHANCE_MARGIN - 0.01)], 100, False),  # fell back: not "still" at chance
+        ([(50, c.CHANCE + c.CHANCE_MARGIN), (100, 0.1)], 100, True),  # never above the margin
         ([], 500, False),
     ],
 )

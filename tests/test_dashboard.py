@@ -34,7 +34,7 @@ from ui.views import VIEWS
 from ui.views import training as training_view
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "dashboard.py"
-CSV_HEADER = "lane,step,epoch,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc"
+CSV_HEADER = "lane,step,epoch,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,event"
 
 
 # ----------------------------------------------------------------------------------------- fixtures
@@ -640,7 +640,9 @@ def test_a_lesson_link_s_values_that_cannot_be_used_are_named(owned, monkeypatch
 
 
 # ----------------------------------------------------------------------------------------- when things go wrong
-def test_missing_data_shows_how_to_fix_it(owned, monkeypatch, tmp_path):
+@pytest.fixture
+def no_data(monkeypatch, tmp_path):
+    """Fashion-MNIST nowhere: an empty $BNVIZ_DATA, an empty working directory, no Debian folder, no download."""
     import torchvision.datasets
 
     class NoDownload:  # never reach the network from a test
@@ -648,11 +650,35 @@ def test_missing_data_shows_how_to_fix_it(owned, monkeypatch, tmp_path):
             raise RuntimeError("no network in this test")
 
     (tmp_path / "empty").mkdir()
-    (tmp_path / "cwd").mkdir()
+    (tmp_path / "cwd" / "data").mkdir(parents=True)  # as the download attempt leaves it: the message stays the same
     monkeypatch.setenv("BNVIZ_DATA", str(tmp_path / "empty"))
     monkeypatch.chdir(tmp_path / "cwd")
     monkeypatch.setattr(bnviz.data.fashion_mnist, "DEBIAN_DIR", tmp_path / "no-debian")
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", NoDownload)
+
+
+def test_without_data_the_shipped_replay_the_lesson_and_the_story_work(owned, no_data):
+    """?replay=chapter needs no dataset: every view of it draws; live training says why it is missing, with the
+    same message as the page without a replay, where the controls would stand."""
+    page = Page(owned, replay="chapter")
+    assert not page.at.exception
+    (message,) = page.texts("error")
+    plain = Page(owned)
+    assert plain.texts("error") == [message]  # the same exact message on the page without the replay
+    assert "?replay=chapter" in " ".join(plain.texts("info"))  # which offers the way to the recording
+    assert any("Replay of" in t for t in page.texts("info"))
+    for view in ("Lesson", "Training", "Inside BN", "Story"):
+        page.at.segmented_control(key="view").set_value(view)
+        page.run()
+        assert not page.at.exception, (view, [e.value for e in page.at.exception])
+        assert page.texts("error") == [message], view
+    page.click("Reveal")  # the Story's first reveal, from the recording
+    assert not page.at.exception
+    assert any("validation accuracy" in t for t in page.texts("markdown"))
+    assert not owned.experiments and not owned.registries  # nothing was started
+
+
+def test_missing_data_shows_how_to_fix_it(owned, no_data):
     page = Page(owned)
     assert not page.at.exception
     errors = page.texts("error")

@@ -30,7 +30,7 @@ SHIPPED = ROOT / "assets" / "chapter-run" / "experiment.npz"
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path("/tmp/bnviz-webpage.png")
 EVIL = "<img src=x onerror=alert(1)>"
-CSV_COLUMNS = "lane step epoch lr train_loss train_acc val_loss val_acc test_loss test_acc".split()
+CSV_COLUMNS = "lane step epoch lr train_loss train_acc val_loss val_acc test_loss test_acc event".split()
 
 
 @pytest.fixture(scope="module")

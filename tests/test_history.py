@@ -407,7 +407,7 @@ def test_metrics_csv_rows_and_val_columns(finished_run):
     _, views, settings, labels = finished_run
     text = metrics_csv(labels, views)
     rows = list(csv.reader(io.StringIO(text)))
-    assert rows[0] == "lane step epoch lr train_loss train_acc val_loss val_acc test_loss test_acc".split()
+    assert rows[0] == "lane step epoch lr train_loss train_acc val_loss val_acc test_loss test_acc event".split()
     body = rows[1:]
     n_steps = len(views[0]["steps"]["step"])
     assert n_steps == 8  # 256 images / 32, one epoch
@@ -421,6 +421,7 @@ def test_metrics_csv_rows_and_val_columns(finished_run):
             step = int(r[1])
             assert float(r[3]) == settings.lr
             assert float(r[4]) == pytest.approx(tables["steps"]["train_loss"][step - 1], rel=1e-5)
+            assert r[10] == ""  # nothing happened in this run
             if step in val:
                 assert r[6] != "" and float(r[7]) == pytest.approx(val[step], rel=1e-5)
             else:
@@ -429,7 +430,7 @@ def test_metrics_csv_rows_and_val_columns(finished_run):
 
 def test_metrics_csv_of_an_empty_lane():
     assert metrics_csv(["a"], [{t: {} for t in TABLES}]).strip().splitlines() == [
-        "lane,step,epoch,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc"
+        "lane,step,epoch,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,event"
     ]
 
 

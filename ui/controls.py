@@ -4,6 +4,8 @@ import time
 
 import streamlit as st
 
+from bnviz.live.lane_events import latest as latest_event
+
 from .feedback import say
 
 
@@ -138,8 +140,12 @@ def run_state(snap):
 def lane_progress(lane, epochs):
     total = lane.steps_per_epoch * epochs
     text = f"{lane.label.split(' · ')[0]}: step {lane.step:,}/{total:,}"
-    if lane.status not in ("training", "ready"):
-        text += f" ({lane.status})"
+    notes = [str(lane.status)] if lane.status not in ("training", "ready") else []
+    event = latest_event(lane.tables, lane.diverged_at)
+    if event is not None:
+        notes.append(event.short())
+    if notes:
+        text += f" ({'; '.join(notes)})"
     return text, min(1.0, lane.step / max(total, 1))
 
 

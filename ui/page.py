@@ -6,7 +6,7 @@ from bnviz.data.fashion_mnist import DataError
 from bnviz.live.engine import describe_error
 
 from . import controls, live, preload, replay, server, sidebar, watch  # noqa: F401 (preload: imported, see there)
-from .state import BOUND, Key, show_flash
+from .state import BOUND, Key, init_widgets, show_flash
 from .views import VIEWS
 
 TITLE = "bnviz · Batch Normalization, live"
@@ -20,9 +20,8 @@ def main():
     try:
         data = server.dataset()
     except DataError as e:
-        st.title(TITLE)
-        st.error(f"**The Fashion-MNIST data could not be used.** {server.no_maths(e)}")
-        st.stop()
+        without_data(no_data_message(e))
+        return
     registry = server.server()
     key, exp = server.attach(registry, data)
     if (
@@ -50,6 +49,36 @@ def main():
     view_picker()
     controls.render(exp, registry, key)
     live.render(exp, registry, key, data)
+
+
+REPLAY_WITHOUT_DATA = (
+    "The recorded run needs no dataset: [open it](?replay=chapter) (every view of it works, the Lesson and the "
+    "Story too); training, the studies and the exercises need the data."
+)
+
+
+def no_data_message(error):
+    """The one sentence that says the data is missing and how to fix it, wherever something needs it."""
+    return f"**The Fashion-MNIST data could not be used.** {server.no_maths(error)}"
+
+
+def without_data(message):
+    """The page without Fashion-MNIST: the shipped recording (``?replay=chapter``, or one already open) works in
+    full; what needs the data (live training) says so where it stands, with the same message."""
+    init_widgets(tuple(VIEWS))  # the view picker, window and the rest, as a fresh experiment would set them
+    if st.query_params.get("replay") == "chapter" and not st.session_state.get(Key.REPLAY_OPENED):
+        st.session_state[Key.REPLAY_OPENED] = True
+        server.open_shipped_run()
+    rec = st.session_state.get(Key.RECORDING)
+    if rec is not None:
+        sidebar.render_replay(rec)
+    st.title(TITLE)
+    show_flash()
+    st.error(message)  # where the live run's controls would stand
+    if rec is None:
+        st.info(REPLAY_WITHOUT_DATA)
+        return
+    replay.render(rec)
 
 
 # Keys 1-7 pick a view. Streamlit's segmented control has no shortcut, so a row of buttons (hidden; the

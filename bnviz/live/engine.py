@@ -32,6 +32,7 @@ from bnviz.step import landscape
 from bnviz.step.graphed_step import make_step
 from bnviz.step.models import build_lenet, set_bn_bypass
 from bnviz.step.precise_bn import layers_with_statistics, recompute_statistics
+from bnviz.step.probes import look
 from bnviz.step.training import evaluate, evaluate_train_mode, has_running_statistics, make_optimizer
 
 
@@ -187,10 +188,21 @@ class Lane:
             return before, before
         self.bn_bypassed = bypass  # a graphed step sees its tensors change and captures again (graphed_step.py)
         row = self.validate()
+        event = dict(step=self.step, bn_on=0.0 if bypass else 1.0, val_before=before, val_after=row["val_acc"])
+        seen = self.look() if self.step > 0 else None
         with lock:
-            self.history.events.append(dict(step=self.step, bn_on=0.0 if bypass else 1.0))
+            self.history.events.append(event)
             self.history.val.append(row)
+            if seen is not None:  # the histograms show the network as it is now, after the switch
+                self.history.probes.append(dict(step=self.step, **seen[0]))
+                self.history.dists.offer(dict(step=self.step, **seen[1]))
         return before, row["val_acc"]
+
+    def look(self):
+        """A probe of the network as it is, on the first training batch, without training it (probes.look)."""
+        s = self.settings
+        X = self.data.train_x[: s.batch_size].unsqueeze(1).float() / 255
+        return look(self.model, self.spec.activation, s.lr, X, self.data.train_y[: s.batch_size])
 
     def validate(self):
         """The validation row at this step: loss and accuracy in eval mode (BN's running statistics), and the
@@ -402,6 +414,8 @@ class Experiment:
             lane.restart()
             lane.history.starts.extend(starts)
             self._mark_start(lane, restart=True)
+        if self._status == Status.FINISHED:  # the restarted lane trains on Start; the others stay finished
+            self._set_status(Status.PAUSED)
 
     def _mark_start(self, lane, restart):
         """Record that ``lane`` begins at step 0 while the others are further on (the charts mark the place)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bnviz.live.history import TABLES
+from bnviz.live.lane_events import lane_events
 from bnviz.live.run_folder import write_file
 from bnviz.live.snapshot import MAX_LANES
 from bnviz.step.probes import ACT_BINS, HIST_BINS
@@ -353,7 +354,10 @@ def metrics_csv(lane_names, lane_views):
 
     Columns: lane, step, epoch, lr, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc. ``val_*`` are
     filled on the steps where the validation subset was checked; ``test_*`` (the full test set, from the
-    ``epochs`` table) on the step where an epoch ended; both are empty elsewhere.
+    ``epochs`` table) on the step where an epoch ended; both are empty elsewhere. ``event`` says what happened
+    to the lane at that step, with the validation accuracy before and after (lane_events): "BN switched off at
+    step 400: 80.6% → 13.0%" (then val_acc is the accuracy after the switch), a learning-rate change; a
+    restart (or a lane added late) on the lane's first row. ``lane_events`` reads each lane's tables whole.
     """
 
     def by_step(table, loss, acc):
@@ -366,10 +370,27 @@ def metrics_csv(lane_names, lane_views):
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(
-        ["lane", "step", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"]
+        [
+            "lane",
+            "step",
+            "epoch",
+            "lr",
+            "train_loss",
+            "train_acc",
+            "val_loss",
+            "val_acc",
+            "test_loss",
+            "test_acc",
+            "event",
+        ]
     )
     for name, tables in zip(lane_names, lane_views):
         steps = tables["steps"]
+        said = {}  # step: what happened there
+        first = int(steps["step"][0]) if len(steps.get("step", [])) else 0
+        for e in lane_events(tables):
+            at = first if e.kind in ("restart", "added") else e.step
+            said[at] = "; ".join(filter(None, [said.get(at), e.describe()]))
         val_at = by_step(tables["val"], "val_loss", "val_acc")
         test_at = by_step(tables["epochs"], "val_loss", "val_acc")  # the epochs table's val_* are the full test set
         for i in range(len(steps.get("step", []))):
@@ -388,6 +409,7 @@ def metrics_csv(lane_names, lane_views):
                     number(va),
                     number(tl),
                     number(ta),
+                    said.get(s, ""),
                 ]
             )
     return buf.getvalue()

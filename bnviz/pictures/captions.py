@@ -10,12 +10,11 @@ import math
 
 import numpy as np
 
+from bnviz.live.lane_events import CHANCE, CHANCE_MARGIN, at_chance, lane_events, left_chance  # noqa: F401 (CHANCE_MARGIN: read here by the tests)
 from bnviz.pictures.figures import window
 from bnviz.step.models import BN_LAYERS
 from bnviz.step.probes import SATURATION, WEIGHT_LAYERS
 
-CHANCE = 0.10  # ten classes: guessing, or always answering one class, scores about 10%
-CHANCE_MARGIN = 0.05  # "at chance" within 5 points of 10%: a net that favours one or two classes scores 8-15%
 PLATEAU_STEPS = 50  # "still at chance after 50 steps": the fast preset's BN lane is past 70% by then
 SATURATES = 0.05  # "saturates" from 5% of units in sigmoid's flat ends (< 0.05 or > 0.95, slope under a fifth of 0.25)
 SMALL_SPREAD = 0.15  # activation std below this is small: sigmoid of a unit-variance input (what BN gives) has 0.21
@@ -55,15 +54,23 @@ def _val_now(lane):
     return (int(steps[ok[-1]]), float(acc[ok[-1]])) if len(ok) else None
 
 
-def at_chance(acc):
-    """Validation accuracy within CHANCE_MARGIN of chance (10%)."""
-    return abs(acc - CHANCE) <= CHANCE_MARGIN
-
-
 def on_plateau(lane):
-    """Still at chance by its latest validation check, after at least PLATEAU_STEPS steps (and not diverged)."""
+    """Still at chance by its latest validation check, after at least PLATEAU_STEPS steps (and not diverged),
+    and never above it since its (re)start: a lane that fell back to chance (BN switched off, a learning rate
+    too large) is not "still" there; ``events`` says what happened to it."""
     now = _val_now(lane)
-    return now is not None and lane.diverged_at is None and lane.step >= PLATEAU_STEPS and at_chance(now[1])
+    return (
+        now is not None
+        and lane.diverged_at is None
+        and lane.step >= PLATEAU_STEPS
+        and at_chance(now[1])
+        and not left_chance(lane.tables)
+    )
+
+
+def letter(lane):
+    """'A', 'B' or 'C': how a sentence about a lane's events names it."""
+    return lane.label.split(" · ")[0]
 
 
 def _num(x):
@@ -245,8 +252,25 @@ def plateau(snap):
     return " ".join(out)
 
 
+def events(snap):
+    """Every lane's events, one sentence each, in lane order: "B: BN switched off at step 400: 80.6% → 13.0%.",
+    "A: learning rate 0.1 → 10 at step 153: 76.0% → 10.3% (step 200), it collapsed to chance.", "B restarted
+    when the others were at step 400: it counts its steps from 0 there." "" when nothing happened."""
+    out = []
+    for lane in snap.lanes:
+        out += [f"{e.describe(letter(lane))}." for e in lane_events(lane.tables, lane.diverged_at)]
+    return " ".join(out)
+
+
 def training(snap):
-    """Which lane reached TARGET validation accuracy first, and at what step; or that none has yet."""
+    """Which lane reached TARGET validation accuracy first, and at what step; or that none has yet. Then what
+    happened to the lanes (``events``): a flip, an lr change, a restart, each with its step and accuracies."""
+    race = _race_to_target(snap)
+    happened = events(snap)
+    return f"{race} {happened}" if happened else race
+
+
+def _race_to_target(snap):
     firsts, now = {}, {}
     for lane in snap.lanes:
         v = lane.tables.get("val", {})
@@ -307,7 +331,8 @@ def landscape(snap, last_n=None):
         elif at_chance(now[1]):
             flat.append(lane)
             out.append(
-                f"{lane.label} is still at chance (validation accuracy {now[1]:.1%}): its landscape looks flat "
+                f"{lane.label} is {'back' if left_chance(lane.tables) else 'still'} at chance (validation accuracy "
+                f"{now[1]:.1%}): its landscape looks flat "
                 "because it is not learning, not because it is smooth."
             )
         else:

@@ -8,6 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from bnviz.live.lane_events import latest as latest_event
 from bnviz.step.models import BN_LAYERS
 from bnviz.step.probes import ACT_RANGES, bin_edges
 
@@ -297,7 +298,9 @@ def accuracy_figure(snap, last_n=None):
 
 
 def scoreboard(snap, thresholds=THRESHOLDS):
-    """Rows {lane, 50%: 'step 120 (epoch 1)' | 'not yet', ...}: when validation accuracy first crossed each mark."""
+    """Rows {lane, 50%: 'step 120 (epoch 1)' | 'not yet', ..., now}: when validation accuracy first crossed each
+    mark; with a column 'latest event' ("BN switched off at step 400: 80.6% → 13.0%") when a lane had one.
+    A restarted lane's marks count from its restart (its tables begin there)."""
     rows = []
     for lane in snap.lanes:
         row = {"lane": lane.label}
@@ -312,7 +315,12 @@ def scoreboard(snap, thresholds=THRESHOLDS):
                 row[label] = "not yet"
         last = v.get("val_acc", np.array([]))
         row["now"] = f"{last[-1]:.1%}" if len(last) else "-"
+        event = latest_event(lane.tables, lane.diverged_at)
+        row["latest event"] = event.describe() if event else "-"
         rows.append(row)
+    if all(r["latest event"] == "-" for r in rows):  # no column of dashes on a run where nothing happened
+        for r in rows:
+            del r["latest event"]
     return rows
 
 

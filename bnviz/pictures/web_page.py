@@ -22,6 +22,7 @@ from plotly.colors import qualitative
 from plotly.io.json import to_json_plotly
 from plotly.offline import get_plotlyjs
 
+from bnviz.live.lane_events import lane_events
 from bnviz.live.replay import Recording
 from bnviz.live.run_folder import write_file as write_atomically
 from bnviz.live.snapshot import Snapshot
@@ -179,6 +180,7 @@ def _lane_rows(snap):
         test = lane.tables["epochs"].get("val_acc", [])
         val = lane.tables["val"].get("val_acc", [])
         state = f"diverged at step {lane.diverged_at:,}" if lane.diverged_at else str(lane.status)
+        events = [e.describe() for e in lane_events(lane.tables, lane.diverged_at)]
         rows.append(
             (
                 lane.label,
@@ -188,6 +190,7 @@ def _lane_rows(snap):
                 f"{test[-1]:.1%}" if len(test) else "-",
                 f"{val[-1]:.1%}" if len(val) else "-",
                 state,
+                "; ".join(events) or "none",
             )
         )
     return rows
@@ -236,7 +239,16 @@ def run_page(source, title=None, frames=FRAMES):
         for i, c in enumerate(charts)
     )
     lanes = _table(
-        ("lane", "normalisation", "activation", "steps", "test accuracy (last epoch)", "validation", "status"),
+        (
+            "lane",
+            "normalisation",
+            "activation",
+            "steps",
+            "test accuracy (last epoch)",
+            "validation",
+            "status",
+            "events (validation accuracy before → after)",
+        ),
         _lane_rows(final),
     )
     return PAGE.format(

@@ -221,6 +221,37 @@ def probed(model, activation, lr, step, *args):
     return loss, correct, *probe.read(lr)  # the one sync a probe needs
 
 
+def look(model, activation, lr, X, y):
+    """(scalars, vectors) of a probe of ``model`` as it is, on (X, y), leaving it as it was: a training-mode
+    forward and backward pass with no update, its buffers (BN's running statistics) and gradients put back.
+
+    What a switch of BN shows at once, on a paused or finished run too, without taking a training step.
+    """
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    grads = [(p, None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()]
+    was_training = model.training
+    try:
+        for p, saved in grads:
+            if saved is not None:
+                p.grad.zero_()  # the probe reads this pass's gradient alone
+        with Probe(model, activation) as probe:
+            model.train()
+            logits = model(X)
+            (nn.functional.cross_entropy(logits, y)).backward()
+            result = probe.read(lr)
+    finally:
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+            for p, saved in grads:
+                if saved is None:
+                    p.grad = None
+                else:
+                    p.grad.copy_(saved)  # in place: a captured CUDA graph keeps reading the same tensor
+        model.train(was_training)
+    return result
+
+
 def unpack(names, sizes, flat):
     """(scalars, vectors) from ``Probe.gather``'s names, sizes and flat array (on the CPU, as numpy)."""
     parts = dict(zip(names, np.split(flat, np.cumsum(sizes)[:-1])))
