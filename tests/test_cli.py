@@ -163,12 +163,15 @@ def test_out_writes_history_and_summary(tmp_path, capsys, fake_data):
         assert summary["settings"][key] == value, key
     by = {v["norm"]: v for v in variants}
     # The lanes trained in lockstep on the same batches from the same weights: ours and torch's BN agree
-    # step by step, and BN off does not.
+    # step by step, and BN off does not. The tolerance: the two float32 layers round differently and the gap grows
+    # with each step (1e-5 relative in the logits after 4 steps at lr 0.1 in test_models, here 8 steps at lr 0.5:
+    # 5e-5 relative measured on an Intel Xeon), and history.csv keeps 6 significant digits; 1e-3 leaves 20x for
+    # other CPUs while BN off differs by far more (checked below).
     ours, theirs, off = (lanes[by[n]["lane"]] for n in ("scratch", "torch", "none"))
     for a, b in zip(ours, theirs):
-        assert float(a["train_loss"]) == pytest.approx(float(b["train_loss"]), rel=1e-4, abs=1e-5)
+        assert float(a["train_loss"]) == pytest.approx(float(b["train_loss"]), rel=1e-3)
     assert by["scratch"]["val_acc"] == pytest.approx(by["torch"]["val_acc"], abs=0.011)
-    assert any(float(a["train_loss"]) != pytest.approx(float(c["train_loss"]), rel=1e-3) for a, c in zip(ours, off))
+    assert any(float(a["train_loss"]) != pytest.approx(float(c["train_loss"]), rel=1e-2) for a, c in zip(ours, off))
     assert by["scratch"]["val_acc"] > 0.3  # learned something: chance is 0.1
 
 
