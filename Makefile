@@ -1,10 +1,11 @@
 # Two commands: `make run` and `make test`. Both set everything up and are safe to run again.
+# For the everyday loop: `make check` (lint, types and the fast tier: every test not marked slow or browser).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
 
-.PHONY: run test lint format data install install-dev browser bench screenshots clean
+.PHONY: run test check lint format data install install-dev browser bench screenshots clean
 
 run: install data
 	$(PY) -m streamlit run dashboard.py --server.port $(PORT)
@@ -12,9 +13,14 @@ run: install data
 test: install-dev data browser
 	$(PY) -m pytest -q
 
+# The fast tier: lint, types and every test not marked `slow` or `browser` (no data or chromium needed to start).
+check: lint data
+	$(PY) -m pytest -q -m "not slow and not browser"
+
 lint: install-dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 format: install-dev
 	$(PY) -m ruff check --fix .

@@ -160,7 +160,7 @@ def main(argv=None):
             wall, summary = cli_wall(dev, args.cli_epochs, graphs)
             key = "graphed" if graphs else "eager"
             out["cli"][key] = dict(wall_s=wall, epochs=args.cli_epochs)
-            accs = [round(v["val_acc"], 3) for v in summary["variants"] if v["val_acc"] is not None]
+            accs = [round(v["test_acc"], 3) for v in summary["variants"] if v["test_acc"] is not None]
             print(
                 f"CLI, {args.cli_epochs} epochs of both lanes, graphs {'on ' if graphs else 'off'}: {wall:.1f} s "
                 f"wall, command to summary.json (final test accuracy: {accs})"

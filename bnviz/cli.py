@@ -141,7 +141,8 @@ def print_epochs(snap, printed):
 
 
 def summary(snap):
-    """Per lane: its set-up and final numbers (val_acc on the full 10k test set)."""
+    """Per lane: its set-up and final numbers; test_acc and test_loss are the last epoch's, on the full 10k test
+    set, under the same keys as the multi-device run's summary (bnviz/devices/parallel_run.py)."""
     out = []
     for lane in snap.lanes:
         e = lane.tables["epochs"]
@@ -155,8 +156,8 @@ def summary(snap):
                 diverged_at=lane.diverged_at,
                 epochs=len(e.get("epoch", [])),
                 steps=lane.step,
-                val_acc=last.get("val_acc"),
-                val_loss=last.get("val_loss"),
+                test_acc=last.get("val_acc"),
+                test_loss=last.get("val_loss"),
                 train_loss=last.get("train_loss"),
                 train_acc=last.get("train_acc"),
                 images_per_s=lane.images_per_s,

@@ -177,6 +177,15 @@ def together(n, fn, timeout=30.0):
     return results
 
 
+@pytest.fixture
+def quick_deadlines(monkeypatch):
+    """A child silent for 0.5 s is "not responding" (3 s in use): the fault tests wait no real seconds for it.
+    Read when an ExperimentProcess is made: take this fixture before the experiments."""
+    from bnviz.live import processes
+
+    monkeypatch.setattr(processes, "STATUS_TIMEOUT_S", 0.5)
+
+
 def until(condition, timeout=30.0, poll=0.005):
     """Poll until condition() is true; False if the deadline passed first."""
     import time

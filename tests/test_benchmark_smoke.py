@@ -25,6 +25,7 @@ def positive_number(x):
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.slow
 @pytest.mark.real_data
 def test_quick_run_writes_expected_json(tmp_path):
     import torch

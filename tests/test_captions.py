@@ -312,6 +312,7 @@ def check_train_eval(snap):
 CHECKS = (check_gradients, check_plateau, check_training, check_landscape, check_train_eval)
 
 
+@pytest.mark.slow  # trains a real run first
 def test_every_caption_agrees_with_the_real_snapshot(real_snap):
     """The shipped run at several steps and the fast preset: each caption's numbers and words, recomputed."""
     for position in BN_LAYERS:

@@ -152,7 +152,9 @@ def test_out_writes_history_and_summary(tmp_path, capsys, fake_data):
     lanes = by_lane(rows)
     assert list(lanes) == [v["lane"] for v in variants]
     for v in variants:
-        assert 0 <= v["val_acc"] <= 1 and v["train_loss"] > 0 and v["images_per_s"] > 0
+        # the keys every summary.json has, the multi-device run's too (test_parallel_run)
+        assert {"norm", "steps", "test_acc", "test_loss", "train_loss", "images_per_s"} <= set(v)
+        assert 0 <= v["test_acc"] <= 1 and v["test_loss"] > 0 and v["train_loss"] > 0 and v["images_per_s"] > 0
         assert v["steps"] == steps and v["epochs"] == 2 and v["status"] == "finished"
         assert v["activation"] == "relu"
         history = lanes[v["lane"]]
@@ -163,13 +165,16 @@ def test_out_writes_history_and_summary(tmp_path, capsys, fake_data):
         assert summary["settings"][key] == value, key
     by = {v["norm"]: v for v in variants}
     # The lanes trained in lockstep on the same batches from the same weights: ours and torch's BN agree
-    # step by step, and BN off does not.
+    # step by step, and BN off does not. The tolerance: the two float32 layers round differently and the gap grows
+    # with each step (1e-5 relative in the logits after 4 steps at lr 0.1 in test_models, here 8 steps at lr 0.5:
+    # 5e-5 relative measured on an Intel Xeon), and history.csv keeps 6 significant digits; 1e-3 leaves 20x for
+    # other CPUs while BN off differs by far more (checked below).
     ours, theirs, off = (lanes[by[n]["lane"]] for n in ("scratch", "torch", "none"))
     for a, b in zip(ours, theirs):
-        assert float(a["train_loss"]) == pytest.approx(float(b["train_loss"]), rel=1e-4, abs=1e-5)
-    assert by["scratch"]["val_acc"] == pytest.approx(by["torch"]["val_acc"], abs=0.011)
-    assert any(float(a["train_loss"]) != pytest.approx(float(c["train_loss"]), rel=1e-3) for a, c in zip(ours, off))
-    assert by["scratch"]["val_acc"] > 0.3  # learned something: chance is 0.1
+        assert float(a["train_loss"]) == pytest.approx(float(b["train_loss"]), rel=1e-3)
+    assert by["scratch"]["test_acc"] == pytest.approx(by["torch"]["test_acc"], abs=0.011)
+    assert any(float(a["train_loss"]) != pytest.approx(float(c["train_loss"]), rel=1e-2) for a, c in zip(ours, off))
+    assert by["scratch"]["test_acc"] > 0.3  # learned something: chance is 0.1
 
 
 def test_same_seed_same_history(tmp_path, fake_data, capsys):
@@ -196,7 +201,7 @@ def test_same_seed_same_history(tmp_path, fake_data, capsys):
     assert len(a) == len(b) == 4
     for ra, rb in zip(a, b):
         assert float(ra["train_loss"]) == pytest.approx(float(rb["train_loss"]), rel=1e-6)
-    assert sa["variants"][0]["val_acc"] == pytest.approx(sb["variants"][0]["val_acc"])
+    assert sa["variants"][0]["test_acc"] == pytest.approx(sb["variants"][0]["test_acc"])
 
 
 def test_batch_size_one_is_refused(capsys, fake_data, tmp_path):
@@ -265,6 +270,7 @@ def test_data_command_refuses_noise_shaped_like_the_set(places, full_synthetic, 
     assert "are not the original Fashion-MNIST" in captured.err and "point $BNVIZ_DATA at a folder" in captured.err
 
 
+@pytest.mark.slow  # a whole chapter epoch on the real data
 def test_chapter_run_on_real_data(real_data_root, tmp_path, monkeypatch, capsys):
     """One epoch at the chapter's settings: BN learns (>= 0.75 validation accuracy), the plain net does not."""
     monkeypatch.setenv("BNVIZ_DATA", str(real_data_root))
@@ -296,7 +302,7 @@ def test_chapter_run_on_real_data(real_data_root, tmp_path, monkeypatch, capsys)
     )
     assert "60,000 images" in capsys.readouterr().err
     _, summary = read_outputs(out)
-    acc = {v["norm"]: v["val_acc"] for v in summary["variants"]}
+    acc = {v["norm"]: v["test_acc"] for v in summary["variants"]}
     assert [v["steps"] for v in summary["variants"]] == [469, 469]
     assert acc["scratch"] >= 0.75, acc
     assert acc["none"] < 0.5, acc

@@ -782,7 +782,7 @@ def test_a_crashed_training_process_can_still_be_saved_and_replayed(page):
     assert "A · BN off" in page.tracked.downloads["bnviz-run.html"]()
 
 
-def test_a_stopped_training_process_is_said_on_its_page_and_holds_up_no_other_tab(page):
+def test_a_stopped_training_process_is_said_on_its_page_and_holds_up_no_other_tab(quick_deadlines, page):
     """kill -STOP on the training process: its page says so within a few seconds (the charts it had stay), only
     Reset can act, a new tab opens as usual, and Reset starts a new process."""
     page.click("Start")

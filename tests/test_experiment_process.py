@@ -20,7 +20,6 @@ import torch
 from conftest import until
 from torch import nn
 
-from bnviz.live import processes
 from bnviz.live.engine import Experiment
 from bnviz.live.experiment_process import ExperimentProcess
 from bnviz.live.snapshot import DEFAULT_LANES, LaneSpec, LaneStatus, Settings, Status
@@ -286,12 +285,6 @@ def test_refresh_gives_up_at_its_deadline_on_a_child_that_does_not_answer(data, 
         os.kill(exp._proc.pid, signal.SIGCONT)
     exp.step(2)  # the late reply to the refresh that gave up is dropped; the next request gets its own
     assert exp.wait(60) and [l.step for l in exp.snapshot().lanes] == [2, 2]
-
-
-@pytest.fixture
-def quick_deadlines(monkeypatch):
-    """A child silent for 0.5 s is "not responding" (3 s in use): the fault tests wait no real seconds for it."""
-    monkeypatch.setattr(processes, "STATUS_TIMEOUT_S", 0.5)
 
 
 class Stopped:

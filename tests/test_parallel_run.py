@@ -30,6 +30,7 @@ def test_devices_and_bn_sync_write_rank_zeros_files(tmp_path, monkeypatch, one_t
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["devices"], summary["bn_sync"], summary["launcher"]) == (2, "global", "local gloo group")
     lane = summary["variants"][0]
+    assert {"norm", "steps", "test_acc", "test_loss", "train_loss", "images_per_s"} <= set(lane)  # the CLI's keys
     rows = list(csv.DictReader((out / "history.csv").open()))
     assert lane["steps"] == len(rows) == 4
     # the same numbers as one process on the whole batch: synchronised BN

@@ -3,7 +3,6 @@
 import os
 import signal
 import threading
-import time
 
 import pytest
 from conftest import together, until
@@ -462,7 +461,7 @@ def test_add_reads_no_status_under_the_lock(clock):
         Watchful.registry = None
 
 
-def test_a_stopped_child_holds_up_no_other_tab(clock, make_experiment, monkeypatch):
+def test_a_stopped_child_holds_up_no_other_tab(clock, quick_deadlines, make_experiment, monkeypatch):
     """kill -STOP on one experiment's child, its own tab's refresh waiting on it: another tab's Start (which asks
     the running experiments how they are) and a new experiment go on without waiting for it."""
     monkeypatch.setenv("BNVIZ_THREADS", "1")
@@ -474,7 +473,7 @@ def test_a_stopped_child_holds_up_no_other_tab(clock, make_experiment, monkeypat
     os.kill(pid, signal.SIGSTOP)
     try:
         threading.Thread(target=hung.snapshot, daemon=True).start()  # its own tab's refresh
-        time.sleep(0.5)  # its request is sent, and waits
+        assert until(lambda: hung._channel.sent_at is not None, timeout=20)  # its request is sent, and waits
         finished = threading.Event()
         threading.Thread(target=lambda: (reg.start(ko), finished.set()), daemon=True).start()
         assert finished.wait(20), "Start in another tab waited on the stopped child"  # it waited 60 s before

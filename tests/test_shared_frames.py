@@ -17,15 +17,21 @@ from ui.shared import SharedFrames, same_content
 class Slow:
     """An experiment whose snapshot takes a while (a child process answering), counting the snapshots taken."""
 
-    def __init__(self, make, delay=0.2):
+    def __init__(self, make, delay=0.2, hold_first=None):
         self.make, self.delay, self.calls = make, delay, 0
+        self.hold_first = hold_first  # an Event: the first snapshot lasts until it is set (10 s at most)
+        self.started = threading.Event()  # set when the first snapshot has begun
         self._lock = threading.Lock()
 
     def snapshot(self):
         with self._lock:
             self.calls += 1
             n = self.calls
-        time.sleep(self.delay)
+        self.started.set()
+        if n == 1 and self.hold_first is not None:
+            self.hold_first.wait(10)
+        else:
+            time.sleep(self.delay)
         return self.make(n)
 
 
@@ -42,11 +48,15 @@ def test_viewers_asking_together_share_one_snapshot():
 
 
 def test_the_teacher_takes_a_new_snapshot_even_while_a_viewer_takes_one():
-    exp, frames = Slow(lambda n: ("frame", n)), SharedFrames()
+    release = threading.Event()
+    exp, frames = Slow(lambda n: ("frame", n), hold_first=release), SharedFrames()
     viewer = threading.Thread(target=frames.snapshot, args=("run", exp, 1.5))
     viewer.start()
-    time.sleep(0.05)  # the viewer's snapshot is being taken
-    teacher = frames.snapshot("run", exp, max_age=0)
+    assert exp.started.wait(10)  # the viewer's snapshot is being taken, and lasts until released
+    try:
+        teacher = frames.snapshot("run", exp, max_age=0)  # waiting on the viewer's would give ("frame", 1)
+    finally:
+        release.set()
     viewer.join()
     assert exp.calls == 2 and teacher == ("frame", 2)
 

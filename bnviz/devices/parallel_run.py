@@ -118,7 +118,7 @@ def summary(args, world_size, torchrun, records):
                 steps=int(len(r.steps)),
                 test_acc=r.test_acc,
                 test_loss=r.test_loss,
-                final_train_loss=float(r.loss[-1]) if len(r.loss) else None,
+                train_loss=float(r.loss[-1]) if len(r.loss) else None,
                 images_per_s=images / seconds if seconds > 0 else None,
                 bn1_spread=r.spread(),
             )
