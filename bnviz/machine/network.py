@@ -53,3 +53,14 @@ def share_base(page_url: str, bound: str | None, lan: str | None) -> str:
     port = f":{parts.port}" if parts.port else ""
     host = f"[{host}]" if ":" in host else host
     return f"{parts.scheme}://{host}{port}/"
+
+
+def port_free(port: int, host: str = "0.0.0.0") -> bool:
+    """Whether a server could listen on ``host:port`` now (nothing else is bound there)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
