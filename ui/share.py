@@ -6,6 +6,7 @@ Nothing here shows the run's control key or the teacher's key: the watch link ca
 """
 
 import io
+import math
 import urllib.parse
 
 import streamlit as st
@@ -15,6 +16,7 @@ from bnviz.machine import network
 from .state import Key
 
 NOT_LESSON = ("run", "watch", "replay", "key")  # a lesson link opens a fresh run of its own: no run id, no key
+QR_BORDER = 2  # modules of white around the code
 BIG_QR_PX = 360  # scanned from the back of a room: at least 300 px on the projected page
 LOCAL_ONLY = (
     "This server only answers this laptop, so a phone cannot open these links. Stop it and start `make class` "
@@ -34,13 +36,19 @@ def lesson_link(base_url: str) -> str:
     return f"{base_url.split('?')[0].rstrip('/')}/" + (f"?{query}" if query else "")
 
 
-def qr_png(text: str, scale: int = 6) -> bytes:
-    """A QR code of ``text`` as PNG bytes (segno: pure Python, works offline); ``scale`` pixels a module."""
+def qr_png(text: str, min_px: int = 180) -> tuple[bytes, int]:
+    """A QR code of ``text`` as PNG bytes at least ``min_px`` wide, and its width (segno: pure Python, offline).
+
+    Each module is a whole number of pixels, and the page shows the image at its own width: a QR code scaled by
+    the browser or by Streamlit blurs its modules' edges, which a phone's camera then reads less well.
+    """
     import segno
 
+    qr = segno.make(text, error="m")
+    scale = max(1, math.ceil(min_px / qr.symbol_size(scale=1, border=QR_BORDER)[0]))
     out = io.BytesIO()
-    segno.make(text, error="m").save(out, kind="png", scale=scale, border=2)
-    return out.getvalue()
+    qr.save(out, kind="png", scale=scale, border=QR_BORDER)
+    return out.getvalue(), qr.symbol_size(scale=scale, border=QR_BORDER)[0]
 
 
 def base_url() -> str:
@@ -67,7 +75,8 @@ def panel(sb, registry, key: str) -> None:
         url = link(base, registry.watch_id(key) or "")
         st.caption("Students watch this run live, read-only (no button can change it):")
         st.code(url, language=None, wrap_lines=True)
-        st.image(qr_png(url), width=180, caption="the watch link, for a phone's camera")
+        png, px = qr_png(url)
+        st.image(png, width=px, caption="the watch link, for a phone's camera", output_format="PNG")
         st.toggle("Show the QR", key=Key.SHOW_QR, help="The watch link's QR code on the page, big enough for a room")
         st.caption("This set-up as a lesson link (whoever opens it gets a fresh run of their own):")
         st.code(lesson_link(base), language=None, wrap_lines=True)
@@ -82,6 +91,7 @@ def big_qr(registry, key: str) -> None:
     base = base_url()
     url = link(base, registry.watch_id(key) or "")
     with st.container(border=True, key="big-qr"):
-        st.image(qr_png(url, scale=10), width=BIG_QR_PX, caption=f"Scan to watch this run: {url}")
+        png, px = qr_png(url, BIG_QR_PX)
+        st.image(png, width=px, caption=f"Scan to watch this run: {url}", output_format="PNG")
         if not reachable(base):
             st.caption(LOCAL_ONLY)
