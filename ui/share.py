@@ -48,7 +48,7 @@ def qr_png(text: str, min_px: int = 180) -> tuple[bytes, int]:
     scale = max(1, math.ceil(min_px / qr.symbol_size(scale=1, border=QR_BORDER)[0]))
     out = io.BytesIO()
     qr.save(out, kind="png", scale=scale, border=QR_BORDER)
-    return out.getvalue(), qr.symbol_size(scale=scale, border=QR_BORDER)[0]
+    return out.getvalue(), int(qr.symbol_size(scale=scale, border=QR_BORDER)[0])
 
 
 def base_url() -> str:
