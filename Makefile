@@ -5,10 +5,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
 
-.PHONY: run test check lint format data install install-dev browser bench screenshots clean
+# `make class` serves the class on this laptop's network (bnviz class); `make run` stays on 127.0.0.1.
+.PHONY: run class test check lint format data install install-dev browser bench screenshots clean
 
 run: install data
 	$(PY) -m streamlit run dashboard.py --server.port $(PORT)
+
+class: install data
+	$(PY) -m bnviz class --port $(PORT)
 
 test: install-dev data browser
 	$(PY) -m pytest -q

@@ -1,10 +1,16 @@
-"""Command line: ``python -m bnviz train ...`` (headless training) and ``python -m bnviz data``."""
+"""Command line: ``python -m bnviz train ...`` (headless training), ``data``, ``dashboard`` and ``class``."""
 
 import argparse
 import dataclasses
 import json
+import os
+import secrets
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
+import webbrowser
 from pathlib import Path
 
 from bnviz.data.fashion_mnist import DataError, load_fashion_mnist
@@ -15,6 +21,7 @@ from bnviz.live.experiment_file import metrics_csv, save_experiment
 from bnviz.live.run_folder import OutputError, discard_created, prepare_out
 from bnviz.live.snapshot import LaneSpec, Settings
 from bnviz.machine import device as devices
+from bnviz.machine import network
 from bnviz.step.models import NORMS
 from bnviz.studies.exercises import EXERCISES
 from bnviz.studies.exercises import run as run_exercise
@@ -225,15 +232,93 @@ DASHBOARD = Path(__file__).resolve().parents[1] / "dashboard.py"
 
 def dashboard(streamlit_args, script=DASHBOARD):
     """`streamlit run dashboard.py` from the checkout, so its .streamlit/config.toml applies; returns its exit code."""
-    if not script.is_file():
-        print(
-            f"bnviz: the dashboard ({script.name}) is not next to this bnviz package ({script.parent}); it ships "
-            "with the source checkout: clone the repository and run `make run` there",
-            file=sys.stderr,
-        )
+    missing = dashboard_missing(script)
+    if missing:
+        print(missing, file=sys.stderr)
         return 2
     command = [sys.executable, "-m", "streamlit", "run", str(script), *streamlit_args]
     return subprocess.call(command, cwd=script.parent)
+
+
+def dashboard_missing(script):
+    """None when the dashboard is there; else the message (it ships with the source checkout, not the package)."""
+    if script.is_file():
+        return None
+    return (
+        f"bnviz: the dashboard ({script.name}) is not next to this bnviz package ({script.parent}); it ships "
+        "with the source checkout: clone the repository and run `make run` there"
+    )
+
+
+NO_NETWORK = (
+    "bnviz class: this laptop has no network address (no Wi-Fi or cable connected?), so no phone can reach it: "
+    "serving on this laptop only. Join the class's network and start `bnviz class` again to share."
+)
+START_S = 60.0  # how long the server may take to answer its health check
+
+
+def wait_until_up(url, proc, timeout=START_S):
+    """Whether the server at ``url`` answers its health check before ``timeout`` (False if it exited)."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.25)
+    return False
+
+
+def classroom(port, open_browser=True, streamlit_args=(), script=DASHBOARD):
+    """`bnviz class`: the dashboard on every interface, the teacher's page (with its key) opened on this laptop.
+
+    A fresh teacher's key (128 bits) each time goes to the server in ``BNVIZ_TEACHER_KEY`` (ui/access.py).
+    Prints the teacher's URL (this laptop only) and the students' URL (the laptop's network address).
+    """
+    missing = dashboard_missing(script)
+    if missing:
+        print(missing, file=sys.stderr)
+        return 2
+    lan = network.lan_address()
+    bind = "0.0.0.0" if lan else "127.0.0.1"
+    if not network.port_free(port, bind):
+        print(
+            f"bnviz class: port {port} is in use (another bnviz?); stop it, or choose another: --port 8502",
+            file=sys.stderr,
+        )
+        return 2
+    if lan is None:
+        print(NO_NETWORK, file=sys.stderr)
+    key = secrets.token_urlsafe(16)
+    local = f"http://127.0.0.1:{port}"
+    teacher, students = f"{local}/?key={key}", f"http://{lan or '127.0.0.1'}:{port}/"
+    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", bind]
+    command += ["--server.port", str(port), "--server.headless", "true", *streamlit_args]
+    proc = subprocess.Popen(command, cwd=script.parent, env={**os.environ, "BNVIZ_TEACHER_KEY": key})
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a terminated `bnviz class` ends its server too
+    try:
+        if not wait_until_up(local, proc):
+            print("bnviz class: the server did not start (its messages are above)", file=sys.stderr)
+            return proc.poll() or 1
+        print(
+            f"\nbnviz class: serving on {'every interface' if lan else 'this laptop only'}, port {port}\n"
+            f"  Teacher (this laptop only; it holds your key, keep it off the projector): {teacher}\n"
+            f"  Students (same network: the QR code is on your page, under Share with the class): {students}\n",
+            flush=True,
+        )
+        if open_browser:
+            webbrowser.open(teacher)
+        return proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def main(argv=None):
@@ -274,12 +359,20 @@ def main(argv=None):
         "dashboard",
         help="open the dashboard (streamlit run dashboard.py); further options go to streamlit, e.g. --server.port",
     )
+    c = sub.add_parser(
+        "class",
+        help="teach: serve the dashboard on this laptop's network; prints the teacher's and the students' URLs",
+    )
+    c.add_argument("--port", type=positive(int), default=8501)
+    c.add_argument("--no-browser", action="store_true", help="do not open the teacher's page on this laptop")
     args, extra = p.parse_known_args(argv)
-    if extra and args.command != "dashboard":
+    if extra and args.command not in ("dashboard", "class"):
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "dashboard":
             return dashboard(extra)
+        if args.command == "class":
+            return classroom(args.port, not args.no_browser, extra)
         if args.command == "data":
             d = load_fashion_mnist()
             print(

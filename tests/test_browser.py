@@ -564,6 +564,16 @@ def run_id(page):
     return re.search(r"[?&]run=([^&]+)", page.url).group(1)
 
 
+def watch_link(page):
+    """The watch link the share panel gives (opened if it is closed): ``?watch=<watch id>``, not the run's key."""
+    share = page.get_by_role("switch", name="Share with the class")
+    if not share.is_checked():
+        page.locator("label", has=share).click()
+    code = page.locator("[data-testid='stCode']").filter(has_text="?watch=").first
+    code.wait_for()
+    return code.inner_text().strip()
+
+
 def test_a_lesson_at_projector_size_links_flips_studies_and_a_class_that_watches(server, shots):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
@@ -610,6 +620,8 @@ def test_a_lesson_at_projector_size_links_flips_studies_and_a_class_that_watches
             sync_api.expect(control(page, "Start")).to_be_disabled()
             sync_api.expect(button_starting(page, "Train 1 more epoch")).to_be_visible()
             key = run_id(page)
+            watching = watch_link(page)
+            assert key not in watching  # the public watch id is not the run's control key
 
             # on a finished run, switching BN off measures the accuracy at once
             show_view(page, "Experiments")
@@ -640,7 +652,7 @@ def test_a_lesson_at_projector_size_links_flips_studies_and_a_class_that_watches
 
             # the class watches: the same run, read-only, at the same size
             viewer, viewer_errors = projector_page(browser)
-            viewer.goto(f"{server}/?watch={key}", wait_until="domcontentloaded")
+            viewer.goto(f"{server}/?watch={watching.rsplit('=', 1)[1]}", wait_until="domcontentloaded")
             settle(viewer, timeout=60_000)
             # the Training charts as static SVG (svg_chart.py): both lanes' curves, and no Plotly chart drawn
             loss_svg = viewer.locator("svg[data-chart='Training loss per step'] g[data-trace]")

@@ -969,7 +969,10 @@ def test_the_share_panel_gives_the_watch_link_its_qr_code_and_the_lesson_link(pa
     page.run()
     page.assert_clean()
     links = [c.value for c in page.at.code]
-    assert any(f"watch={page.key}" in link for link in links)
+    watch_id = page.tracked.registries[0].watch_id(page.key)
+    assert watch_id and watch_id != page.key  # the public id is not the control key
+    assert any(link.endswith(f"/?watch={watch_id}") for link in links)
+    assert not any(page.key in link for link in links)
     assert any("run=" not in link and "watch=" not in link for link in links)  # the lesson link: no run of its own
     assert page.at.sidebar.get("image")  # the QR code
 

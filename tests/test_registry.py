@@ -1,5 +1,6 @@
 """The server-wide registry of experiments: ids, grace period, the training cap, the bound on kept runs."""
 
+import base64
 import os
 import signal
 import threading
@@ -488,3 +489,46 @@ def test_a_stopped_child_holds_up_no_other_tab(clock, quick_deadlines, make_expe
             os.kill(pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
+
+
+def test_a_run_has_a_control_key_of_128_bits_and_a_separate_public_watch_id(clock):
+    reg = Registry(clock=clock)
+    e = FakeExperiment()
+    key = reg.add(e)
+    watch = reg.watch_id(key)
+    assert len(base64.urlsafe_b64decode(key + "=" * (-len(key) % 4))) * 8 >= 128
+    assert watch and watch != key and watch not in key and key not in watch
+    assert reg.watched(watch) == (key, e)
+    # the watch link edited into ?run= (or a run key into ?watch=) finds nothing
+    assert reg.get(watch) is None and reg.touch(watch) is None
+    assert reg.watched(key) is None
+    assert reg.watched("no-such-id") is None and reg.watch_id("no-such-id") is None
+
+
+def test_watching_keeps_a_run_alive_and_a_run_gone_takes_its_watch_id(clock):
+    reg = Registry(grace_s=10, clock=clock)
+    e = FakeExperiment()
+    key = reg.add(e)
+    watch = reg.watch_id(key)
+    for _ in range(3):  # only viewers look at it
+        clock.now += 8
+        assert reg.watched(watch) == (key, e)
+        assert reg.reap() == []
+    clock.now += 11
+    assert reg.reap() == [key]
+    assert reg.watched(watch) is None and reg.watch_id(key) is None
+    other = reg.add(FakeExperiment())
+    reg.close()
+    assert reg.watch_id(other) is None
+
+
+def test_newest_is_the_run_added_last_that_is_still_here(clock):
+    reg = Registry(grace_s=10, clock=clock)
+    assert reg.newest() is None
+    first = reg.add(FakeExperiment())
+    clock.now += 5
+    second = reg.add(FakeExperiment())
+    assert reg.newest() == second
+    clock.now += 6  # the first is gone; the second is not
+    reg.touch(second)
+    assert reg.reap() == [first] and reg.newest() == second

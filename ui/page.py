@@ -5,7 +5,7 @@ import streamlit as st
 from bnviz.data.fashion_mnist import DataError
 from bnviz.live.engine import describe_error
 
-from . import controls, live, preload, replay, server, sidebar, watch  # noqa: F401 (preload: imported, see there)
+from . import access, controls, live, preload, replay, server, share, sidebar, watch  # noqa: F401 (preload: see there)
 from .state import BOUND, Key, init_widgets, show_flash
 from .views import VIEWS
 
@@ -16,6 +16,9 @@ def main():
     watching = st.query_params.get("watch")
     if watching is not None:  # a viewer: nothing is made for this tab, nothing can be changed
         watch.render(server.server(), watching)
+        return
+    if not access.is_teacher():  # a student on a shared server: the teacher's run, read-only (ui/access.py)
+        access.class_page(server.server())
         return
     try:
         data = server.dataset()
@@ -42,6 +45,7 @@ def main():
     st.title(TITLE)
     show_flash()
     server.data_notice(data)
+    share.big_qr(registry, key)
     live.heartbeat(registry, key)  # the live run stays alive while this tab is open, replaying or not
     if rec is not None:
         replay.render(rec)  # its explainer first, above the fold, then the view picker and the timeline

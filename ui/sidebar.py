@@ -1,7 +1,6 @@
 """The sidebar: the lanes, the live learning rate, the set-up that restarts, the view options, export and load."""
 
 import json
-import urllib.parse
 
 import streamlit as st
 
@@ -10,7 +9,7 @@ from bnviz.live.snapshot import MAX_LANES, LaneSpec
 from bnviz.pictures import web_page
 from bnviz.step.models import NORM_INFO
 
-from . import watch
+from . import share
 from .feedback import say
 from .server import SHIPPED_RUN, apply_setup, open_shipped_run, open_upload
 from .state import (
@@ -175,7 +174,7 @@ def render(exp, registry, data, snap=None):
     sb.toggle("Log scale for loss", key=Key.LOG_LOSS)
     sb.toggle("Freeze charts", key=Key.FREEZE, help="Stop refreshing to look closely; training goes on")
     export(sb, exp)
-    share(sb, st.session_state[Key.RUN_KEY])
+    share.panel(sb, registry, st.session_state[Key.RUN_KEY])
     if SHIPPED_RUN.exists():
         sb.button(
             "Replay the recorded 10-epoch run",
@@ -279,34 +278,3 @@ def render_replay(rec):
         download(
             "Save as a web page", lambda: web_page.run_page(rec), "bnviz-recording.html", "text/html", WEB_PAGE_HELP
         )
-
-
-NOT_LESSON = ("run", "watch", "replay")  # a lesson link opens a fresh run of its own: no run id in it
-
-
-def lesson_link(base_url):
-    """This page's set-up as a link (the bound widgets' URL parameters), without the run's id."""
-    params = {k: v for k, v in st.query_params.to_dict().items() if k not in NOT_LESSON}
-    query = "&".join(f"{k}={urllib.parse.quote(str(v))}" for k, v in params.items())
-    return f"{base_url.split('?')[0].rstrip('/')}/" + (f"?{query}" if query else "")
-
-
-def share(sb, key):
-    """The class follows along: a read-only watch link with its QR code, and this set-up as a lesson link."""
-    base = st.context.url or "http://127.0.0.1:8501/"
-    # A toggle, not an expander: an expander's content is built and highlighted on every page load even closed
-    # (0.45 s of a fresh tab's browser time for the two code blocks); this is built only when asked for.
-    if not sb.toggle("Share with the class", key=Key.SHARE, help="A read-only link and QR code, and a lesson link"):
-        return
-    with sb.container(border=True):
-        url = watch.link(base, key)
-        st.caption("Students watch this run live, read-only (no button can change it):")
-        st.code(url, language=None, wrap_lines=True)
-        st.image(watch.qr_png(url), width=180, caption="the watch link, for a phone's camera")
-        st.caption("This set-up as a lesson link (whoever opens it gets a fresh run of their own):")
-        st.code(lesson_link(base), language=None, wrap_lines=True)
-        if "127.0.0.1" in base or "localhost" in base:
-            st.caption(
-                "This server only answers this laptop: start it with `--server.address 0.0.0.0` and use your "
-                "network address in these links (README, Teaching with it)."
-            )

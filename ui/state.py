@@ -45,6 +45,8 @@ class Key:
     PRECISE_RESULT = "precise_result"
     PRESENT = "present"
     SHARE = "share"  # the sidebar's share panel is open
+    SHOW_QR = "show_qr"  # the watch link's big QR code on the main page (ui/share.py)
+    TEACHER = "teacher"  # this session showed the teacher's key (ui/access.py)
     EXERCISE = "exercise"
     STORY_STEP = "story_step"
     STORY_REVEAL = "story_reveal"

@@ -1,10 +1,9 @@
-"""The viewer page, ``?watch=<run id>``: the teacher's live charts for a class, with no control at all.
+"""The viewer page, ``?watch=<watch id>``: the teacher's live charts for a class, with no control at all.
 
-Students open it on their own laptops (the link and a QR code are on the teacher's page). Nothing here can
-change the run: no Start, no Reset, no lanes, no sidebar. Every viewer gets the same shared frame.
+Students open it on their own laptops (the link and a QR code are on the teacher's page, ui/share.py). Nothing
+here can change the run: no Start, no Reset, no lanes, no sidebar. Every viewer gets the same shared frame. The
+watch id is not the run's control key (bnviz/live/registry.py), and the control key is never put on this page.
 """
-
-import io
 
 import streamlit as st
 
@@ -23,26 +22,13 @@ GONE = "This run has ended, or the link is not complete. Ask for a new watch lin
 NOTE = "You are watching a run live, read-only: choose a view; the teacher runs it."
 
 
-def link(base_url, key):
-    """The viewer link of run ``key``: the page's address with ``?watch=<key>`` and nothing else."""
-    return f"{base_url.split('?')[0].rstrip('/')}/?watch={key}"
-
-
-def qr_png(text):
-    """A QR code of ``text`` as PNG bytes (segno: pure Python, works offline)."""
-    import segno
-
-    out = io.BytesIO()
-    segno.make(text, error="m").save(out, kind="png", scale=6, border=2)
-    return out.getvalue()
-
-
-def render(registry, key):
+def render(registry, watch_id):
     st.title("bnviz · watching a run")
-    exp = registry.get(key) if key else None  # a watched run stays alive: viewers count as watching
-    if exp is None:
+    found = registry.watched(watch_id) if watch_id else None  # a watched run stays alive: viewers count as watching
+    if found is None:
         st.info(GONE)
         return
+    key, exp = found  # the control key stays here: the shared frames are kept under it
     st.caption(NOTE)
     st.session_state.setdefault(Key.VIEW, "Training")
     st.segmented_control(

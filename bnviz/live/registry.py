@@ -1,9 +1,12 @@
 """Experiments shared by a whole server, so a page reload or a dropped connection finds its run again.
 
-Each experiment has an id (the page puts it in its URL). A page that shows an experiment touches it
-every few seconds; one that nobody has touched for ``grace_s`` is stopped and forgotten. At most
-``max_training`` experiments train at once: a class of 30 on one laptop gets a clear message, not a
-machine that crawls. Thread-safe; no Streamlit here.
+Each experiment has two ids. Its control key (``?run=`` in the teacher's URL) is random, 128 bits from
+``secrets``, and commands it; its watch id (``?watch=``, the link and QR code students get) is drawn apart, so
+nothing a student sees leads to the control key, and a watch id given as a control key finds nothing.
+
+A page that shows an experiment touches it every few seconds; one that nobody has touched for ``grace_s`` is
+stopped and forgotten. At most ``max_training`` experiments train at once: a class of 30 on one laptop gets a
+clear message, not a machine that crawls. Thread-safe; no Streamlit here.
 
 The lock guards the registry's dicts only. Under it nothing calls into an experiment's child process,
 starts, stops, or runs a study's factory: those happen outside, so one slow experiment never holds up
@@ -20,6 +23,9 @@ import time
 
 from bnviz.live.snapshot import Status
 
+CONTROL_BYTES = 16  # a control key's randomness: 128 bits
+WATCH_BYTES = 9  # a watch id is public: short enough to type, drawn apart from the control key
+
 
 class CapacityError(RuntimeError):
     """Too many experiments are training on this server; the message says what to do."""
@@ -33,13 +39,17 @@ class Registry:
         self._jobs = {}  # (id, name) -> Job: studies started from that experiment's page
         self._starting = {}  # id -> Future: an experiment's start in flight (a reserved slot)
         self._creating = {}  # (id, name) -> Future of the Job: a study's factory running (a reserved slot)
+        self._watch_ids = {}  # control key -> its public watch id
+        self._by_watch = {}  # watch id -> control key
 
     def add(self, experiment):
         """Register an experiment; returns its id. Makes room by dropping the oldest idle ones."""
         self.reap()
         with self._lock:
-            key = secrets.token_urlsafe(6)
+            key = secrets.token_urlsafe(CONTROL_BYTES)
+            watch = secrets.token_urlsafe(WATCH_BYTES)
             self._items[key] = [experiment, self.clock()]
+            self._watch_ids[key], self._by_watch[watch] = watch, key
             over = len(self._items) > self.max_kept
             others = [(k, e) for k, (e, _) in self._items.items() if k != key]
         if not over:
@@ -52,7 +62,7 @@ class Registry:
                 if k != key and k not in running and k not in self._starting
             )
             extra = len(self._items) - self.max_kept
-            dropped = [self._items.pop(k)[0] for _, k in idle[: max(0, extra)]]
+            dropped = [self._pop(k) for _, k in idle[: max(0, extra)]]
         for e in dropped:
             e.stop(timeout=0)
         return key
@@ -67,6 +77,34 @@ class Registry:
             return item[0]
 
     touch = get
+
+    def watch_id(self, key: str) -> str | None:
+        """The public watch id of the experiment with control key ``key`` (None when there is none)."""
+        with self._lock:
+            return self._watch_ids.get(key)
+
+    def watched(self, watch_id: str) -> tuple[str, object] | None:
+        """(control key, experiment) of the run with this watch id, marked watched; None when there is none.
+
+        The control key stays on the server (shared frames are kept under it); it is never put on a viewer's page.
+        """
+        with self._lock:
+            key = self._by_watch.get(watch_id)
+            item = self._items.get(key) if key is not None else None
+            if item is None:
+                return None
+            item[1] = self.clock()
+            return key, item[0]
+
+    def newest(self) -> str | None:
+        """The control key of the experiment added last that is still here (what a class follows), or None."""
+        with self._lock:
+            return next(reversed(self._items), None)
+
+    def _pop(self, key):
+        """Under the lock: forget an experiment and its watch id; returns the experiment."""
+        self._by_watch.pop(self._watch_ids.pop(key, None), None)
+        return self._items.pop(key)[0]
 
     def start(self, key):
         """Start (or resume) an experiment unless the server is at its cap; CapacityError if it is.
@@ -156,7 +194,7 @@ class Registry:
         now = self.clock()
         with self._lock:
             gone = [k for k, (_, seen) in self._items.items() if now - seen > self.grace_s]
-            stopped = [(k, self._items.pop(k)[0]) for k in gone]
+            stopped = [(k, self._pop(k)) for k in gone]
             jobs = [self._jobs.pop(jk) for jk in list(self._jobs) if jk[0] in gone]
         for _, e in stopped:
             e.stop(timeout=0)
@@ -177,6 +215,7 @@ class Registry:
     def close(self):
         with self._lock:
             items, self._items = list(self._items.values()), {}
+            self._watch_ids, self._by_watch = {}, {}
             jobs, self._jobs = list(self._jobs.values()), {}
         for j in jobs:
             j.stop()

@@ -22,6 +22,7 @@ VARIABLES = {
     "BNVIZ_LANDSCAPE_EVERY": "steps between loss-landscape measurements once the study switches them on (default 25)",
     "BNVIZ_CHILD_NICE": "how much lower the training processes' CPU priority is than the page's (0-19, default 10)",
     "BNVIZ_SCREENSHOTS": "folder where the browser tests save screenshots (default: a temporary folder)",
+    "BNVIZ_TEACHER_KEY": "the teacher's control key, set by `bnviz class` (at least 22 URL-safe characters)",
     "BNVIZ_REQUIRE_ALL": "1 in CI: a test whose input (the dataset, chromium) is missing fails instead of skipping",
 }
 _warned: set[str] = set()
@@ -103,6 +104,14 @@ def landscape_every():
 def child_nice():
     """How far a training child lowers its CPU priority (``os.nice``): the page and its browser come first."""
     return _read("BNVIZ_CHILD_NICE", int, 10, lambda v: 0 <= v <= 19)
+
+
+MIN_TEACHER_KEY = 22  # secrets.token_urlsafe(16): 128 bits
+
+
+def teacher_key():
+    """The key a page must show to command trainings on a server shared with a class (None: not set)."""
+    return _read("BNVIZ_TEACHER_KEY", str, None, lambda v: len(v) >= MIN_TEACHER_KEY and v.isascii())
 
 
 def require_all():

@@ -1,0 +1,201 @@
+"""The class on the network, in a real browser: a server started as `bnviz class` starts it (a teacher's key in its
+environment), on 127.0.0.1 only. Every student is a fresh browser context (no cookie); the teacher's page opens
+with ``?key=``. Traffic stays on 127.0.0.1, so loopback proves nothing here: only the key makes a teacher.
+"""
+
+import io
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+
+import pytest
+from PIL import Image
+from test_browser import (  # noqa: F401 (browser_available: the skip when chromium is missing)
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ROOT,
+    assert_no_failure,
+    browser_available,
+    control,
+    data_env,
+    free_port,
+    read,
+    run_id,
+    settle,
+    sync_api,
+    wait_until,
+    watch_link,
+)
+
+from ui.share import BIG_QR_PX, qr_png
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+KEY = secrets.token_urlsafe(16)
+COMMANDS = ("Start", "Pause", "Step", "Reset", "Apply and restart", "Train 1 more epoch")
+
+
+@pytest.fixture
+def classroom(request, tmp_path):
+    """The dashboard as `bnviz class` serves it (BNVIZ_TEACHER_KEY), bound to 127.0.0.1 for the test."""
+    port = free_port()
+    env = {**os.environ, "BNVIZ_TEACHER_KEY": KEY, "BNVIZ_GRACE_S": "30", **data_env(request)}
+    env.pop("BNVIZ_MAX_TRAINING", None)
+    log = open(tmp_path / "server.log", "w+")
+    command = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true"]
+    command += ["--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"the server exited: {read(log)}"
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"the server did not come up: {read(log)}"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        output = read(log)
+        log.close()
+        assert "Traceback" not in output, output
+
+
+def new_page(browser, width=1280, height=800):
+    """A page in a browser context of its own: its own cookies, as a different person's browser."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(30_000)
+    return page
+
+
+def commands_on(page):
+    return [label for label in COMMANDS if control(page, label).count()]
+
+
+def teacher_page(browser, url):
+    page = new_page(browser)
+    page.goto(f"{url}/?key={KEY}", wait_until="domcontentloaded")
+    settle(page, timeout=60_000)
+    control(page, "Start").wait_for()
+    return page
+
+
+def test_a_student_cannot_take_over_the_teacher_s_run(classroom):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            teacher = teacher_page(browser, classroom)
+            assert "key=" not in teacher.url  # off the projected address bar
+            run_key = run_id(teacher)
+            control(teacher, "Start").click()
+            watch_id = watch_link(teacher).rsplit("=", 1)[1]
+            progress = teacher.locator("[data-testid='stProgress']").first
+
+            def step():
+                m = re.search(r"step ([\d,]+)", progress.inner_text())
+                return int(m.group(1).replace(",", "")) if m else 0
+
+            wait_until(teacher, lambda: step() >= 5, "the teacher's run to train")
+
+            # the watch link edited into ?run=, the run key read off the projector, a stranger's root page
+            for path in (f"/?run={watch_id}", f"/?run={run_key}", "/"):
+                student = new_page(browser)
+                student.goto(classroom + path, wait_until="domcontentloaded")
+                settle(student, timeout=60_000)
+                student.get_by_role("heading", name="bnviz · watching a run").wait_for()
+                student.locator("svg[data-chart='Training loss per step']").wait_for()  # the teacher's run
+                assert commands_on(student) == [], (path, commands_on(student))
+                assert student.get_by_role("switch").count() == 0, path
+                assert "run=" not in student.url, path
+                assert_no_failure(student, path)
+                student.close()
+
+            # the teacher's run went on, untouched, and a reload (the cookie) is still the teacher's page
+            before = step()
+            wait_until(teacher, lambda: step() > before, "the teacher's run to go on")
+            teacher.reload(wait_until="domcontentloaded")
+            settle(teacher, timeout=60_000)
+            control(teacher, "Pause").wait_for()
+            assert run_id(teacher) == run_key
+            assert_no_failure(teacher, "the teacher's page after a reload")
+        finally:
+            browser.close()
+
+
+def pixels(png: bytes) -> tuple:
+    """An image's size and pixels, however it was encoded (the QR code's payload is in its pixels)."""
+    with Image.open(io.BytesIO(png)) as im:
+        gray = im.convert("L")
+        return gray.size, gray.tobytes()
+
+
+def texts_in(data: bytes, name: str) -> str:
+    """A download as text; an .npz (a zip) member by member, decompressed."""
+    if name.endswith(".npz"):
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            return "".join(z.read(m).decode("latin-1") for m in z.namelist())
+    return data.decode("utf-8", "replace")
+
+
+def test_nothing_a_student_sees_holds_a_key(classroom):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            teacher = teacher_page(browser, classroom)
+            run_key = run_id(teacher)
+            secret = (KEY, run_key)
+            seen = {}  # what a student can see, by where it comes from
+            control(teacher, "Step").click()
+            settle(teacher)
+            link = watch_link(teacher)
+            seen["watch link"] = link
+            panel = teacher.locator("[data-testid='stSidebar']")
+            seen["lesson link"] = panel.locator("[data-testid='stCode']").filter(has_not_text="?watch=").inner_text()
+            # the QR codes: the small one and Show the QR's big one, each exactly the watch link's code
+            big_switch = teacher.get_by_role("switch", name="Show the QR")
+            teacher.locator("label", has=big_switch).click()
+            big = teacher.locator(".st-key-big-qr img")
+            big.wait_for()
+            assert big.bounding_box()["width"] >= 300
+            for image in (panel.locator("img").first, big):
+                png = teacher.request.get(image.evaluate("img => img.src")).body()  # the address, resolved
+                assert pixels(png) in (pixels(qr_png(link)[0]), pixels(qr_png(link, BIG_QR_PX)[0]))
+            seen["big QR caption"] = teacher.locator(".st-key-big-qr").inner_text()
+            # every export a teacher might hand out
+            teacher.get_by_text("Export · load a run").click()
+            for label in ("Metrics (CSV)", "Metrics and probes (JSON)", "Whole experiment (replayable)"):
+                with teacher.expect_download() as download:
+                    teacher.get_by_role("button", name=label).click()
+                path = download.value.path()
+                seen[label] = texts_in(open(path, "rb").read(), download.value.suggested_filename)
+            with teacher.expect_download() as download:
+                teacher.get_by_role("button", name="Save as a web page").click()
+            seen["web page"] = open(download.value.path(), encoding="utf-8").read()
+            # the watch page as a student's browser has it, and the root page a stranger gets
+            for path in ("/?watch=" + link.rsplit("=", 1)[1], "/"):
+                student = new_page(browser, 390, 844)
+                student.goto(classroom + path, wait_until="domcontentloaded")
+                settle(student, timeout=60_000)
+                student.locator("svg[data-chart='Training loss per step']").wait_for()
+                seen[f"student page {path}"] = student.content() + student.url
+                seen[f"student cookies {path}"] = repr(student.context.cookies())
+                student.close()
+            assert len(seen) == 11, list(seen)  # 3 texts, 4 downloads, 2 pages and their cookies
+            leaks = [(where, which) for where, text in seen.items() for which in secret if which in text]
+            assert not leaks, leaks
+        finally:
+            browser.close()
