@@ -33,8 +33,10 @@ from bnviz.devices.data_parallel import ParallelSettings, train, train_rank
 from bnviz.devices.process_group import init_from_torchrun, launched_by_torchrun, run_local_group
 from bnviz.live import run_folder
 from bnviz.live.experiment_file import save_experiment
+from bnviz.live.processes import warm_up
 from bnviz.live.run_folder import discard_created, prepare_out
 from bnviz.live.snapshot import Settings
+from bnviz.machine.capacity import rank_capacity
 
 
 def settings_for(args, norm):
@@ -62,6 +64,9 @@ def run(args):
         if args.devices and args.devices != world_size:
             raise ValueError(f"--devices {args.devices} but torchrun started {world_size} processes")
     else:
+        refusal = rank_capacity().refuse(args.devices)  # before any process starts: no forkserver, no rank
+        if refusal:
+            raise ValueError(refusal)
         rank, world_size = 0, args.devices
     out = Path(args.out) if args.out and rank == 0 else None
     created = prepare_out(out) if out else []
@@ -81,6 +86,7 @@ def run(args):
                 record = train(data, s, rank=rank, world_size=world_size, report=_printer(0, rank))
                 dist.barrier()
             else:
+                warm_up(tied=True)  # the ranks' forkserver dies with this command, even by kill -9
                 record = run_local_group(
                     train_rank, world_size, data, s, progress=_printer(0), timeout_s=24 * 3600, stall_s=600
                 )[0]

@@ -22,6 +22,7 @@ VARIABLES = {
     "BNVIZ_LANDSCAPE_EVERY": "steps between loss-landscape measurements once the study switches them on (default 25)",
     "BNVIZ_CHILD_NICE": "how much lower the training processes' CPU priority is than the page's (0-19, default 10)",
     "BNVIZ_SCREENSHOTS": "folder where the browser tests save screenshots (default: a temporary folder)",
+    "BNVIZ_FORKSERVER_TIED": "set by bnviz, not by hand: a command-line run's pid while it starts its forkserver",
     "BNVIZ_REQUIRE_ALL": "1 in CI: a test whose input (the dataset, chromium) is missing fails instead of skipping",
 }
 _warned: set[str] = set()
@@ -103,6 +104,21 @@ def landscape_every():
 def child_nice():
     """How far a training child lowers its CPU priority (``os.nice``): the page and its browser come first."""
     return _read("BNVIZ_CHILD_NICE", int, 10, lambda v: 0 <= v <= 19)
+
+
+def set_forkserver_tied(on):
+    """Mark (or unmark) the forkserver about to start as tied to this process: it ends when this process does."""
+    if on:
+        os.environ["BNVIZ_FORKSERVER_TIED"] = str(os.getpid())
+    else:
+        os.environ.pop("BNVIZ_FORKSERVER_TIED", None)
+
+
+def take_forkserver_tied():
+    """In a forkserver: the pid of the starter that tied it to itself, or None; the mark is removed, so no
+    child inherits it."""
+    raw = os.environ.pop("BNVIZ_FORKSERVER_TIED", "").strip()
+    return int(raw) if raw.isdigit() else None
 
 
 def require_all():
