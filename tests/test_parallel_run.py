@@ -161,3 +161,60 @@ def test_kill_9_of_the_cli_leaves_no_process_behind(tmp_path, real_data_root, mo
         for pid, _, _ in _group(cli.pid):
             os.kill(pid, signal.SIGKILL)
         cli.kill()
+
+
+def _rank_pids(torchrun_pid):
+    """{RANK: pid} of the workers torchrun started (its children, each in a session of its own), from /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if (
+                not entry.name.isdigit()
+                or int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != torchrun_pid
+            ):
+                continue
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ranks = [e[5:].decode() for e in environ if e.startswith(b"RANK=")]
+        if ranks:
+            found[int(ranks[0])] = int(entry.name)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("fault", ["SIGKILL", "SIGSTOP"])
+def test_torchrun_names_a_dead_or_stopped_rank(tmp_path, real_data_root, fault):
+    """Rank 1 of torchrun's 2 is killed or stopped mid-run: rank 0 names rank 1 within 15 s in one line and exits
+    1, no traceback, rank 0 never blamed by bnviz; the run ends."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("no torchrun next to this Python")
+    command = [str(torchrun), "--nproc-per-node", "2", "-m", "bnviz", "train", "--norm", "scratch"]
+    command += ["--bn-sync", "global", *ARGS[2:], "--epochs", "100000"]
+    err = tmp_path / "stderr.txt"
+    env = child_env(real_data_root, BNVIZ_DATA_UNCHECKED="1")
+    with err.open("w") as stderr:
+        run = subprocess.Popen(command, env=env, stderr=stderr, stdout=stderr, start_new_session=True, cwd=tmp_path)
+    try:
+        _wait_for(lambda: "step 50:" in err.read_text(), 180, lambda: "50 steps: " + err.read_text()[-800:])
+        ranks = _wait_for(lambda: _rank_pids(run.pid) if len(_rank_pids(run.pid)) == 2 else None, 10, lambda: "ranks")
+        os.kill(ranks[1], getattr(signal, fault))
+        faulted = time.monotonic()
+        _wait_for(lambda: "bnviz: rank 1 of 2" in err.read_text(), 15, lambda: err.read_text()[-1500:])
+        assert time.monotonic() - faulted < 15
+        run.wait(60)
+        text = err.read_text()
+        ours = [line for line in text.splitlines() if line.startswith("bnviz: rank")]
+        assert ours and all(line.startswith("bnviz: rank 1 of 2 ") for line in ours), ours
+        assert "rank 0 ends the run (exit 1)" in text
+        ranks_said, torchrun_said = text.split("torch/distributed/elastic/multiprocessing/api.py", 1)
+        assert "Traceback" not in ranks_said  # the ranks: one line each; then torchrun's own report
+        root_cause = torchrun_said.split("Root Cause", 1)[1]
+        assert "rank      : 1 (local_rank: 1)" in root_cause  # torchrun too blames the faulty rank, not rank 0
+        assert run.returncode != 0
+    finally:
+        for pid in list(_rank_pids(run.pid).values()) + [p for p, _, _ in _group(run.pid)]:
+            os.kill(pid, signal.SIGKILL)
+        run.kill()
