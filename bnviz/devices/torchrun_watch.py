@@ -84,7 +84,8 @@ class PeerWatch:
                 self._exit(f"torchrun's store at {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} is gone")
 
     def _watch(self) -> None:
-        last, heard = {}, {}
+        last: dict[int, bytes | None] = {}
+        heard: dict[int, float] = {}
         start = time.monotonic()
         while not self.done.wait(BEAT_S):
             now = time.monotonic()
@@ -113,8 +114,9 @@ class PeerWatch:
             self.ended.set()
             return
         for peer in range(self.world_size):
-            if peer != self.rank and self._local_fault(peer):
-                self._name(peer, self._local_fault(peer))
+            fault = self._local_fault(peer) if peer != self.rank else None
+            if fault:
+                self._name(peer, fault)
         self._exit("torchrun ended the group (SIGTERM) after another rank failed")
 
     # ------------------------------------------------------------------------------------------------ naming
