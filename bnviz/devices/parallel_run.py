@@ -20,6 +20,7 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,10 +32,13 @@ import torch.distributed as dist
 from bnviz.data.fashion_mnist import load_fashion_mnist, num_batches
 from bnviz.devices.data_parallel import ParallelSettings, train, train_rank
 from bnviz.devices.process_group import init_from_torchrun, launched_by_torchrun, run_local_group
+from bnviz.devices.torchrun_watch import PeerWatch
 from bnviz.live import run_folder
 from bnviz.live.experiment_file import save_experiment
+from bnviz.live.processes import warm_up
 from bnviz.live.run_folder import discard_created, prepare_out
 from bnviz.live.snapshot import Settings
+from bnviz.machine.capacity import rank_capacity
 
 
 def settings_for(args, norm):
@@ -57,11 +61,16 @@ def run(args):
     if args.classes_per_batch != 10:
         raise ValueError("--devices trains on i.i.d. batches: --classes-per-batch is not supported with it")
     settings = [settings_for(args, norm) for norm in args.norm]  # a bad combination fails here, before any start
+    watch = None
     if torchrun:
+        watch = PeerWatch(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))  # torchrun's store: before the group
         rank, world_size = init_from_torchrun()
         if args.devices and args.devices != world_size:
             raise ValueError(f"--devices {args.devices} but torchrun started {world_size} processes")
     else:
+        refusal = rank_capacity().refuse(args.devices)  # before any process starts: no forkserver, no rank
+        if refusal:
+            raise ValueError(refusal)
         rank, world_size = 0, args.devices
     out = Path(args.out) if args.out and rank == 0 else None
     created = prepare_out(out) if out else []
@@ -78,9 +87,13 @@ def run(args):
         for s in settings:
             t0 = time.perf_counter()
             if torchrun:
-                record = train(data, s, rank=rank, world_size=world_size, report=_printer(0, rank))
-                dist.barrier()
+                try:
+                    record = train(data, s, rank=rank, world_size=world_size, report=_printer(0, rank))
+                    dist.barrier()
+                except RuntimeError as e:  # a collective a fault interrupted (gloo, DistBackendError): name it
+                    watch.fail_from(e)
             else:
+                warm_up(tied=True)  # the ranks' forkserver dies with this command, even by kill -9
                 record = run_local_group(
                     train_rank, world_size, data, s, progress=_printer(0), timeout_s=24 * 3600, stall_s=600
                 )[0]
@@ -89,11 +102,24 @@ def run(args):
                 print(f"\nbnviz: {s.norm}: test accuracy {record.test_acc:.3f} (eval mode)", file=sys.stderr)
         if out:
             write(out, args, world_size, torchrun, records)
+        if watch:
+            _orderly_end(watch)
         return records
     finally:
         discard_created(created)
         if torchrun and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _orderly_end(watch):
+    """Every rank of torchrun's group waits for the others (rank 0 has written its files), stops watching, and
+    leaves the group together: no rank tears the group down under a peer still using it."""
+    try:
+        dist.barrier()
+    except RuntimeError as e:
+        watch.fail_from(e)
+    watch.finished()
+    dist.destroy_process_group()
 
 
 def _printer(every_rank, rank=0):

@@ -33,7 +33,7 @@ from multiprocessing.connection import wait
 import torch
 import torch.distributed as dist
 
-from bnviz.live.processes import exit_words, start
+from bnviz.live.processes import die_with_parent, exit_words, start
 
 HEARTBEAT_S = 0.5  # how often a rank says it is alive
 ERROR_GRACE_S = 1.0  # after a rank raises, how long to look for a peer that died first (the cause to name)
@@ -49,6 +49,7 @@ class GroupFailed(RuntimeError):
 
 
 def _rank_main(conn, rank, world_size, port, backend, collective_s, fn, args, kwargs):
+    die_with_parent()  # the forkserver (or, spawned, the starter) ends: so does this rank
     torch.set_num_threads(1)
     lock, done = threading.Lock(), threading.Event()
 
@@ -61,7 +62,9 @@ def _rank_main(conn, rank, world_size, port, backend, collective_s, fn, args, kw
         while not done.wait(HEARTBEAT_S):
             try:
                 send(("beat", None))
-            except OSError:
+            except OSError:  # the pipe's other end is gone: whoever started the group died (kill -9)
+                if not done.is_set():
+                    os._exit(1)  # at once, even from inside a collective or a store's connect
                 return
 
     threading.Thread(target=beat, daemon=True, name="bnviz-heartbeat").start()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import os
 import pickle
 import sys
 import threading
@@ -33,6 +34,8 @@ from bnviz.machine import env
 
 PREFIX = "bnviz-process-"
 PRELOAD = "bnviz.live.experiment_process"  # what the forkserver imports once: torch and the engine
+GUARD = "bnviz.live.forkserver_guard"  # imported by the forkserver before PRELOAD: a tied one dies with its starter
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 STATUS_TIMEOUT_S = 3.0  # a status request or a snapshot: a child silent this long is "not responding"
 NOT_RESPONDING = (
     "the training process is not responding (it may be stopped or overloaded). Press Reset to start a new one"
@@ -64,7 +67,7 @@ def context() -> BaseContext:
             method = start_method()
             ctx = multiprocessing.get_context(method)
             if method == "forkserver":  # children fork with torch and bnviz imported (training.SGD: no torch._dynamo)
-                ctx.set_forkserver_preload([PRELOAD])
+                ctx.set_forkserver_preload([GUARD, PRELOAD])
             real = spawn.get_preparation_data
 
             def preparation_data(name: str) -> dict[str, Any]:
@@ -79,12 +82,22 @@ def context() -> BaseContext:
     return _context
 
 
-def warm_up() -> None:
-    """Start the forkserver now (it imports torch once, about 2 s), so the first child starts at once."""
+def warm_up(tied: bool = False) -> None:
+    """Start the forkserver now (it imports torch once, about 2 s), so the first child starts at once.
+
+    tied: the forkserver, if this call starts it, is killed by the kernel when this process ends (see
+    ``forkserver_guard``). Only from the main thread of a process that will not outlive it by design (a
+    command-line run); elsewhere the forkserver ends when its pipe from this process closes.
+    """
     if context().get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
-        forkserver.ensure_running()
+        tie = tied and threading.current_thread() is threading.main_thread()
+        env.set_forkserver_tied(tie)
+        try:
+            forkserver.ensure_running()
+        finally:
+            env.set_forkserver_tied(False)
 
 
 def start(target: Callable[..., Any], *args: Any, name: str, duplex: bool = True) -> tuple[BaseProcess, Connection]:
@@ -98,6 +111,29 @@ def start(target: Callable[..., Any], *args: Any, name: str, duplex: bool = True
     proc.start()
     there.close()
     return proc, here
+
+
+def die_with_parent(parent: int | None = None) -> None:
+    """Ask the kernel to SIGKILL this process when its parent ends (Linux's PR_SET_PDEATHSIG; elsewhere nothing).
+
+    Call it first thing in a child. The parent is the thread that forked this process: the forkserver (single
+    threaded) for a child it forks, so a child dies with the forkserver, which ends when its client does.
+    parent: the pid the parent must have (else it has already ended, and this process exits now); by default
+    the parent at this call.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid() if parent is None else parent
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl here: the child's pipe to its parent still ends it
+        return
+    if os.getppid() != parent:  # the parent ended before the request: nothing will send the signal
+        os._exit(1)
 
 
 def portable(e: BaseException) -> BaseException:

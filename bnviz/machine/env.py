@@ -23,6 +23,7 @@ VARIABLES = {
     "BNVIZ_CHILD_NICE": "how much lower the training processes' CPU priority is than the page's (0-19, default 10)",
     "BNVIZ_SCREENSHOTS": "folder where the browser tests save screenshots (default: a temporary folder)",
     "BNVIZ_TEACHER_KEY": "the teacher's control key, set by `bnviz class` (at least 22 URL-safe characters)",
+    "BNVIZ_FORKSERVER_TIED": "set by bnviz, not by hand: a command-line run's pid while it starts its forkserver",
     "BNVIZ_REQUIRE_ALL": "1 in CI: a test whose input (the dataset, chromium) is missing fails instead of skipping",
 }
 _warned: set[str] = set()
@@ -112,6 +113,21 @@ MIN_TEACHER_KEY = 22  # secrets.token_urlsafe(16): 128 bits
 def teacher_key():
     """The key a page must show to command trainings on a server shared with a class (None: not set)."""
     return _read("BNVIZ_TEACHER_KEY", str, None, lambda v: len(v) >= MIN_TEACHER_KEY and v.isascii())
+
+
+def set_forkserver_tied(on):
+    """Mark (or unmark) the forkserver about to start as tied to this process: it ends when this process does."""
+    if on:
+        os.environ["BNVIZ_FORKSERVER_TIED"] = str(os.getpid())
+    else:
+        os.environ.pop("BNVIZ_FORKSERVER_TIED", None)
+
+
+def take_forkserver_tied():
+    """In a forkserver: the pid of the starter that tied it to itself, or None; the mark is removed, so no
+    child inherits it."""
+    raw = os.environ.pop("BNVIZ_FORKSERVER_TIED", "").strip()
+    return int(raw) if raw.isdigit() else None
 
 
 def require_all():
