@@ -731,7 +731,7 @@ def main(argv=None):
 
 def run(args, argv):
     log = lambda text="": print(text, flush=True)  # noqa: E731
-    devices.set_threads(shared=False)
+    devices.set_torch_threads(shared=False)
     try:
         device = devices.resolve_device(args.device)
         root = find_data_root()

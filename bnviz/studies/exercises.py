@@ -298,7 +298,6 @@ def reveal_pooling(r):
     return i, text
 
 
-BASE = dict(activation="sigmoid", lr=0.1)
 EXERCISES = {
     e.key: e
     for e in (
