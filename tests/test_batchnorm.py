@@ -2,13 +2,12 @@
 
 import copy
 import inspect
-import os
-import sys
 import textwrap
 import threading
 
 import pytest
 import torch
+from conftest import code_that_ran, lane_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -284,38 +283,10 @@ def test_bad_num_dims():
 
 
 # ------------------------------------------------------------------- the Lesson prints what a lane trains with
-def code_that_ran(fn):
-    """The code objects of bnviz's own functions that ran (in this thread) while ``fn()`` did."""
-    ran = set()
-
-    def profile(frame, event, _arg):
-        if event == "call" and f"{os.sep}bnviz{os.sep}" in frame.f_code.co_filename:
-            ran.add(frame.f_code)
-
-    sys.setprofile(profile)
-    try:
-        fn()
-    finally:
-        sys.setprofile(None)
-    return ran
-
-
-def default_bn_lane():
-    """The default BN lane of the dashboard and the CLI, on a small random dataset, on the CPU."""
-    from bnviz.data.fashion_mnist import random_dataset
-    from bnviz.live.engine import ExperimentData, Lane
-    from bnviz.live.snapshot import DEFAULT_LANES, Settings
-
-    spec = next(s for s in DEFAULT_LANES if s.norm != "none")
-    settings = Settings(batch_size=16, train_size=64, val_size=32, probe_every=10**6, val_every=10**6)
-    data = ExperimentData.from_dataset(random_dataset(64, 32), settings, torch.device("cpu"))
-    return Lane(1, spec, settings, data, torch.device("cpu"))
-
-
 def test_the_lesson_prints_the_functions_a_default_bn_lane_trains_with():
     from ui.views.lesson import functions_of, printed, source_of
 
-    lane = default_bn_lane()
+    lane = lane_of()  # the default BN lane
     lane.train_one_step(threading.Lock())  # the first step: one-time set-up out of the way
     ran = code_that_ran(lambda: lane.train_one_step(threading.Lock()))
     forward, backward = functions_of(lane.spec.norm)
