@@ -48,7 +48,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.autograd.function import once_differentiable  # noqa: E402
 
-from bnviz.data.fashion_mnist import DataError, _find_files, batches, load_fashion_mnist, locate  # noqa: E402
+from bnviz.data.fashion_mnist import DataError, _find_files, batches, endless_batches, load_fashion_mnist, locate  # noqa: E402
 from bnviz.machine import device as devices  # noqa: E402
 from bnviz.norms.batchnorm import BACKWARDS, BatchNorm  # noqa: E402
 from bnviz.step.models import build_lenet  # noqa: E402
@@ -261,9 +261,7 @@ def machine_info(device):
 
 def our_stream(images, labels, epoch=1):
     """Endless shuffled batches from the in-memory tensors, epoch after epoch."""
-    while True:
-        yield from batches(images, labels, BATCH_SIZE, shuffle=True, seed=SEED, epoch=epoch)
-        epoch += 1
+    return endless_batches(images, labels, BATCH_SIZE, seed=SEED, epoch=epoch)
 
 
 def chapter_dataset(root):
@@ -731,7 +729,7 @@ def main(argv=None):
 
 def run(args, argv):
     log = lambda text="": print(text, flush=True)  # noqa: E731
-    devices.set_threads(shared=False)
+    devices.set_torch_threads(shared=False)
     try:
         device = devices.resolve_device(args.device)
         root = find_data_root()

@@ -46,7 +46,7 @@ def child(lever, norm, threads, blocks=6, block_steps=30, warmup=10):
     sys.path.insert(0, str(REPO / "bench"))
     import torch
 
-    from bnviz.data.fashion_mnist import batches, load_fashion_mnist
+    from bnviz.data.fashion_mnist import endless_batches, load_fashion_mnist
     from bnviz.step.models import build_lenet
     from bnviz.step.training import make_optimizer, train_step
 
@@ -68,10 +68,8 @@ def child(lever, norm, threads, blocks=6, block_steps=30, warmup=10):
     opt = make_optimizer(model, 0.1)
 
     def stream(epoch=1):
-        while True:
-            for X, y in batches(data.train_images, data.train_labels, 128, shuffle=True, seed=0, epoch=epoch):
-                yield X.contiguous(memory_format=fmt) if X.dim() == 4 else X, y
-            epoch += 1
+        for X, y in endless_batches(data.train_images, data.train_labels, 128, seed=0, epoch=epoch):
+            yield X.contiguous(memory_format=fmt) if X.dim() == 4 else X, y
 
     it = stream()
     t0 = time.perf_counter()

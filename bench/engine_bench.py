@@ -104,7 +104,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="alternate the measurements this many times; keep the best")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    devices.set_threads(shared=False)
+    devices.set_torch_threads(shared=False)
     data = load_fashion_mnist()
     warm_up()
     best = {"bare": 0.0, "engine_no_probes": 0.0, "engine_probes": 0.0, "engine_process_probes": 0.0}

@@ -30,6 +30,7 @@ scale, so the tests and this bench measure the same thing.
 """
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -42,7 +43,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bnviz.data.fashion_mnist import batches, load_fashion_mnist  # noqa: E402
+from bnviz.data.fashion_mnist import endless_batches, load_fashion_mnist  # noqa: E402
 from bnviz.step.models import build_lenet  # noqa: E402
 from bnviz.step.precise_bn import layers_with_statistics, recompute_statistics  # noqa: E402
 from bnviz.step.training import evaluate, evaluate_train_mode, make_optimizer, train_step  # noqa: E402
@@ -66,16 +67,9 @@ def stream(data, batch_size, steps, *, classes_per_batch=10, train_size=None, se
     """``steps`` training batches: epochs of ``data.batches`` (seeded by (seed, epoch)), as many as it takes."""
     n = train_size or data.train_images.shape[0]
     x, y = data.train_images[:n], data.train_labels[:n]
-    done, epoch = 0, 0
-    while done < steps:
-        for X, Y in batches(
-            x, y, batch_size, shuffle=True, seed=seed, epoch=epoch, classes_per_batch=classes_per_batch
-        ):
-            yield X, Y
-            done += 1
-            if done == steps:
-                return
-        epoch += 1
+    return itertools.islice(
+        endless_batches(x, y, batch_size, seed=seed, epoch=0, classes_per_batch=classes_per_batch), steps
+    )
 
 
 def train(data, norm, *, batch_size, lr, steps, activation="sigmoid", classes_per_batch=10, train_size=None, seed=0):

@@ -147,7 +147,7 @@ def print_epochs(snap, printed):
     return max(printed, ready)
 
 
-def summary(snap):
+def lane_summaries(snap):
     """Per lane: its set-up and final numbers; test_acc and test_loss are the last epoch's, on the full 10k test
     set, under the same keys as the multi-device run's summary (bnviz/devices/parallel_run.py)."""
     out = []
@@ -182,7 +182,8 @@ def output_writers(exp, snap):
     views = [lane.tables for lane in snap.lanes]
     header = exp.header()
     summary_json = json.dumps(
-        {"settings": dataclasses.asdict(snap.settings), "device": snap.device, "variants": summary(snap)}, indent=2
+        {"settings": dataclasses.asdict(snap.settings), "device": snap.device, "variants": lane_summaries(snap)},
+        indent=2,
     )
     # newline="": the csv module's own line ends (\r\n), as the dashboard's download has them
     csv_text = metrics_csv([l.label for l in snap.lanes], views)

@@ -2,7 +2,9 @@
 
 import gzip
 import hashlib
+import os
 import struct
+import sys
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -234,3 +236,30 @@ def make_experiment(tiny_data):
     for e in made:
         assert e.stop(timeout=10), f"{e.name} did not stop"
         assert not e.alive and not worker_threads(e.name)
+
+
+def code_that_ran(fn):
+    """The code objects of bnviz's own functions that ran (in this thread) while ``fn()`` did."""
+    ran = set()
+
+    def profile(frame, event, _arg):
+        if event == "call" and f"{os.sep}bnviz{os.sep}" in frame.f_code.co_filename:
+            ran.add(frame.f_code)
+
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return ran
+
+
+def lane_of(norm=None):
+    """A lane as the engine trains it (the default BN lane when ``norm`` is None), small random data, the CPU."""
+    from bnviz.live.engine import ExperimentData, Lane
+    from bnviz.live.snapshot import DEFAULT_LANES, LaneSpec, Settings
+
+    spec = next(s for s in DEFAULT_LANES if s.norm != "none") if norm is None else LaneSpec(norm)
+    settings = Settings(batch_size=16, train_size=64, val_size=32, probe_every=10**6, val_every=10**6)
+    data = ExperimentData.from_dataset(tiny_dataset(64, 32), settings, torch.device("cpu"))
+    return Lane(1, spec, settings, data, torch.device("cpu"))

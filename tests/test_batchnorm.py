@@ -1,9 +1,13 @@
 """Our BatchNorm against torch.nn.BatchNorm1d / BatchNorm2d, with both backward passes ("paper", "autograd")."""
 
 import copy
+import inspect
+import textwrap
+import threading
 
 import pytest
 import torch
+from conftest import code_that_ran, lane_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -276,3 +280,29 @@ def test_functional_rejects_other_ranks():
 def test_bad_num_dims():
     with pytest.raises(ValueError, match="num_dims"):
         BatchNorm(3, 3)
+
+
+# ------------------------------------------------------------------- the Lesson prints what a lane trains with
+def test_the_lesson_prints_the_functions_a_default_bn_lane_trains_with():
+    from ui.views.lesson import functions_of, printed, source_of
+
+    lane = lane_of()  # the default BN lane
+    lane.train_one_step(threading.Lock())  # the first step: one-time set-up out of the way
+    ran = code_that_ran(lambda: lane.train_one_step(threading.Lock()))
+    forward, backward = functions_of(lane.spec.norm)
+    assert forward and backward  # the default BN lane's Lesson prints its layer and its gradient
+    for f in (*forward, *backward):
+        assert f.__code__ in ran, f"the Lesson prints {f.__qualname__}, which a training step never called"
+    # What the page shows is those functions' source, read from the code that ran, one after the other.
+    for shown, functions in ((source_of(lane.spec.norm)[1], forward), (printed(backward)[1], backward)):
+        assert shown == "\n\n".join(textwrap.dedent(inspect.getsource(f.__code__)) for f in functions)
+        for words in ("import ", "PERFORMANCE", "addcmul", "_ ="):
+            assert words not in shown
+
+
+def test_the_backward_that_trains_is_the_papers_six_equations_in_order():
+    from ui.views.lesson import functions_of, printed
+
+    _, text = printed(functions_of("scratch")[1])
+    assigned = [line.split("=")[0].strip() for line in text.splitlines() if " = " in line and "(" not in line[:9]]
+    assert assigned == ["m", "dX_hat", "dvar", "dmean", "dX", "dgamma", "dbeta"]

@@ -455,7 +455,7 @@ def test_the_bn_across_devices_study_runs_and_says_what_it_measured(page, monkey
     import functools
 
     import ui.views.experiments as experiments
-    from bnviz.studies.devices_study import devices_study, summary
+    from bnviz.studies.devices_study import devices_study, devices_summary
 
     short = functools.partial(devices_study, ks=(1, 2), eval_size=256)
     monkeypatch.setattr(experiments, "devices_study", short)
@@ -469,7 +469,7 @@ def test_the_bn_across_devices_study_runs_and_says_what_it_measured(page, monkey
     assert {mode: sorted(runs) for mode, runs in job.result.items()} == {"per device": [1, 2], "synchronised": [1, 2]}
     page.run()
     page.assert_clean()
-    assert summary(job.result) in page.texts("markdown")
+    assert devices_summary(job.result) in page.texts("markdown")
     assert [t["name"] for t in page.chart("Test accuracy after the same steps")["data"]] == [
         "BN per device",
         "BN synchronised",

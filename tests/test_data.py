@@ -21,6 +21,7 @@ from bnviz.data.fashion_mnist import (
     DataError,
     batches,
     check_content,
+    endless_batches,
     find,
     load_fashion_mnist,
     locate,
@@ -489,6 +490,26 @@ def test_num_batches_agrees_with_batches(n, batch_size, shuffle, epoch):
     last_is_single = n >= 1 and (n - 1) % batch_size == 0
     assert ys.numel() == (n - 1 if shuffle and last_is_single else n)  # only a last single image is dropped
     assert all(y.numel() == batch_size for _, y in got[:-1])
+
+
+@pytest.mark.parametrize("classes_per_batch", [10, 2])
+def test_endless_batches_go_on_epoch_after_epoch_as_batches_draws_them(classes_per_batch):
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.randint(0, 256, (40, 28, 28), dtype=torch.uint8, generator=g), torch.arange(40) % 10
+    per_epoch = num_batches(40, 16)
+    stream = endless_batches(images, labels, 16, seed=3, epoch=2, classes_per_batch=classes_per_batch)
+    got = [next(stream) for _ in range(3 * per_epoch + 1)]  # three whole epochs and the first batch of a fourth
+    for k, epoch in enumerate((2, 3, 4)):
+        want = batches(images, labels, 16, shuffle=True, seed=3, epoch=epoch, classes_per_batch=classes_per_batch)
+        for (X, y), (wX, wy) in zip(got[k * per_epoch : (k + 1) * per_epoch], want, strict=True):
+            assert torch.equal(X, wX) and torch.equal(y, wy)
+    first_of_5 = next(batches(images, labels, 16, shuffle=True, seed=3, epoch=5, classes_per_batch=classes_per_batch))
+    assert torch.equal(got[-1][1], first_of_5[1])
+
+
+def test_endless_batches_of_too_few_images_say_so_instead_of_spinning():
+    with pytest.raises(ValueError, match="at least 2 images, got 1: use a larger train_size"):
+        next(endless_batches(torch.zeros(1, 28, 28, dtype=torch.uint8), torch.zeros(1, dtype=torch.long), 8))
 
 
 # --- the real files -------------------------------------------------------------------------------------

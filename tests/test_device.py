@@ -102,7 +102,7 @@ def test_no_bnviz_threads_lets_bnviz_choose(monkeypatch):
     assert env.threads() is None
 
 
-def test_set_threads_applies_the_choice(monkeypatch, one_thread):
+def test_set_torch_threads_applies_the_choice(monkeypatch, one_thread):
     monkeypatch.setenv("BNVIZ_THREADS", "3")
-    assert devices.set_threads(shared=True) == 3
+    assert devices.set_torch_threads(shared=True) == 3
     assert torch.get_num_threads() == 3

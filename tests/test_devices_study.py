@@ -6,7 +6,7 @@ import pytest
 
 from bnviz.data.fashion_mnist import random_dataset
 from bnviz.pictures.exercise_figures import devices_figure
-from bnviz.studies.devices_study import MODES, devices_study, summary
+from bnviz.studies.devices_study import MODES, devices_study, devices_summary
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -19,7 +19,7 @@ def test_both_modes_for_each_k_and_the_summary_quotes_them():
     # synchronised BN is the same arithmetic for every k: the same network after the same steps
     sync = both["synchronised"]
     assert sync[1].loss == pytest.approx(sync[4].loss, rel=1e-4, abs=1e-5)
-    text = summary(both)
+    text = devices_summary(both)
     for mode, runs in both.items():
         m = re.search(re.escape(mode) + r": ([\d.]+)% on 1 device .* ([\d.]+)% on 4 \(32 each\)", text)
         assert m, text
@@ -28,4 +28,4 @@ def test_both_modes_for_each_k_and_the_summary_quotes_them():
     fig = devices_figure(both)
     assert [t.name for t in fig.data] == ["BN per device", "BN synchronised"]
     assert list(fig.data[0].x) == [1, 4]
-    assert summary({}) == "Not run yet."
+    assert devices_summary({}) == "Not run yet."

@@ -18,12 +18,11 @@ import pytest
 from conftest import missing, tiny_dataset
 from plotly.offline import get_plotlyjs
 
-import bnviz.pictures.web_page as web_page
 from bnviz.live.engine import Experiment
 from bnviz.live.experiment_file import metrics_csv
 from bnviz.live.replay import Recording
 from bnviz.live.snapshot import LaneSpec, Settings
-from bnviz.pictures.web_page import charts_of, run_page, write_run_page
+from bnviz.pictures.web_page import charts_of, run_page
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "assets" / "chapter-run" / "experiment.npz"
@@ -55,8 +54,10 @@ def shipped():
 
 @pytest.fixture(scope="module")
 def page_file(shipped, tmp_path_factory):
-    """The shipped run's web page, written by write_run_page."""
-    return write_run_page(tmp_path_factory.mktemp("page") / "run.html", shipped)
+    """The shipped run's web page, as the dashboard's download button saves it."""
+    path = tmp_path_factory.mktemp("page") / "run.html"
+    path.write_text(run_page(shipped), encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -185,24 +186,6 @@ def test_page_of_a_run_not_started_yet():
     with Experiment(tiny_dataset(), Settings(batch_size=32, device="cpu"), name="test-exports-idle") as exp:
         data = page_data(run_page(exp))
     assert data["steps"] == [0] and len(data["charts"]) == 8
-
-
-def test_write_run_page_replaces_the_file_atomically(tmp_path, monkeypatch):
-    monkeypatch.setattr(web_page, "run_page", lambda source, title=None: f"<title>{title}</title>")
-    path = tmp_path / "run.html"
-    path.write_text("the old page")
-
-    def disk_full(*args):
-        raise OSError("disk full")
-
-    real_replace = os.replace
-    monkeypatch.setattr(os, "replace", disk_full)
-    with pytest.raises(OSError, match="disk full"):
-        write_run_page(path, None, "a run")
-    assert path.read_text() == "the old page" and os.listdir(tmp_path) == ["run.html"]  # no temporary file left
-    monkeypatch.setattr(os, "replace", real_replace)
-    assert write_run_page(path, None, "a run") == path
-    assert path.read_text() == "<title>a run</title>" and os.listdir(tmp_path) == ["run.html"]
 
 
 # ------------------------------------------------------------------------------------ in a browser

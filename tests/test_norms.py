@@ -3,11 +3,13 @@ it, torch's own layers where torch has them, and the formula (and the paper's gr
 
 import copy
 import math
+import threading
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import code_that_ran, lane_of
 from torch import nn
 
 from bnviz.norms.batch_renorm import D_MAX, FULL_STEPS, HOLD_STEPS, R_MAX, BatchRenorm, batch_renorm, renorm_limits
@@ -404,3 +406,24 @@ def test_every_norm_has_a_label_a_description_and_builds():
         loss = F.cross_entropy(model(torch.rand(4, 1, 28, 28)), torch.arange(4))
         loss.backward()
         assert math.isfinite(loss.item())
+
+
+@pytest.mark.parametrize("norm", [n for n in NORMS if n != "none"])
+def test_the_lesson_prints_only_functions_the_lane_runs(norm):
+    """For every normalisation, each function the Lesson prints runs when such a lane is built or trains."""
+    from ui.views.lesson import functions_of, source_of
+
+    lane = None
+
+    def build_and_train():
+        nonlocal lane
+        lane = lane_of(norm)
+        for _ in range(2):
+            lane.train_one_step(threading.Lock())
+
+    ran = code_that_ran(build_and_train)
+    forward, backward = functions_of(norm)
+    for f in (*forward, *backward):
+        assert f.__code__ in ran, f"the Lesson prints {f.__qualname__} for {norm}, which its lane never called"
+    text = source_of(norm)[1]
+    assert "import " not in text and text.count("def ") == len(forward)  # functions, not their module

@@ -357,6 +357,18 @@ def batches(images, labels, batch_size, *, shuffle=False, seed=0, epoch=0, class
         yield images[idx].unsqueeze(1).float().div_(255), labels[idx]
 
 
+def endless_batches(images, labels, batch_size, *, seed=0, epoch=1, classes_per_batch=NUM_CLASSES):
+    """Shuffled training batches that never end: epoch ``epoch``, then ``epoch + 1``, ..., each as ``batches``
+    draws it (seeded by (seed, epoch)). Take what you need with ``next`` or ``itertools.islice``."""
+    if num_batches(images.shape[0], batch_size) == 0:
+        raise ValueError(f"training batches need at least 2 images, got {images.shape[0]}: use a larger train_size")
+    while True:
+        yield from batches(
+            images, labels, batch_size, shuffle=True, seed=seed, epoch=epoch, classes_per_batch=classes_per_batch
+        )
+        epoch += 1
+
+
 def num_batches(n, batch_size, shuffle=True):
     """How many batches batches() yields for n images."""
     smallest = 2 if shuffle else 1  # with shuffle, a last batch of a single image is dropped

@@ -134,7 +134,7 @@ def _printer(every_rank, rank=0):
     return show
 
 
-def summary(args, world_size, torchrun, records):
+def parallel_summary(args, world_size, torchrun, records):
     lanes = []
     for norm, (r, seconds) in records.items():
         images = sum(args.batch_size for _ in r.steps)
@@ -229,7 +229,7 @@ def write(out, args, world_size, torchrun, records):
                     arrays[f"{norm}/{key}"] = getattr(r, key)
         np.savez_compressed(path, **arrays)
 
-    payload = json.dumps(summary(args, world_size, torchrun, records), indent=2, default=str)
+    payload = json.dumps(parallel_summary(args, world_size, torchrun, records), indent=2, default=str)
     run_folder.write_all(
         out,
         {

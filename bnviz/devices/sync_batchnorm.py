@@ -81,7 +81,8 @@ class SyncBatchNormFunction(torch.autograd.Function):
         sums = torch.cat([dbeta.flatten(), dgamma.flatten()])
         dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=ctx.group)  # the same two sums over the whole batch
         sum_dy, sum_dy_xhat = sums[:C].view_as(dbeta), sums[C:].view_as(dgamma)
-        # The paper's dx (bnviz/norms/batchnorm_backward.py), with the whole batch's sums and its M values:
+        # The paper's dx (paper_backward, bnviz/norms/batchnorm_backward.py) with its sums over dx_hat = dy * gamma
+        # read from these two (sum dx_hat * (x - mean) = gamma * std * sum dy * x_hat), the whole batch's, and M:
         dvar = gamma * std * sum_dy_xhat * -0.5 / std**3
         dmean = gamma * sum_dy * -1 / std
         dx = (gamma / std) * dY

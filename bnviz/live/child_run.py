@@ -22,7 +22,7 @@ POLL_S = 0.25  # how often the parent looks at Stop and at the child's progress
 def _child(conn, fn, args, kwargs, threads, nice=0):
     devices.yield_to_the_page(nice)  # a study, like an experiment, runs after the page when the cores are short
     torch.set_num_threads(threads)
-    env.set_threads(threads)
+    env.set_threads_variable(threads)
     try:
         result = fn(*args, progress=lambda f: conn.send(("progress", float(f))), **kwargs)
         conn.send(("result", result))

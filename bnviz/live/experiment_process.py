@@ -111,7 +111,7 @@ class ExperimentProcess:
         self.settings, self.lanes = settings, [LaneInfo(i, s) for i, s in enumerate(lanes)]
         self._state = {"status": Status.IDLE, "error": None, "busy": False}
         try:
-            self._sync()  # waits for the child: raises what its set-up raised
+            self._mirror_snapshot()  # waits for the child: raises what its set-up raised
         except BaseException:
             self._proc.terminate()
             raise
@@ -353,7 +353,7 @@ class ExperimentProcess:
         """The experiment now, as engine.Experiment.snapshot() gives it; the last one seen if the child died,
         or if it did not answer within ``silent_after`` seconds (then marked ``responding=False``)."""
         try:
-            return self._sync(self._channel.silent_after)
+            return self._mirror_snapshot(self._channel.silent_after)
         except (RuntimeError, TimeoutError):
             return dataclasses.replace(
                 self._last,
@@ -362,7 +362,7 @@ class ExperimentProcess:
                 responding=self._dead is not None or self._stopped or self.responding,
             )
 
-    def _sync(self, timeout=None):
+    def _mirror_snapshot(self, timeout=None):
         if not self._channel.acquire(timeout or self.timeout):
             raise self._silent()
         try:
@@ -401,7 +401,7 @@ def _state(exp):
 _sync_ids = itertools.count(1)
 
 
-def _sync(exp, marks):
+def _rows_for_mirror(exp, marks):
     """Each lane's metadata and the rows the server's mirror lacks."""
     lanes = []
     with exp._lock:  # the worker takes it only to append a row, or to replace the lanes
@@ -440,7 +440,7 @@ def _serve(conn, data, settings, lanes, name, shared_cpu, threads, nice=0):
     # which ends this child quietly; a KeyboardInterrupt here would only print a traceback per experiment.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     devices.yield_to_the_page(nice)  # the server and the browser come first when the cores are short
-    env.set_threads(threads)  # the engine's thread budget reads it
+    env.set_threads_variable(threads)  # the engine's thread budget reads it
     torch.set_num_threads(threads)
     try:
         exp = Experiment(data, settings, lanes, name=name, shared_cpu=shared_cpu)
@@ -463,11 +463,11 @@ def _serve(conn, data, settings, lanes, name, shared_cpu, threads, nice=0):
             try:
                 if op == "sync":
                     state = _state(exp)  # before the tables: a snapshot that says "finished" holds every row
-                    value = _sync(exp, *args)
+                    value = _rows_for_mirror(exp, *args)
                 elif op == "state":
                     value = None
                 elif op == "threads":
-                    env.set_threads(args[0])
+                    env.set_threads_variable(args[0])
                     value = None
                 elif op == "clone":
                     value = _clone(exp, *args)

@@ -70,7 +70,7 @@ def yield_to_the_page(step):
         return None
 
 
-def set_threads(shared):
+def set_torch_threads(shared):
     n = choose_threads(shared)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)

@@ -68,7 +68,7 @@ def threads():
     return _read("BNVIZ_THREADS", int, None, lambda v: v > 0)
 
 
-def set_threads(n):
+def set_threads_variable(n):
     """Hand a thread budget to code that reads BNVIZ_THREADS (a child process's own environment)."""
     os.environ["BNVIZ_THREADS"] = str(int(n))
 

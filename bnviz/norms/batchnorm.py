@@ -12,10 +12,9 @@ How this layer differs from the chapter's code (Dive into Deep Learning, "Batch 
    follow ``.to(device)``, are saved in ``state_dict()`` and load back.
 3. The moving variance is updated with the *unbiased* batch variance (times m / (m - 1)), as PyTorch and
    Ioffe & Szegedy (2015) do; the chapter uses the biased one, which still normalises the batch here.
-4. The backward pass is the paper's, written out in ``bnviz/norms/batchnorm_backward.py`` (``backward="paper"``,
-   the default, which the models train with), or autograd's, as in the chapter (``backward="autograd"``).
-   At (128, 6, 24, 24) forward + backward took 1,452 µs with the paper's, 3,773 µs with autograd's
-   (measured in docs/PERFORMANCE.md).
+4. The backward pass is the paper's six equations, written out in ``bnviz/norms/batchnorm_backward.py``
+   (``backward="paper"``, the default, which the models train with), or autograd's, as in the chapter
+   (``backward="autograd"``). Both differentiate ``normalize`` below, the formula as it reads.
 5. ``eps`` and ``momentum`` are arguments (default 1e-5 and 0.1, the chapter's fixed values).
 6. Bad input raises a ValueError that names the shape: a rank other than 2 or 4 (the chapter asserts it in
    training only), a wrong channel count, or one value per channel in training (the chapter outputs beta).
@@ -25,10 +24,53 @@ With these, the layer agrees with ``torch.nn.BatchNorm1d`` / ``BatchNorm2d`` (mo
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
-from bnviz.norms.batchnorm_backward import PaperBatchNorm
+from bnviz.norms.batchnorm_backward import paper_backward
 
 BACKWARDS = ("paper", "autograd")  # the backward pass written out (the default), or autograd's
+
+
+def normalize(X, gamma, beta, eps, dims):
+    """The formula on one minibatch: (Y, X_hat, mean, var), the statistics over ``dims`` (one channel's values)."""
+    mean = X.mean(dim=dims, keepdim=True)
+    var = ((X - mean) ** 2).mean(dim=dims, keepdim=True)  # biased, as in the formula
+    X_hat = (X - mean) / torch.sqrt(var + eps)
+    Y = gamma * X_hat + beta  # scale and shift
+    return Y, X_hat, mean, var
+
+
+class PaperBatchNorm(torch.autograd.Function):
+    """``normalize`` forward, ``paper_backward`` backward: ``Y, mean, var = PaperBatchNorm.apply(X, gamma, beta,
+    eps, dims)``. mean and var are the batch statistics, for the moving averages; no gradient flows through them."""
+
+    @staticmethod
+    def forward(ctx, X, gamma, beta, eps, dims):
+        Y, X_hat, mean, var = normalize(X, gamma, beta, eps, dims)
+        ctx.save_for_backward(X, X_hat, gamma, mean, var)
+        ctx.eps, ctx.dims = eps, dims
+        ctx.mark_non_differentiable(mean, var)
+        return Y, mean, var
+
+    @staticmethod
+    @once_differentiable  # the saved tensors carry no graph: a second derivative would be wrong, so it raises
+    def backward(ctx, dY, _dmean, _dvar):
+        X, X_hat, gamma, mean, var = ctx.saved_tensors
+        dX, dgamma, dbeta = paper_backward(dY, X, X_hat, gamma, mean, var, ctx.eps, ctx.dims)
+        return dX, dgamma, dbeta, None, None
+
+
+def check_batch(X, training, backward):
+    """A ValueError that says what to do, for input ``batch_norm`` cannot normalise."""
+    if X.dim() not in (2, 4):
+        raise ValueError(f"batch_norm expects 2-D (N, C) or 4-D (N, C, H, W) input, got shape {tuple(X.shape)}")
+    if backward not in BACKWARDS:
+        raise ValueError(f"backward must be 'paper' (written out) or 'autograd', got {backward!r}")
+    if training and X.numel() // X.shape[1] < 2:
+        raise ValueError(
+            f"batch_norm in training mode needs more than 1 value per channel, got input of shape {tuple(X.shape)}; "
+            "use a batch of at least 2, or call model.eval() to use the running statistics"
+        )
 
 
 def batch_norm(X, gamma, beta, moving_mean, moving_var, *, eps, momentum, training, backward="paper"):
@@ -37,10 +79,7 @@ def batch_norm(X, gamma, beta, moving_mean, moving_var, *, eps, momentum, traini
     X is (N, C) or (N, C, H, W); gamma, beta, moving_mean and moving_var broadcast against it,
     shaped (1, C) or (1, C, 1, 1). backward: "paper" or "autograd", the same Y (see above).
     """
-    if X.dim() not in (2, 4):
-        raise ValueError(f"batch_norm expects 2-D (N, C) or 4-D (N, C, H, W) input, got shape {tuple(X.shape)}")
-    if backward not in BACKWARDS:
-        raise ValueError(f"backward must be 'paper' (written out) or 'autograd', got {backward!r}")
+    check_batch(X, training, backward)
     if not training:  # inference: normalise with the moving statistics gathered during training
         X_hat = (X - moving_mean) / torch.sqrt(moving_var + eps)
         return gamma * X_hat + beta, moving_mean, moving_var
@@ -48,18 +87,10 @@ def batch_norm(X, gamma, beta, moving_mean, moving_var, *, eps, momentum, traini
     # Training: the statistics of this minibatch, per channel (dim 1), over its m values.
     dims = (0,) if X.dim() == 2 else (0, 2, 3)
     m = X.numel() // X.shape[1]
-    if m < 2:
-        raise ValueError(
-            f"batch_norm in training mode needs more than 1 value per channel, got input of shape {tuple(X.shape)}; "
-            "use a batch of at least 2, or call model.eval() to use the running statistics"
-        )
-    if backward == "autograd":
-        mean = X.mean(dim=dims, keepdim=True)
-        var = ((X - mean) ** 2).mean(dim=dims, keepdim=True)  # biased, as in the formula
-        X_hat = (X - mean) / torch.sqrt(var + eps)
-        Y = gamma * X_hat + beta  # scale and shift
-    else:  # the same formula, with the paper's backward pass
+    if backward == "paper":  # the paper's gradient, written out (bnviz/norms/batchnorm_backward.py)
         Y, mean, var = PaperBatchNorm.apply(X, gamma, beta, eps, dims)
+    else:  # autograd differentiates the formula itself
+        Y, _, mean, var = normalize(X, gamma, beta, eps, dims)
 
     # Moving averages for inference. They are not learned: no gradient flows into them.
     with torch.no_grad():

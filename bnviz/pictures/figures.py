@@ -10,7 +10,7 @@ from plotly.subplots import make_subplots
 
 from bnviz.live.lane_events import latest as latest_event
 from bnviz.step.models import BN_LAYERS
-from bnviz.step.probes import ACT_RANGES, bin_edges
+from bnviz.step.probes import bin_edges
 
 LANE_COLORS = ("#E4572E", "#1F77B4", "#2CA02C")  # lane A, B, C: one colour each, everywhere
 CHANNEL_COLORS = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880")
@@ -806,4 +806,3 @@ PNG_CONFIG = {
     "toImageButtonOptions": {"format": "png", "scale": 2},
     "modeBarButtonsToRemove": ["select2d", "lasso2d"],
 }
-ACT_RANGES = ACT_RANGES  # re-exported for the dashboard's captions

@@ -7,8 +7,6 @@ statistics) is drawn once, from the whole run, and cut in the browser at the sli
 ``Recording.snapshot(step)`` cuts the tables; a chart of one moment (the histograms) is drawn at every frame.
 Plotly's JavaScript is inlined, so the page needs no server and opens offline. A table gives the run's
 settings and lanes, and a sentence under each heading says what a chart shows.
-
-``write_run_page(path, source, title)`` writes that file atomically (a temporary file, then a rename).
 """
 
 import base64
@@ -24,7 +22,6 @@ from plotly.offline import get_plotlyjs
 
 from bnviz.live.lane_events import lane_events
 from bnviz.live.replay import Recording
-from bnviz.live.run_folder import write_file as write_atomically
 from bnviz.live.snapshot import Snapshot
 from bnviz.pictures import figures
 from bnviz.step.models import BN_LAYERS, NORM_INFO
@@ -265,12 +262,6 @@ def run_page(source, title=None, frames=FRAMES):
         payload=payload,
         config=json.dumps(CONFIG),
     )
-
-
-def write_run_page(path, source, title=None):
-    """Write ``run_page(source, title)`` to ``path`` atomically; returns the path."""
-    text = run_page(source, title)
-    return write_atomically(path, lambda f: f.write(text.encode("utf-8")))
 
 
 PAGE = """<!DOCTYPE html>

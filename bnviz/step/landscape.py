@@ -29,7 +29,7 @@ def measure(model, X, y, lr, factors=STEP_FACTORS):
     m = copy.deepcopy(model)
     m.train()
     params = [p for p in m.parameters() if p.requires_grad]
-    loss0, g0 = _loss_and_grad(m, params, X, y)
+    _, g0 = _loss_and_grad(m, params, X, y)
     w0 = [p.detach().clone() for p in params]
     g0_norm = torch.sqrt(sum((g * g).sum() for g in g0))
     losses, changes, ratios = [], [], []

@@ -9,7 +9,7 @@
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -115,7 +115,6 @@ class BatchStatsResult:
     mean_spread: tuple  # bn1: mean over channels of std(batch mean - running mean) across batches
     var_spread: tuple  # bn1: the same for the variance, relative to the running variance
     position: str = "bn1"
-    notes: dict = field(default_factory=dict)
 
 
 @torch.no_grad()

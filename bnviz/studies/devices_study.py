@@ -7,7 +7,7 @@ process, each device's statistics computed on its slice (``across_devices``: the
 processes, checked by a test at k = 2 and 4), so the study runs anywhere.
 
     both = devices_study(data)          # {"per device": {k: DevicesResult}, "synchronised": {k: ...}}
-    text = summary(both)
+    text = devices_summary(both)
 """
 
 from bnviz.devices.across_devices import across_devices
@@ -35,7 +35,7 @@ def devices_study(data, ks=KS, steps=300, *, eval_size=None, progress=None, shou
     return both
 
 
-def summary(both):
+def devices_summary(both):
     """What the two curves show, read from them: each mode's accuracy at the fewest and the most devices."""
     parts = []
     for mode in MODES:

@@ -12,7 +12,7 @@ in a reveal is fixed in advance: if a run disagrees with the paper, the reveal s
 import math
 from dataclasses import dataclass, field
 
-from bnviz.data.fashion_mnist import batches
+from bnviz.data.fashion_mnist import endless_batches
 from bnviz.live.snapshot import Settings
 from bnviz.step.models import build_lenet
 from bnviz.step.training import evaluate, evaluate_train_mode, has_running_statistics, make_optimizer, train_step
@@ -79,24 +79,10 @@ def train_variant(v, data, steps, *, train_size, val_size=1000, seed=0, progress
     optimizer = make_optimizer(model, v.lr)
     images, labels = data.train_images[:train_size], data.train_labels[:train_size]
     val_x, val_y = data.test_images[:val_size], data.test_labels[:val_size]
-    epoch, order = 1, None
+    order = endless_batches(images, labels, v.batch_size, seed=seed, classes_per_batch=v.classes_per_batch)
     losses, above, diverged_at = [], 0, None
     for step in range(1, steps + 1):
-        X = None
-        while X is None:
-            order = order or batches(
-                images,
-                labels,
-                v.batch_size,
-                shuffle=True,
-                seed=seed,
-                epoch=epoch,
-                classes_per_batch=v.classes_per_batch,
-            )
-            try:
-                X, y = next(order)
-            except StopIteration:
-                epoch, order = epoch + 1, None
+        X, y = next(order)
         loss = train_step(model, optimizer, X, y)[0].item() / X.shape[0]
         losses.append(loss)
         above = above + 1 if not loss <= DIVERGE_LOSS else 0
@@ -298,7 +284,6 @@ def reveal_pooling(r):
     return i, text
 
 
-BASE = dict(activation="sigmoid", lr=0.1)
 EXERCISES = {
     e.key: e
     for e in (

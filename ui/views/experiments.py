@@ -12,8 +12,7 @@ from bnviz.machine import env
 from bnviz.pictures import captions, exercise_figures, figures
 from bnviz.step.models import NORM_INFO
 from bnviz.studies.batch_and_lr import RACE_LRS, batch_statistics, lr_race
-from bnviz.studies.devices_study import KS, devices_study
-from bnviz.studies.devices_study import summary as devices_summary
+from bnviz.studies.devices_study import KS, devices_study, devices_summary
 from bnviz.studies.exercises import EXERCISES
 
 from ..charts import chart

@@ -1,16 +1,17 @@
 """Lesson: the formula, the layer each lane runs (which values it pools, and its source), the gradient."""
 
 import inspect
+import textwrap
 
 import streamlit as st
 
-import bnviz.norms.batch_renorm
-import bnviz.norms.batchnorm
-import bnviz.norms.batchnorm_backward
-import bnviz.norms.batchnorm_lite
-import bnviz.norms.ghost_batchnorm
-import bnviz.norms.noisy_batchnorm
 import bnviz.step.models
+from bnviz.norms.batch_renorm import batch_renorm, renorm_limits
+from bnviz.norms.batchnorm import batch_norm, normalize
+from bnviz.norms.batchnorm_backward import paper_backward
+from bnviz.norms.batchnorm_lite import FrozenAffineBatchNorm, centre_only, scale_only
+from bnviz.norms.ghost_batchnorm import ghost_batch_norm
+from bnviz.norms.noisy_batchnorm import NoisyBatchNorm
 from bnviz.pictures.norm_groups import describe, groups_at, norm_groups_figure
 from bnviz.step.models import NORM_INFO
 
@@ -36,8 +37,9 @@ GROUPS_CAPTION = (
     "number (and shade) are normalised with the same statistics."
 )
 BACKWARD_INTRO = (
-    "Autograd can differentiate the layer above by itself. Ioffe & Szegedy (2015, Section 3) also wrote the "
-    'gradient out by hand; here it is, with the paper\'s names, chosen by `BatchNorm(..., backward="paper")`.'
+    "Autograd can differentiate `normalize` above by itself. Ioffe & Szegedy (2015, Section 3) also wrote the "
+    "gradient out by hand: six equations, here one line each with the paper's names. This lane trains with it "
+    '(`BatchNorm(..., backward="paper")`, the default); `backward="autograd"` would let autograd do it.'
 )
 WHAT_TO_LOOK_FOR = (
     "### What to look for\n"
@@ -51,25 +53,34 @@ WHAT_TO_LOOK_FOR = (
 )
 
 NAME = "Lesson"  # in the view picker and in a lesson link (?view=)
-# Where each normalisation's code is: our modules, or (torch's own layers) where bnviz builds them.
-SOURCES = {
-    "scratch": bnviz.norms.batchnorm,
-    "renorm": bnviz.norms.batch_renorm,
-    "ghost": bnviz.norms.ghost_batchnorm,
-    "noisy": bnviz.norms.noisy_batchnorm,
-    "centre": bnviz.norms.batchnorm_lite,
-    "scale": bnviz.norms.batchnorm_lite,
-    "frozen": bnviz.norms.batchnorm_lite,
+# The functions each normalisation's lane runs, printed in this order; torch's own layers: where bnviz builds them.
+FUNCTIONS = {
+    "scratch": (batch_norm, normalize),
+    "renorm": (renorm_limits, batch_renorm),
+    "ghost": (ghost_batch_norm, batch_norm, normalize),
+    "noisy": (NoisyBatchNorm.forward, NoisyBatchNorm.draw),
+    "centre": (centre_only,),
+    "scale": (scale_only,),
+    "frozen": (FrozenAffineBatchNorm.__init__, batch_norm, normalize),
 }
+BACKWARDS = {norm: (paper_backward,) for norm in ("scratch", "ghost", "frozen")}  # their gradient, written out
 TORCH_LAYERS = ("torch", "layernorm", "groupnorm")
 
 
+def functions_of(norm):
+    """The functions the Lesson prints for a lane with ``norm``: (forward, backward), each a tuple."""
+    return FUNCTIONS.get(norm, (bnviz.step.models.norm_layer,)), BACKWARDS.get(norm, ())
+
+
+def printed(functions):
+    """(the files they are read from, their source one after the other), as the Lesson prints them."""
+    files = ", ".join(dict.fromkeys(f"`{f.__module__.replace('.', '/')}.py`" for f in functions))
+    return files, "\n\n".join(textwrap.dedent(inspect.getsource(f)) for f in functions)
+
+
 def source_of(norm):
-    """(file name, source) of the code a lane with ``norm`` runs at each BN position."""
-    if norm in SOURCES:
-        module = SOURCES[norm]
-        return module.__name__.replace(".", "/") + ".py", inspect.getsource(module)
-    return "bnviz/step/models.py", inspect.getsource(bnviz.step.models.norm_layer)
+    """(files, source) of the code a lane with ``norm`` runs at each BN position."""
+    return printed(functions_of(norm)[0])
 
 
 def render(snap, ctx):
@@ -97,7 +108,7 @@ def render(snap, ctx):
     if norm == "none":
         return st.markdown(WHAT_TO_LOOK_FOR)
     name, code = source_of(norm)
-    st.markdown(f"### The layer {lane.label.split(' · ')[0]} runs (read from `{name}`)")
+    st.markdown(f"### The layer {lane.label.split(' · ')[0]} runs (read from {name})")
     if norm in TORCH_LAYERS:
         same = (
             " Our from-scratch BN (`bnviz/norms/batchnorm.py`, 'BN scratch') computes the same formula in Python."
@@ -106,10 +117,10 @@ def render(snap, ctx):
         )
         st.caption(f"{info.label} is torch's own layer (its kernels are C++); this is where bnviz builds it.{same}")
     st.code(code, language="python", line_numbers=True, wrap_lines=True)
-    if norm == "scratch":
-        st.markdown("### The gradient, written out (read from `bnviz/norms/batchnorm_backward.py`)")
+    backward = functions_of(norm)[1]
+    if backward:
+        name, code = printed(backward)
+        st.markdown(f"### The gradient, written out (read from {name})")
         st.caption(BACKWARD_INTRO)
-        st.code(
-            inspect.getsource(bnviz.norms.batchnorm_backward), language="python", line_numbers=True, wrap_lines=True
-        )
+        st.code(code, language="python", line_numbers=True, wrap_lines=True)
     st.markdown(WHAT_TO_LOOK_FOR)
