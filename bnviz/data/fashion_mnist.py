@@ -23,6 +23,7 @@ import shutil
 import struct
 import tempfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -357,7 +358,15 @@ def batches(images, labels, batch_size, *, shuffle=False, seed=0, epoch=0, class
         yield images[idx].unsqueeze(1).float().div_(255), labels[idx]
 
 
-def endless_batches(images, labels, batch_size, *, seed=0, epoch=1, classes_per_batch=NUM_CLASSES):
+def endless_batches(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    epoch: int = 1,
+    classes_per_batch: int = NUM_CLASSES,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Shuffled training batches that never end: epoch ``epoch``, then ``epoch + 1``, ..., each as ``batches``
     draws it (seeded by (seed, epoch)). Take what you need with ``next`` or ``itertools.islice``."""
     if num_batches(images.shape[0], batch_size) == 0:

@@ -31,7 +31,9 @@ from bnviz.norms.batchnorm_backward import paper_backward
 BACKWARDS = ("paper", "autograd")  # the backward pass written out (the default), or autograd's
 
 
-def normalize(X, gamma, beta, eps, dims):
+def normalize(
+    X: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float, dims: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The formula on one minibatch: (Y, X_hat, mean, var), the statistics over ``dims`` (one channel's values)."""
     mean = X.mean(dim=dims, keepdim=True)
     var = ((X - mean) ** 2).mean(dim=dims, keepdim=True)  # biased, as in the formula
@@ -60,7 +62,7 @@ class PaperBatchNorm(torch.autograd.Function):
         return dX, dgamma, dbeta, None, None
 
 
-def check_batch(X, training, backward):
+def check_batch(X: torch.Tensor, training: bool, backward: str) -> None:
     """A ValueError that says what to do, for input ``batch_norm`` cannot normalise."""
     if X.dim() not in (2, 4):
         raise ValueError(f"batch_norm expects 2-D (N, C) or 4-D (N, C, H, W) input, got shape {tuple(X.shape)}")

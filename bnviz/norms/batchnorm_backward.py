@@ -18,12 +18,21 @@ convolution) and dy_i the gradient of the loss with respect to y_i, the paper's 
 import torch
 
 
-def paper_backward(dY, X, X_hat, gamma, mean, var, eps, dims):
+def paper_backward(
+    dY: torch.Tensor,
+    X: torch.Tensor,
+    X_hat: torch.Tensor,
+    gamma: torch.Tensor,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    eps: float,
+    dims: tuple[int, ...],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dX, dgamma, dbeta) from dY, the paper's six equations; each sum runs over one channel's m values."""
     m = X.numel() // X.shape[1]
 
-    def total(t):  # sum_i over the m values of each channel (dims), kept as (1, C) or (1, C, 1, 1)
-        return t.sum(dim=dims, keepdim=True)
+    def total(t: torch.Tensor) -> torch.Tensor:
+        return t.sum(dim=dims, keepdim=True)  # sum_i over each channel's m values, shaped (1, C) or (1, C, 1, 1)
 
     dX_hat = dY * gamma
     dvar = total(dX_hat * (X - mean)) * -0.5 * (var + eps) ** -1.5

@@ -2,6 +2,7 @@
 
 import inspect
 import textwrap
+from collections.abc import Callable, Sequence
 
 import streamlit as st
 
@@ -54,7 +55,7 @@ WHAT_TO_LOOK_FOR = (
 
 NAME = "Lesson"  # in the view picker and in a lesson link (?view=)
 # The functions each normalisation's lane runs, printed in this order; torch's own layers: where bnviz builds them.
-FUNCTIONS = {
+FUNCTIONS: dict[str, tuple[Callable, ...]] = {
     "scratch": (batch_norm, normalize),
     "renorm": (renorm_limits, batch_renorm),
     "ghost": (ghost_batch_norm, batch_norm, normalize),
@@ -63,22 +64,24 @@ FUNCTIONS = {
     "scale": (scale_only,),
     "frozen": (FrozenAffineBatchNorm.__init__, batch_norm, normalize),
 }
-BACKWARDS = {norm: (paper_backward,) for norm in ("scratch", "ghost", "frozen")}  # their gradient, written out
+BACKWARDS: dict[str, tuple[Callable, ...]] = {
+    norm: (paper_backward,) for norm in ("scratch", "ghost", "frozen")
+}  # their gradient, written out
 TORCH_LAYERS = ("torch", "layernorm", "groupnorm")
 
 
-def functions_of(norm):
+def functions_of(norm: str) -> tuple[tuple[Callable, ...], tuple[Callable, ...]]:
     """The functions the Lesson prints for a lane with ``norm``: (forward, backward), each a tuple."""
     return FUNCTIONS.get(norm, (bnviz.step.models.norm_layer,)), BACKWARDS.get(norm, ())
 
 
-def printed(functions):
+def printed(functions: Sequence[Callable]) -> tuple[str, str]:
     """(the files they are read from, their source one after the other), as the Lesson prints them."""
     files = ", ".join(dict.fromkeys(f"`{f.__module__.replace('.', '/')}.py`" for f in functions))
     return files, "\n\n".join(textwrap.dedent(inspect.getsource(f)) for f in functions)
 
 
-def source_of(norm):
+def source_of(norm: str) -> tuple[str, str]:
     """(files, source) of the code a lane with ``norm`` runs at each BN position."""
     return printed(functions_of(norm)[0])
 
