@@ -213,7 +213,6 @@ def test_ghost_bn_is_batchnorm_of_each_sub_batch(num_dims, n, size, chunks):
 
 
 def test_ghost_bn_sub_batches_hold_at_least_two_images():
-    assert GHOST_BATCH == 32
     with pytest.raises(ValueError, match="at least 4"):
         GhostBatchNorm(5, 2, size=3)
     layer = GhostBatchNorm(5, 2, size=4)
@@ -372,14 +371,11 @@ def test_layernorm_lane_normalises_each_image_over_the_whole_layer():
 
 
 def test_groupnorm_lane_groups():
-    assert GROUPS == (2, 4, 10, 7)
     model = build_lenet("groupnorm").double()
     channels = {"bn1": 6, "bn2": 16, "bn3": 120, "bn4": 84}
     for name, groups in zip(BN_LAYERS, GROUPS):
         layer = getattr(model, name)
         assert isinstance(layer, nn.GroupNorm) and (layer.num_groups, layer.num_channels) == (groups, channels[name])
-        size = channels[name] // groups
-        assert size == {"bn1": 3, "bn2": 4, "bn3": 12, "bn4": 12}[name]
         X = torch.randn(5, channels[name], *((6, 6) if name in ("bn1", "bn2") else ()), dtype=torch.float64)
         Y = layer(X).reshape(5, groups, -1)  # each image's group: mean 0, variance 1
         torch.testing.assert_close(Y.mean(-1), torch.zeros(5, groups, dtype=torch.float64), atol=1e-12, rtol=0)
@@ -394,7 +390,6 @@ def test_groupnorm_lane_groups():
 
 
 def test_every_norm_has_a_label_a_description_and_builds():
-    assert NORMS[:3] == ("none", "scratch", "torch")
     labels = [NORM_INFO[n].label for n in NORMS]
     assert len(set(labels)) == len(labels) and all(0 < len(label) <= 16 for label in labels)
     assert NORM_INFO["ghost"].label == f"Ghost BN ({GHOST_BATCH})"

@@ -50,12 +50,35 @@ def test_train_step_returns_the_loss_before_the_step_and_the_correct_count():
     torch.testing.assert_close(model.fc3.weight, before.fc3.weight - 0.5 * before.fc3.weight.grad)
 
 
-def test_make_optimizer_is_plain_sgd():
-    model = build_lenet("scratch")
+def test_make_optimizer_moves_each_parameter_by_minus_lr_times_its_gradient():
+    """One step of plain SGD in float64: p <- p - lr * p.grad for every parameter of the model, nothing else
+    (no momentum, no weight decay); the lr is read from param_groups at each step (the live slider writes it),
+    and a parameter without a gradient (a bypassed BN layer) does not move."""
+    model = build_lenet("scratch", seed=1).double()
+    X, y = tiny_batch(16, seed=4)
+    X = X.double()
     opt = make_optimizer(model, 0.05)
-    assert opt.param_groups[0]["lr"] == 0.05 and opt.param_groups[0]["momentum"] == 0
-    assert opt.param_groups[0]["weight_decay"] == 0
-    assert len(opt.param_groups[0]["params"]) == len(list(model.parameters()))
+    for lr in (0.05, 0.3):  # the second step after the slider moved
+        opt.param_groups[0]["lr"] = lr
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(X), y).backward()
+        model.bn2.gamma.grad = None  # as a bypassed layer leaves it
+        before = {
+            name: (p.detach().clone(), None if p.grad is None else p.grad.clone())
+            for name, p in model.named_parameters()
+        }
+        opt.step()
+        for name, p in model.named_parameters():
+            old, grad = before[name]
+            if grad is None:
+                assert torch.equal(p, old), name
+                continue
+            # One rounding for lr * grad and one for the sum (or one for a fused multiply-add): each at most half
+            # a float64 ulp of its operand's size, so the gap to p - lr * grad is within 2**-52 of their sizes.
+            expected = old - lr * grad
+            bound = 2.0**-52 * (old.abs() + (lr * grad).abs())
+            assert ((p - expected).abs() <= bound).all(), name
+            assert (p != old).any(), name  # every parameter with a gradient moved
 
 
 @pytest.mark.parametrize("norm", ["scratch", "none"])
