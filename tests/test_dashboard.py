@@ -982,3 +982,23 @@ def test_bn_state_says_what_each_normalisation_keeps(page):
         captions = page.texts("caption")
         assert any(said in c for c in captions), (norm, captions)
         assert not any("are learned: the network chooses" in c for c in captions) or norm != "frozen"
+
+
+@pytest.mark.slow
+def test_train_one_more_epoch_leaves_no_false_note_before_or_after_reset(owned, monkeypatch, synthetic):
+    monkeypatch.setattr(bnviz.data.fashion_mnist, "load_fashion_mnist", lambda *a, **k: synthetic)
+    page = Page(owned, epochs="1")
+    page.assert_clean()
+    page.click("Start")
+    wait_until(lambda: page.exp.snapshot().status == "finished", "the end of the 1-epoch run", timeout=120)
+    page.run()
+    page.click("Train 1 more epoch")
+    page.assert_clean()
+    assert page.exp.settings.epochs == 2
+    assert page.at.number_input(key="epochs").value == 2  # the form follows what runs
+    assert not [w for w in page.texts("warning") if "Not running yet" in w], page.texts("warning")
+    page.click("Reset")
+    page.assert_clean()
+    assert page.exp.settings.epochs == 2 and page.steps() == [0, 0]
+    assert not [w for w in page.texts("warning") if "Not running yet" in w], page.texts("warning")
+    assert "step 0/200" in page.progress_text()
