@@ -729,3 +729,40 @@ def test_an_exercise_and_groupnorm_against_bn_at_batch_2_in_a_browser(server, sh
             assert not js_errors, js_errors
         finally:
             browser.close()
+
+
+@pytest.mark.slow
+def test_the_shortcuts_work_whatever_was_clicked_last(server):
+    """A mouse click leaves the focus on what it clicked, and Streamlit's shortcuts are silent while an input has
+    it: after clicking the *Share with the class* toggle, Space toggled it again instead of starting."""
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page, js_errors = new_page(browser)
+            page.goto(server, wait_until="domcontentloaded")
+            settle(page, timeout=60_000)
+            control(page, "Start").wait_for()
+            share = page.get_by_role("switch", name="Share with the class")
+            page.locator("label", has=share).click()
+            sync_api.expect(share).to_be_checked()
+            settle(page)
+            page.keyboard.press("Space")  # starts the run; the toggle stays on
+            sync_api.expect(control(page, "Pause")).to_be_enabled()
+            sync_api.expect(share).to_be_checked()
+            settle(page)
+            page.keyboard.press("Space")  # and pauses it
+            sync_api.expect(control(page, "Start")).to_be_enabled()
+            sync_api.expect(share).to_be_checked()
+            settle(page)
+            log_scale = page.get_by_role("switch", name="Log scale for loss")  # on by default
+            page.locator("label", has=log_scale).click()
+            sync_api.expect(log_scale).not_to_be_checked()
+            settle(page)
+            before = current_step(page)
+            page.keyboard.press("s")  # one step of every lane
+            wait_until(page, lambda: progress_step(page) == before + 1, f"step {before + 1} after S")
+            sync_api.expect(log_scale).not_to_be_checked()
+            assert_no_failure(page, "the shortcuts")
+            assert not js_errors, js_errors
+        finally:
+            browser.close()

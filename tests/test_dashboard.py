@@ -985,3 +985,71 @@ def test_bn_state_says_what_each_normalisation_keeps(page):
         captions = page.texts("caption")
         assert any(said in c for c in captions), (norm, captions)
         assert not any("are learned: the network chooses" in c for c in captions) or norm != "frozen"
+
+
+@pytest.mark.slow
+def test_train_one_more_epoch_leaves_no_false_note_before_or_after_reset(owned, monkeypatch, synthetic):
+    monkeypatch.setattr(bnviz.data.fashion_mnist, "load_fashion_mnist", lambda *a, **k: synthetic)
+    page = Page(owned, epochs="1")
+    page.assert_clean()
+    page.click("Start")
+    wait_until(lambda: page.exp.snapshot().status == "finished", "the end of the 1-epoch run", timeout=120)
+    page.run()
+    page.click("Train 1 more epoch")
+    page.assert_clean()
+    assert page.exp.settings.epochs == 2
+    assert page.at.number_input(key="epochs").value == 2  # the form follows what runs
+    assert not [w for w in page.texts("warning") if "Not running yet" in w], page.texts("warning")
+    page.click("Reset")
+    page.assert_clean()
+    assert page.exp.settings.epochs == 2 and page.steps() == [0, 0]
+    assert not [w for w in page.texts("warning") if "Not running yet" in w], page.texts("warning")
+    assert "step 0/200" in page.progress_text()
+
+
+@pytest.mark.slow
+def test_batch_vs_running_says_to_switch_bn_back_on_instead_of_failing(page):
+    page.start_and_pause_after(50)
+    show(page, "Experiments")
+    page.at.radio(key="study").set_value("Flip BN on a trained network")
+    page.run()
+    page.click("Switch BN off in B · BN scratch")
+    page.at.radio(key="study").set_value("Batch vs running statistics")
+    page.run()
+    page.assert_clean()
+    test_b = page.button(next(b.label for b in page.at.button if b.label.startswith("Test B · BN scratch")))
+    assert test_b.disabled
+    assert any("switch B's BN back on" in c for c in page.texts("caption")), page.texts("caption")
+    assert not page.tracked.jobs  # nothing ran
+    page.at.radio(key="study").set_value("Flip BN on a trained network")
+    page.run()
+    page.click("Switch BN back on in B · BN scratch")
+    page.at.radio(key="study").set_value("Batch vs running statistics")
+    page.run()
+    assert not page.button(next(b.label for b in page.at.button if b.label.startswith("Test B"))).disabled
+
+
+@pytest.mark.parametrize(
+    "lanes, tested, says",
+    [
+        ([("none", False, 80), ("scratch", False, 80)], "B", None),
+        ([("none", False, 80), ("scratch", True, 80)], "B", "switch B's BN back on"),
+        ([("torch", True, 80), ("scratch", False, 80)], "B", None),  # the lane whose BN is on
+        ([("none", False, 80), ("scratch", False, 10)], "B", "at least 50 steps"),
+        ([("none", False, 80), ("layernorm", False, 80)], None, "No lane keeps a running mean and variance"),
+        ([("centre", False, 80), ("groupnorm", False, 80)], None, "No lane keeps a running mean and variance"),
+    ],
+)
+def test_the_batch_vs_running_study_tests_a_lane_it_can_or_says_what_to_do(lanes, tested, says):
+    from bnviz.live.snapshot import LaneSpec
+    from ui.views.experiments import batchstats_lane
+
+    snap = SimpleNamespace(
+        lanes=[
+            SimpleNamespace(spec=LaneSpec(norm), label=f"{'AB'[i]} · {norm}", bn_bypassed=off, step=step)
+            for i, (norm, off, step) in enumerate(lanes)
+        ]
+    )
+    lane, blocked = batchstats_lane(snap)
+    assert (lane.label[0] if lane else None) == tested
+    assert (blocked is None) if says is None else (says in blocked)

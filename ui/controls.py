@@ -7,6 +7,7 @@ import streamlit as st
 from bnviz.live.lane_events import latest as latest_event
 
 from .feedback import say
+from .state import MAX_URL_EPOCHS, Key
 
 
 def await_step(exp, before, timeout=0.6):
@@ -31,12 +32,44 @@ def on_step(exp):
 
 SHORTCUTS = {"Start": "Space", "Pause": "Space", "Step": "S", "Reset": "X"}  # R is Streamlit's own (rerun)
 
+# Streamlit's shortcuts stay silent while an input has the focus, and a mouse click leaves the focus on what it
+# clicked: after a click on a toggle (*Share with the class*), Space toggled it again instead of starting, and on a
+# button Space pressed that button. So a mouse click (``detail`` > 0; a key's click has 0, and a keyboard user keeps
+# the focus) on anything but a text field hands the focus back to the page; a choice picked from a select's list
+# does too. Installed once per tab.
+KEEP_SHORTCUTS_JS = """<script>
+if (!window.bnvizKeepShortcuts) {
+  window.bnvizKeepShortcuts = true;
+  const TEXT = new Set(["text", "number", "search", "email", "password", "url", "tel"]);
+  document.addEventListener("click", (e) => {
+    if (e.detail === 0) return;
+    const picked = !!(e.target.closest && e.target.closest('[role="option"]'));
+    setTimeout(() => {
+      const el = document.activeElement;
+      if (!el || el === document.body) return;
+      const typing = el.isContentEditable || el.tagName === "TEXTAREA" ||
+        (el.tagName === "INPUT" && TEXT.has(el.type) && !(picked && el.getAttribute("role") === "combobox"));
+      if (!typing && el.getAttribute("role") !== "slider") el.blur();  // a slider keeps its arrow keys
+    }, 0);
+  }, true);
+}
+</script>"""
+
+
+def keep_shortcuts(where):
+    """Space, S and X (and the view keys) work whatever was clicked last (``KEEP_SHORTCUTS_JS``); nothing shown."""
+    where.html(KEEP_SHORTCUTS_JS, width="content", unsafe_allow_javascript=True)
+
 
 MORE_EPOCHS = 1
 
 
 def on_more_epochs(exp, registry, key):
-    if say(exp.extend, MORE_EPOCHS) is not None:
+    epochs = say(exp.extend, MORE_EPOCHS)
+    if epochs is not None:
+        # the set-up form follows what runs now: no "Not running yet: epochs 3 (running: 4)" note, and Reset (which
+        # keeps the running settings) agrees with the form
+        st.session_state[Key.EPOCHS] = epochs
         on_start(exp, registry, key)
 
 
@@ -106,11 +139,16 @@ def render(exp, registry, key):
         on_click=say,
         args=(exp.reset,),
     )
+    keep_shortcuts(row)
     if finished and ok:
+        room = exp.settings.epochs + MORE_EPOCHS <= MAX_URL_EPOCHS
         row.button(
             f"Train {MORE_EPOCHS} more epoch",
             icon=":material/add:",
-            help="Every lane goes on from where it stopped; nothing restarts",
+            help="Every lane goes on from where it stopped; nothing restarts"
+            if room
+            else f"A run trains at most {MAX_URL_EPOCHS} epochs: Reset to start again",
+            disabled=not room,
             on_click=on_more_epochs,
             args=(exp, registry, key),
         )

@@ -76,16 +76,20 @@ def stop_job(job):
     job.stop(timeout=STOP_WAIT_S)  # a study looks at Stop several times a second
 
 
-def job_status(ctx, name, factory, label):
-    """A button that starts a background study, its progress while it runs; returns the finished result."""
+def job_status(ctx, name, factory, label, blocked=None):
+    """A button that starts a background study, its progress while it runs; returns the finished result.
+
+    ``blocked``: what to do before the study can run; the button is then disabled and says so beneath it."""
     job = ctx.registry.job(ctx.key, name)
     if job is not None and not job.done:
         st.progress(job.progress, text=f"{label}: running… {job.progress:.0%}")
         st.button("Stop", key=f"stop-{name}", on_click=stop_job, args=(job,))
         return None
-    if st.button(label, key=f"run-{name}", type="primary"):
+    if st.button(label, key=f"run-{name}", type="primary", disabled=blocked is not None, help=blocked):
         say(ctx.registry.start_job, ctx.key, name, factory)
         st.rerun()  # the whole page: it refreshes while a study runs
+    if blocked is not None:
+        st.caption(blocked)
     if job is not None and job.error:
         st.error(f"The study stopped: {job.error}")
         return None
@@ -140,16 +144,40 @@ def race(snap, ctx):
         st.dataframe(table, hide_index=True, width="stretch", height=36 * (len(table) + 1) + 4)  # every row
 
 
+NO_RUNNING_STATISTICS = (
+    "No lane keeps a running mean and variance (LayerNorm, GroupNorm and BN that only centres or only scales keep "
+    "none, or only one): turn BN on in a lane first (the sidebar's Lanes)."
+)
+
+
+def batchstats_lane(snap):
+    """The lane the batch-vs-running study tests and what to do before it can (None when it can run now), or
+    (None, what to do) when no lane could ever be tested: the first lane whose normalisation keeps a running mean
+    and variance, preferring one whose BN is switched on."""
+    kept = [l for l in snap.lanes if {"running_mean", "running_var"} <= set(NORM_INFO[l.spec.norm].state)]
+    if not kept:
+        return None, NO_RUNNING_STATISTICS
+    lane = next((l for l in kept if not l.bn_bypassed), kept[0])
+    name = lane.label.split(" · ")[0]
+    if lane.bn_bypassed:
+        return lane, (
+            f"{name}'s BN is switched off (the study *Flip BN on a trained network*): switch {name}'s BN back on "
+            "there first, then test it."
+        )
+    if lane.step < MIN_STEPS_FOR_BATCHSTATS:
+        return lane, (
+            f"Train {name} for at least {MIN_STEPS_FOR_BATCHSTATS} steps first (press Start; it is at step "
+            f"{lane.step:,}), then run this study."
+        )
+    return lane, None
+
+
 def batch_vs_running(snap, ctx):
     st.caption(BATCHSTATS_CAPTION)
-    bn = [l for l in snap.lanes if l.spec.norm != "none"]
-    if not bn or bn[0].step < MIN_STEPS_FOR_BATCHSTATS:
-        st.info(
-            f"Train a lane with BN for at least {MIN_STEPS_FOR_BATCHSTATS} steps first (press Start), "
-            "then run this study."
-        )
+    lane, blocked = batchstats_lane(snap)
+    if lane is None:
+        st.info(blocked)
         return
-    lane = bn[0]
     result = job_status(
         ctx,
         "batchstats",
@@ -163,6 +191,7 @@ def batch_vs_running(snap, ctx):
             name="batchstats",
         ),
         f"Test {lane.label} at step {lane.step:,} over batch sizes 2 to 1,024",
+        blocked,
     )
     if result:
         st.markdown(captions.batch_statistics(result))
