@@ -34,12 +34,12 @@ VIEWS_WITH_CHARTS = ("Training", "Inside BN", "BN state", "Gradients")
 # The first chart of the main area (Plotly's element, or a viewer's SVG), with the boxes of what must stand above
 # it: the status bar and, on a page with controls, the Reset button. Boxes are in CSS pixels of the viewport,
 # as the page opened (scrolled to the top).
-FIRST_CHART_JS = """() => {
+FIRST_CHART_JS = r"""() => {
   const main = document.querySelector('[data-testid="stMain"]');
   const chart = main.querySelector('[data-testid="stPlotlyChart"], svg[data-chart]');
   const box = el => { if (!el) return null; const r = el.getBoundingClientRect();
                       return {top: r.top, bottom: r.bottom, left: r.left, right: r.right}; };
-  const reset = [...main.querySelectorAll('button')].find(b => b.innerText.trim().startsWith('Reset'));
+  const reset = [...main.querySelectorAll('button')].find(b => b.innerText.split(/\s+/).includes('Reset'));
   return {chart: box(chart), status: box(main.querySelector('[data-testid="stProgress"]')), reset: box(reset),
           scrollY: window.scrollY};
 }"""

@@ -356,3 +356,24 @@ def test_a_crafted_run_cannot_flood_a_chart_with_marks(run):
     marks = figures.teacher_marks(crafted)
     assert sum(m[1].startswith("lr ") for m in marks) <= figures.MAX_MARKS
     assert sum("BN off" in m[1] for m in marks) == figures.MAX_MARKS
+
+
+def test_mark_labels_never_sit_on_each_other(run):
+    """Learning-rate changes a few steps apart (a teacher dragging the slider): each label takes a height whose
+    last label has ended, and a mark with no free height keeps its line without a label."""
+    _, snap = run
+    lane = snap.lanes[0]
+    steps = dict(lane.tables["steps"])
+    n = len(steps["step"])
+    steps["lr"] = np.where(np.arange(n) < n // 2, 0.1, 0.1 + (np.arange(n) - n // 2 + 1) * 0.1)  # a rate per step
+    steps["step"] = np.append(np.asarray(steps["step"][:-1], dtype=float), 2000.0)  # the changes, crowded in a long run
+    dragged = dataclasses.replace(lane, tables={**lane.tables, "steps": steps})
+    fig = figures.loss_figure(dataclasses.replace(snap, lanes=(dragged, snap.lanes[1])))
+    labels = [a for a in fig.layout.annotations if a.text.startswith("lr ")]
+    lines = [s for s in fig.layout.shapes if s.line.dash == "dashdot"]
+    assert len(lines) == min(n - n // 2, figures.MAX_MARKS) >= 5 and 0 < len(labels) < len(lines)
+    span = float(steps["step"][-1])
+    for height in figures.MARK_HEIGHTS:
+        row = sorted(a.x for a in labels if a.y == height)
+        for a, b in zip(row, row[1:]):  # the next label on this row starts after this one's text ends
+            assert b - a >= len("lr 0.1 → 1.1") * figures.LABEL_SHARE_PER_CHAR * span, (height, row)

@@ -53,11 +53,14 @@ def rest(text: str) -> str:
 
 
 # Every page: a compact header (the title one short line, little space above it), so the first screen keeps its
-# room for the charts.
+# room for the charts; the page's own style sheets and the hidden key buttons take no row (a style sheet applies
+# wherever it stands, shown or not).
 COMPACT_CSS = """<style>
-.block-container {padding-top: 2.6rem !important; padding-bottom: 2rem !important;}
+.block-container {padding-top: 2.4rem !important; padding-bottom: 2rem !important;}
 h1 {font-size: 1.5rem !important; padding: 0 !important; line-height: 1.4 !important;}
 [data-testid="stHeader"] {height: 2.4rem; min-height: 2.4rem; background: transparent;}
+[data-testid="stElementContainer"]:has(style), [data-testid="stElementContainer"]:has(.st-key-view-keys),
+.st-key-view-keys {display: none;}
 </style>"""
 
 
