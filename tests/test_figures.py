@@ -181,7 +181,8 @@ def test_before_start_every_figure_says_no_data_yet(run):
         fig.to_json()
     rows = figures.scoreboard(empty)
     assert [r["lane"] for r in rows] == ["A · BN off", "B · BN scratch"]
-    assert all(r[k] == "not yet" for r in rows for k in ("50%", "70%", "80%")) and all(r["now"] == "-" for r in rows)
+    assert all(r[k] == "not yet" for r in rows for k in ("50%", "70%", "80%"))
+    assert all(r[figures.NOW] == "-" for r in rows)
 
 
 def test_a_window_of_zero_rows_is_no_data_not_an_error(run):
@@ -271,13 +272,13 @@ def _lane_with_val(index, steps, accs, steps_per_epoch=20):
 def test_the_scoreboard_reports_the_first_step_past_each_mark():
     lanes = (_lane_with_val(0, [], []), _lane_with_val(1, [10, 20, 30, 40], [0.3, 0.55, 0.72, 0.69]))
     rows = figures.scoreboard(Snapshot("running", None, SETTINGS, "cpu", lanes))
-    assert rows[0] == {"lane": "A · BN off", "50%": "not yet", "70%": "not yet", "80%": "not yet", "now": "-"}
+    assert rows[0] == {"lane": "A · BN off", "50%": "not yet", "70%": "not yet", "80%": "not yet", figures.NOW: "-"}
     assert rows[1] == {
         "lane": "B · BN scratch",
         "50%": "step 20 · epoch 1.0",
         "70%": "step 30 · epoch 1.5",
         "80%": "not yet",
-        "now": "69.0%",
+        figures.NOW: "69.0%",
     }
 
 

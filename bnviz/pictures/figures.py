@@ -313,6 +313,9 @@ def accuracy_figure(snap, last_n=None):
     return styled(fig, "Accuracy", xaxis_title="step", yaxis_title="accuracy", yaxis_range=[0, 1])
 
 
+NOW = "now (validation subset)"  # the latest check, on the validation subset: not the test set
+
+
 def scoreboard(snap, thresholds=THRESHOLDS):
     """Rows {lane, 50%: 'step 120 (epoch 1)' | 'not yet', ...}: when validation accuracy first crossed each mark."""
     rows = []
@@ -328,7 +331,7 @@ def scoreboard(snap, thresholds=THRESHOLDS):
             else:
                 row[label] = "not yet"
         last = v.get("val_acc", np.array([]))
-        row["now"] = f"{last[-1]:.1%}" if len(last) else "-"
+        row[NOW] = f"{last[-1]:.1%}" if len(last) else "-"
         rows.append(row)
     return rows
 
