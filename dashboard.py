@@ -6,7 +6,7 @@ The router: the page's settings, then ui.page, which draws the sidebar, the cont
 
 import streamlit as st
 
-from ui import page, presenter
+from ui import layout, page, presenter
 
 st.set_page_config(
     page_title="bnviz · Batch Normalization, live",
@@ -14,7 +14,7 @@ st.set_page_config(
     layout="wide",
     initial_sidebar_state="collapsed" if presenter.requested() or "watch" in st.query_params else "auto",
 )
-st.markdown("<style>.block-container {padding-top: 2.2rem;}</style>", unsafe_allow_html=True)
+layout.compact()
 presenter.style()
 
 page.run()

@@ -181,7 +181,8 @@ def test_before_start_every_figure_says_no_data_yet(run):
         fig.to_json()
     rows = figures.scoreboard(empty)
     assert [r["lane"] for r in rows] == ["A · BN off", "B · BN scratch"]
-    assert all(r[k] == "not yet" for r in rows for k in ("50%", "70%", "80%")) and all(r["now"] == "-" for r in rows)
+    assert all(r[k] == "not yet" for r in rows for k in ("50%", "70%", "80%"))
+    assert all(r[figures.NOW] == "-" for r in rows)
 
 
 def test_a_window_of_zero_rows_is_no_data_not_an_error(run):
@@ -271,13 +272,13 @@ def _lane_with_val(index, steps, accs, steps_per_epoch=20):
 def test_the_scoreboard_reports_the_first_step_past_each_mark():
     lanes = (_lane_with_val(0, [], []), _lane_with_val(1, [10, 20, 30, 40], [0.3, 0.55, 0.72, 0.69]))
     rows = figures.scoreboard(Snapshot("running", None, SETTINGS, "cpu", lanes))
-    assert rows[0] == {"lane": "A · BN off", "50%": "not yet", "70%": "not yet", "80%": "not yet", "now": "-"}
+    assert rows[0] == {"lane": "A · BN off", "50%": "not yet", "70%": "not yet", "80%": "not yet", figures.NOW: "-"}
     assert rows[1] == {
         "lane": "B · BN scratch",
         "50%": "step 20 · epoch 1.0",
         "70%": "step 30 · epoch 1.5",
         "80%": "not yet",
-        "now": "69.0%",
+        figures.NOW: "69.0%",
     }
 
 
@@ -383,3 +384,24 @@ def test_a_legal_file_of_many_epochs_and_distribution_rows_stays_thin(run):
     few = {k: v[: figures.MAX_EPOCH_MARKS] for k, v in epochs.items()}
     shown = dataclasses.replace(snap, lanes=(dataclasses.replace(long, tables={**long.tables, "epochs": few}),))
     assert len([m for m in figures.teacher_marks(shown) if m[1] == ""]) == figures.MAX_EPOCH_MARKS
+
+
+def test_mark_labels_never_sit_on_each_other(run):
+    """Learning-rate changes a few steps apart (a teacher dragging the slider): each label takes a height whose
+    last label has ended, and a mark with no free height keeps its line without a label."""
+    _, snap = run
+    lane = snap.lanes[0]
+    steps = dict(lane.tables["steps"])
+    n = len(steps["step"])
+    steps["lr"] = np.where(np.arange(n) < n // 2, 0.1, 0.1 + (np.arange(n) - n // 2 + 1) * 0.1)  # a rate per step
+    steps["step"] = np.append(np.asarray(steps["step"][:-1], dtype=float), 2000.0)  # the changes, crowded in a long run
+    dragged = dataclasses.replace(lane, tables={**lane.tables, "steps": steps})
+    fig = figures.loss_figure(dataclasses.replace(snap, lanes=(dragged, snap.lanes[1])))
+    labels = [a for a in fig.layout.annotations if a.text.startswith("lr ")]
+    lines = [s for s in fig.layout.shapes if s.line.dash == "dashdot"]
+    assert len(lines) == min(n - n // 2, figures.MAX_MARKS) >= 5 and 0 < len(labels) < len(lines)
+    span = float(steps["step"][-1])
+    for height in figures.MARK_HEIGHTS:
+        row = sorted(a.x for a in labels if a.y == height)
+        for a, b in zip(row, row[1:]):  # the next label on this row starts after this one's text ends
+            assert b - a >= len("lr 0.1 → 1.1") * figures.LABEL_SHARE_PER_CHAR * span, (height, row)

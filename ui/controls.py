@@ -187,9 +187,10 @@ def lane_progress(lane, epochs):
     return text, min(1.0, lane.step / max(total, 1))
 
 
-def status_text(snap):
-    """What the status bar says: the device, the state, the speed while training, and every lane's step."""
-    state = run_state(snap)
+def status_text(snap, state=None):
+    """What the status bar says: the device, the state, the speed while training, and every lane's step;
+    ``state``: what to say instead of the run's own state (a replay says whether it plays)."""
+    state = state or run_state(snap)
     parts = [str(snap.device), state if snap.responding else f"not responding (last seen {state})"]
     if state == "running":
         ips = sum(l.images_per_s for l in snap.lanes if l.status == "training")
@@ -200,11 +201,11 @@ def status_text(snap):
     return " · ".join(parts)
 
 
-def status_bar(snap, commands=True):
+def status_bar(snap, commands=True, state=None):
     """The progress of every lane and what went wrong; ``commands``: this page has the buttons (a viewer's
-    page and a replay do not, so they do not tell their reader to press Reset)."""
+    page and a replay do not, so they do not tell their reader to press Reset); ``state``: see status_text."""
     fractions = [lane_progress(l, snap.settings.epochs)[1] for l in snap.lanes] or [0.0]
-    st.progress(sum(fractions) / len(fractions), text=status_text(snap))
+    st.progress(sum(fractions) / len(fractions), text=status_text(snap, state))
     for lane in snap.lanes:
         if lane.status == "diverged":
             st.warning(

@@ -1,7 +1,7 @@
 """Presenter mode (a toggle, or ``?present=1``): for a projector at 1280×800 in front of a class.
 
-The sidebar starts collapsed, charts take one row each at full width, the scoreboard comes before them,
-and the captions are as large and as dark as the axis labels.
+The sidebar starts collapsed, charts take one row each at full width under one headline in large type, the
+captions are as large and as dark as the axis labels, and Plotly's toolbar is hidden (it covered the titles).
 """
 
 import streamlit as st
@@ -12,8 +12,10 @@ CSS = """<style>
 [data-testid="stCaptionContainer"] {opacity: 1 !important;}
 [data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] p {
   font-size: 1.05rem !important; color: #111111 !important;}
-.block-container {padding-top: 1.2rem; max-width: 100%;}
-h1 {font-size: 1.9rem !important; padding-bottom: 0.2rem;}
+[data-testid="stMain"] [data-testid="stMarkdownContainer"] p {font-size: 1.3rem; line-height: 1.45;}
+[data-testid="stMain"] [data-testid="stProgress"] p {font-size: 1.1rem;}
+.block-container {max-width: 100%;}
+.modebar-container {display: none !important;}
 </style>"""
 
 

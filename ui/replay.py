@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from . import views
+from . import presenter, views
 from .context import ViewContext
 from .controls import status_bar
 from .feedback import guard, plain
@@ -25,32 +25,42 @@ def toggle_play(rec):
     ss[Key.PLAYING] = not ss[Key.PLAYING]
 
 
-def render(rec):
+def replay_state(rec):
+    """What the status bar says of the replay itself: playing, paused, or at its end (never the recording's own
+    last state, which was "paused" or "finished" when it was saved)."""
     ss = st.session_state
-    c = st.columns([4, 1])
-    c[0].info(
-        f"Replay of **{plain(rec.name)}**: {rec.last_step:,} steps, {len(rec.specs)} lanes, recorded on "
-        f"{plain(rec.header().get('device', '?'))}. Every chart works as live; nothing trains."
-    )
-    c[1].button("Back to live training", width="stretch", on_click=back_to_live)
+    if ss.get(Key.PLAYING):
+        return "replay playing"
+    return "replay at its end" if ss.get(Key.REPLAY_STEP, rec.last_step) >= rec.last_step else "replay paused"
+
+
+def render(rec):
+    """One row (Play, speed, what is replayed, Back), the view picker, the timeline, then the view."""
+    ss = st.session_state
+    ss.setdefault(Key.REPLAY_STEP, rec.last_step)
+    ss.setdefault(Key.PLAYING, False)
+    playing = ss[Key.PLAYING]
+    with st.container(horizontal=True, vertical_alignment="center", gap="small"):
+        st.button(
+            "Pause" if playing else "Play",
+            icon=":material/pause:" if playing else ":material/play_arrow:",
+            key="play",
+            width="content",
+            help="Play runs the recording forward; drag the slider below to any step.",
+            on_click=toggle_play,
+            args=(rec,),
+        )
+        st.selectbox("Speed", list(SPEEDS), index=1, key=Key.SPEED, label_visibility="collapsed", width=90)
+        st.markdown(
+            f"Replay of **{plain(rec.name)}**: {rec.last_step:,} steps, {len(rec.specs)} lanes, recorded on "
+            f"{plain(rec.header().get('device', '?'))}; nothing trains.",
+            width="stretch",
+        )
+        st.button("Back to live training", width="content", on_click=back_to_live)
     st.segmented_control(
         "View", list(views.VIEWS), key=Key.VIEW, label_visibility="collapsed", required=True, bind=BOUND
     )
-    ss.setdefault(Key.REPLAY_STEP, rec.last_step)
-    ss.setdefault(Key.PLAYING, False)
-    c = st.columns([1, 1, 6])
-    c[2].caption("Play runs the recording forward; drag the slider to any step.")
-    playing = ss[Key.PLAYING]
-    c[0].button(
-        "Pause" if playing else "Play",
-        icon=":material/pause:" if playing else ":material/play_arrow:",
-        width="stretch",
-        key="play",
-        on_click=toggle_play,
-        args=(rec,),
-    )
-    c[1].selectbox("Speed", list(SPEEDS), index=1, key=Key.SPEED, label_visibility="collapsed")
-    ctx = ViewContext(WINDOWS[ss[Key.WINDOW]], ss[Key.LOG_LOSS])
+    ctx = ViewContext(WINDOWS[ss[Key.WINDOW]], ss[Key.LOG_LOSS], present=presenter.requested())
 
     @st.fragment(run_every=TICK_S if playing else None)
     def frame():
@@ -63,7 +73,7 @@ def render(rec):
         st.slider("Step", 0, max(rec.last_step, 1), key=Key.REPLAY_STEP, label_visibility="collapsed")
         snap = rec.snapshot(ss[Key.REPLAY_STEP])
         with guard():
-            status_bar(snap)
+            status_bar(snap, state=replay_state(rec))
             views.render(ss[Key.VIEW], snap, ctx)
 
     frame()

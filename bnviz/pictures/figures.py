@@ -4,6 +4,8 @@ Every lane keeps one colour everywhere; histograms arrive pre-binned; no trace c
 ``MAX_POINTS`` points (long runs are averaged into buckets), so a refresh stays cheap in the browser.
 """
 
+import math
+
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -86,13 +88,14 @@ def styled(fig, title, height=380, **kw):
         title=dict(text=title, font=dict(size=19)),
         font=FONT,
         height=height,
-        margin=dict(l=60, r=20, t=60, b=40),
+        margin=dict(l=60, r=20, t=60, b=48),
+        modebar=dict(orientation="v"),  # down the right edge: a row along the top covered the title on hover
         legend=dict(orientation="h", y=-0.4, yanchor="top"),  # below the x-axis title, never on it
         paper_bgcolor="white",
         plot_bgcolor="white",
         **kw,
     )
-    fig.update_xaxes(title_standoff=2, **GRID)
+    fig.update_xaxes(title_standoff=8, **GRID)  # the axis title clear of the tick numbers
     fig.update_yaxes(exponentformat="power", **GRID)
     return fig
 
@@ -143,6 +146,19 @@ def teacher_marks(snap, last_n=None):
     return sorted(marks, key=lambda m: m[0])
 
 
+LABEL_SHARE_PER_CHAR = 1 / 80  # a 13 px character's share of a chart's plot width (about 600 px at 1280)
+
+
+def _free_height(step, label, ends, span):
+    """The highest of MARK_HEIGHTS whose last label ends before ``step`` (and keep this label's end there), or
+    None: then the mark is a line without a label, instead of a label over another one."""
+    for height in MARK_HEIGHTS:
+        if ends.get(height, -math.inf) < step:
+            ends[height] = step + (len(label) + 1) * LABEL_SHARE_PER_CHAR * span
+            return height
+    return None
+
+
 def _marks(fig, snap, last_n=None):
     """Vertical lines for teacher_marks(), labelled at staggered heights so neighbouring labels do not collide.
 
@@ -151,7 +167,12 @@ def _marks(fig, snap, last_n=None):
     second, on the server that also trains).
     """
     shapes, labels = [], []
-    for step, label, color, dash in teacher_marks(snap, last_n):
+    marks = teacher_marks(snap, last_n)
+    last = [float(l.tables["steps"]["step"][-1]) for l in snap.lanes if len(l.tables["steps"].get("step", []))]
+    x_hi = max([*last, *(m[0] for m in marks), 1.0])
+    span = min(x_hi, last_n) if last_n else x_hi  # the x axis's extent, about: the window or the whole run
+    ends = {}  # each height's last label's right end, in steps
+    for step, label, color, dash in marks:
         shapes.append(
             dict(
                 type="line",
@@ -164,7 +185,8 @@ def _marks(fig, snap, last_n=None):
                 line=dict(color=color, dash=dash, width=1.5 if label else 1),
             )
         )
-        if label:
+        height = _free_height(step, label, ends, span) if label else None
+        if height is not None:
             labels.append(
                 dict(
                     text=label,
@@ -172,7 +194,7 @@ def _marks(fig, snap, last_n=None):
                     xref="x",
                     xanchor="left",
                     xshift=3,  # beside the line, not through its first letter
-                    y=MARK_HEIGHTS[len(labels) % len(MARK_HEIGHTS)],
+                    y=height,
                     yref="paper",
                     yanchor="top",
                     font=dict(size=13, color=color),
@@ -297,6 +319,9 @@ def accuracy_figure(snap, last_n=None):
     return styled(fig, "Accuracy", xaxis_title="step", yaxis_title="accuracy", yaxis_range=[0, 1])
 
 
+NOW = "now (validation subset)"  # the latest check, on the validation subset: not the test set
+
+
 def scoreboard(snap, thresholds=THRESHOLDS):
     """Rows {lane, 50%: 'step 120 (epoch 1)' | 'not yet', ..., now}: when validation accuracy first crossed each
     mark; with a column 'latest event' ("BN switched off at step 400: 80.6% → 13.0%") when a lane had one.
@@ -314,7 +339,7 @@ def scoreboard(snap, thresholds=THRESHOLDS):
             else:
                 row[label] = "not yet"
         last = v.get("val_acc", np.array([]))
-        row["now"] = f"{last[-1]:.1%}" if len(last) else "-"
+        row[NOW] = f"{last[-1]:.1%}" if len(last) else "-"
         event = latest_event(lane.tables, lane.diverged_at)
         row["latest event"] = event.describe() if event else "-"
         rows.append(row)
@@ -370,7 +395,7 @@ def histogram_figure(snap, position, activation="sigmoid"):
                 col=col,
             )
     fig.update_layout(barmode="overlay", bargap=0)
-    fig.update_yaxes(title_text="fraction of values", row=1, col=1)
+    fig.update_yaxes(title_text="fraction", row=1, col=1)  # "fraction of values" was cut in the short panel
     if not fig.data:
         empty_note(fig)
     where = f" (step {step:,})" if step else ""
@@ -795,7 +820,8 @@ def batch_stats_figure(result):
         col=2,
     )
     fig.update_annotations(font_size=15)  # the panel titles fit their half at 1280 px
-    fig.update_xaxes(type="log", title_text="batch size")
+    # every batch size tested, as it is (the log axis's own ticks read "10 2 5 100")
+    fig.update_xaxes(type="log", title_text="batch size", tickmode="array", tickvals=bs, ticktext=[str(b) for b in bs])
     fig.update_yaxes(title_text="accuracy", row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=2, **LOG_TICKS)
     return styled(fig, "Batch statistics against running statistics", height=440)
@@ -804,5 +830,5 @@ def batch_stats_figure(result):
 PNG_CONFIG = {
     "displaylogo": False,
     "toImageButtonOptions": {"format": "png", "scale": 2},
-    "modeBarButtonsToRemove": ["select2d", "lasso2d"],
+    "modeBarButtonsToRemove": ["select2d", "lasso2d", "pan2d", "zoomIn2d", "zoomOut2d", "autoScale2d"],
 }

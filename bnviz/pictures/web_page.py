@@ -206,6 +206,14 @@ def _lanes_sentence(recording):
     )
 
 
+GENERIC_NAMES = ("dashboard", "run", "recording")  # what a dashboard's live run or an unnamed file is called
+
+
+def which_run(name: str) -> str:
+    """The run in the page's lead sentence: "this run" for a dashboard's live run, else its name in bold."""
+    return "this run" if name in GENERIC_NAMES else f"the run <b>{html.escape(name)}</b>"
+
+
 def run_page(source, title=None, frames=FRAMES):
     """One self-contained HTML page of a run (a ``Recording``, a ``Snapshot`` or a live experiment).
 
@@ -213,7 +221,7 @@ def run_page(source, title=None, frames=FRAMES):
     """
     recording = as_recording(source)
     name = recording.name
-    title = title or f"Batch Normalization, side by side: {name}"
+    title = title or "Batch Normalization, side by side" + ("" if name in GENERIC_NAMES else f": {name}")
     charts = charts_of(recording)
     steps = frame_steps(recording, frames)
     snaps = [recording.snapshot(s) for s in steps]
@@ -250,7 +258,7 @@ def run_page(source, title=None, frames=FRAMES):
     )
     return PAGE.format(
         title=html.escape(title),
-        name=html.escape(name),
+        which=which_run(name),
         plotlyjs=get_plotlyjs(),
         settings=_settings_table(recording),
         lanes=lanes,
@@ -299,8 +307,8 @@ PAGE = """<!DOCTYPE html>
 <body>
 <header>
 <h1>{title}</h1>
-<p class="lead">{lanes_sentence} Drag the slider (or press Play) to watch the run
-<b>{name}</b> unfold from step {first} to step {last}: every chart shows the run as it stood at that step.</p>
+<p class="lead">{lanes_sentence} Drag the slider (or press Play) to watch
+{which} unfold from step {first} to step {last}: every chart shows the run as it stood at that step.</p>
 <h2>Lanes</h2>
 {lanes}
 <h2>Settings</h2>

@@ -8,6 +8,7 @@ from bnviz.step.models import NORM_INFO
 
 from ..charts import chart
 from ..context import figure, position_picker
+from ..layout import headline, rest, why
 from ..state import Key
 
 RUNNING_CAPTION = (
@@ -34,22 +35,34 @@ NAME = "BN state"  # in the view picker and in a lesson link (?view=)
 
 
 def render(snap, ctx):
-    pos = position_picker()
     bn_lanes = [l for l in snap.lanes if l.spec.norm != "none"] or list(snap.lanes)
     lane = bn_lanes[0]
-    if len(bn_lanes) > 1:
-        i = st.radio(
-            "Lane", range(len(bn_lanes)), format_func=lambda i: bn_lanes[i].label, horizontal=True, key=Key.STATE_LANE
-        )
-        lane = bn_lanes[min(i or 0, len(bn_lanes) - 1)]
+    with st.container(horizontal=True, vertical_alignment="center", gap="medium"):  # the two pickers, one row
+        pos = position_picker()
+        if len(bn_lanes) > 1:
+            i = st.radio(
+                "Lane",
+                range(len(bn_lanes)),
+                format_func=lambda i: bn_lanes[i].label,
+                horizontal=True,
+                key=Key.STATE_LANE,
+                label_visibility="collapsed",
+            )
+            lane = bn_lanes[min(i or 0, len(bn_lanes) - 1)]
     state = NORM_INFO[lane.spec.norm].state
     keeps = "running_mean" in state or "running_var" in state
-    st.caption(RUNNING_CAPTION.format(momentum=snap.settings.bn_momentum) if keeps else NO_RUNNING_CAPTION)
+    running = RUNNING_CAPTION.format(momentum=snap.settings.bn_momentum)
+    if keeps:
+        headline(f"**{lane.label}** at {pos}: the running mean and variance, what BN uses at test time.", running)
+    else:
+        headline(NO_RUNNING_CAPTION)
     chart(figure(figures.running_stats_figure, lane, pos), "running")
-    st.caption(BATCH_CAPTION if keeps else NO_RUNNING_CAPTION)
+    why(running if keeps else NO_RUNNING_CAPTION)
+    st.markdown(BATCH_CAPTION if keeps else NO_RUNNING_CAPTION)
     chart(figure(figures.batch_vs_running_figure, lane, pos), "batchrun")
-    st.caption(GAMMA_BETA_CAPTION if lane.spec.norm != "frozen" else FROZEN_CAPTION)
+    st.markdown(GAMMA_BETA_CAPTION if lane.spec.norm != "frozen" else FROZEN_CAPTION)
     chart(figure(figures.gamma_beta_figure, lane, pos), "gb")
-    st.caption(TRAIN_EVAL_CAPTION)
-    st.markdown(captions.train_eval(snap))
+    said = captions.train_eval(snap)
+    headline(said, TRAIN_EVAL_CAPTION)
     chart(figure(figures.train_eval_figure, snap, ctx.last_n), "traineval")
+    why(rest(said), TRAIN_EVAL_CAPTION)

@@ -43,23 +43,29 @@ def describe(exercise):
 
 
 def render(snap, ctx):
+    """Once an exercise has run, its verdict and chart come first (the first screen), the question below them."""
     if not ctx.live:
         st.info("Exercises run from a live page: they are not shown in a replay or on a viewer's page.")
         return
-    st.caption(INTRO)
     asked = st.query_params.get(Key.EXERCISE)  # a lesson link's ?exercise=small (the key, not the title)
     if Key.EXERCISE not in st.session_state and asked in EXERCISES:
         st.session_state[Key.EXERCISE] = asked
     key = st.selectbox(
-        "Exercise", list(EXERCISES), format_func=lambda k: EXERCISES[k].title, key=Key.EXERCISE, bind="query-params"
+        "Exercise",
+        list(EXERCISES),
+        format_func=lambda k: EXERCISES[k].title,
+        key=Key.EXERCISE,
+        bind="query-params",
+        label_visibility="collapsed",
     )
     exercise = EXERCISES[key]
-    st.markdown(f"### {exercise.title}")
+    verdict = st.container()  # filled once the run has results: above the question, in the first screen
+    st.markdown(f"### {exercise.title}", help=INTRO)
     st.caption(exercise.source)
     st.markdown(f"**{exercise.question}**")
     guess = st.radio("Your prediction", exercise.choices, index=None, key=Key.prediction(key))
     with st.expander("What will run"):
-        st.markdown(describe(exercise))
+        st.markdown(INTRO + "\n\n" + describe(exercise))
     if guess is None:
         st.info("Choose a prediction first: the run starts after it.")
         return
@@ -71,19 +77,24 @@ def render(snap, ctx):
     )
     if not results:
         return
+    with verdict:
+        reveal(exercise, guess, results, key)
+    chart(figure(exercise_figures.loss_curves, results), f"exercise-loss-{key}")
+
+
+def reveal(exercise, guess, results, key):
+    """The prediction against the run (one line), the accuracy chart, then what the numbers show."""
     if len(results) < len(exercise.variants):
         st.warning("Stopped before every run finished: no answer from part of the runs. Run it again to see it.")
+        chart(figure(exercise_figures.accuracy_bars, results), f"exercise-acc-{key}")
+        return
+    answer, text = exercise.reveal(results)
+    truth = exercise.choices[answer]
+    if guess == truth:
+        st.success(f"You predicted **{guess}**, and the run agrees.")  # the choices are ours: Markdown is fine
     else:
-        answer, text = exercise.reveal(results)
-        truth = exercise.choices[answer]
-        if guess == truth:
-            st.success(f"You predicted **{guess}**, and the run agrees.")  # the choices are ours: Markdown is fine
-        else:
-            st.warning(f"You predicted **{guess}**; the run shows **{truth}**.")
-        st.markdown(text)
-        if exercise.finding:
-            st.caption(
-                f"Measured at a larger scale ({norm_findings.SOURCE}): {norm_findings.sentence(exercise.finding)}"
-            )
+        st.warning(f"You predicted **{guess}**; the run shows **{truth}**.")
     chart(figure(exercise_figures.accuracy_bars, results), f"exercise-acc-{key}")
-    chart(figure(exercise_figures.loss_curves, results), f"exercise-loss-{key}")
+    st.markdown(text)
+    if exercise.finding:
+        st.caption(f"Measured at a larger scale ({norm_findings.SOURCE}): {norm_findings.sentence(exercise.finding)}")

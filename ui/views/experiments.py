@@ -18,6 +18,7 @@ from bnviz.studies.exercises import EXERCISES
 from ..charts import chart
 from ..context import figure
 from ..feedback import plain, say
+from ..layout import headline, rest, why
 from ..state import Key
 
 STUDIES = (
@@ -109,7 +110,7 @@ def render(snap, ctx):
     if not ctx.live:
         st.info("Studies run from a live page: they are not shown in a replay or on a viewer's page.")
         return
-    study = st.radio("Study", STUDIES, horizontal=True, key=Key.STUDY)
+    study = st.radio("Study", STUDIES, horizontal=True, key=Key.STUDY, label_visibility="collapsed")
     {
         STUDIES[0]: race,
         STUDIES[1]: batch_vs_running,
@@ -122,7 +123,7 @@ def render(snap, ctx):
 
 def race(snap, ctx):
     steps = env.race_steps()
-    st.caption(RACE_CAPTION.format(steps=steps))
+    about = RACE_CAPTION.format(steps=steps)
     results = job_status(
         ctx,
         "race",
@@ -137,11 +138,15 @@ def race(snap, ctx):
         ),
         f"Run the race ({len(RACE_LRS)} learning rates × {steps} steps × 2 lanes)",
     )
-    if results:
-        st.markdown(captions.race(results))
-        chart(figure(figures.race_figure, results), "race")
-        table = figures.race_table(results)
-        st.dataframe(table, hide_index=True, width="stretch", height=36 * (len(table) + 1) + 4)  # every row
+    if not results:
+        st.caption(about)
+        return
+    said = captions.race(results)
+    headline(said, about)
+    chart(figure(figures.race_figure, results), "race")
+    why(rest(said), about)
+    table = figures.race_table(results)
+    st.dataframe(table, hide_index=True, width="stretch", height=36 * (len(table) + 1) + 4)  # every row
 
 
 NO_RUNNING_STATISTICS = (
@@ -193,13 +198,16 @@ def batch_vs_running(snap, ctx):
         f"Test {lane.label} at step {lane.step:,} over batch sizes 2 to 1,024",
         blocked,
     )
-    if result:
-        st.markdown(captions.batch_statistics(result))
-        chart(figure(figures.batch_stats_figure, result), "batchstats")
+    if not result:
+        st.caption(BATCHSTATS_CAPTION)
+        return
+    said = captions.batch_statistics(result)
+    headline(said, BATCHSTATS_CAPTION)
+    chart(figure(figures.batch_stats_figure, result), "batchstats")
+    why(rest(said), BATCHSTATS_CAPTION)
 
 
 def flip(snap, ctx):
-    st.caption(FLIP_CAPTION)
     bn = [l for l in snap.lanes if l.spec.norm != "none"]
     if not bn:
         st.info("Turn BN on in a lane first.")
@@ -218,12 +226,16 @@ def flip(snap, ctx):
             + (f"on, {after:.1%} with BN switched off" if off else f"switched off, {after:.1%} with BN back on")
             + " (measured at once, on the same images)."
         )
+    else:
+        st.caption(FLIP_CAPTION)
     chart(figure(figures.accuracy_figure, snap, ctx.last_n), "flip-acc")
+    if flip_result:
+        why(FLIP_CAPTION)
     chart(figure(figures.histogram_figure, snap, "bn3"), "flip-hist")
 
 
 def recompute(snap, ctx):
-    st.caption(PRECISE_CAPTION.format(images=PRECISE_IMAGES))
+    about = PRECISE_CAPTION.format(images=PRECISE_IMAGES)
     lanes = [l for l in snap.lanes if "running_mean" in NORM_INFO[l.spec.norm].state and not l.bn_bypassed]
     if not lanes:
         st.info("No lane keeps running statistics: turn on BN (or renorm, ghost, noisy, frozen) in a lane first.")
@@ -247,28 +259,36 @@ def recompute(snap, ctx):
             f"{r['after']:.1%} after recomputing over {r['batches']:,} batches; in train mode (batch statistics) "
             f"it is {r['batch']:.1%}."
         )
-    st.markdown(captions.train_eval(snap))
+    said = captions.train_eval(snap)
+    if not done:  # before a result: what the study does, and the chart's own headline
+        st.caption(about)
+        headline(said)
     chart(figure(figures.train_eval_figure, snap, ctx.last_n), "precise-traineval")
+    why(said if done else rest(said), about if done else None)
 
 
 def devices(snap, ctx):
-    st.caption(DEVICES_CAPTION)
     both = job_status(
         ctx,
         "devices",
         lambda: Job(in_child, devices_study, ctx.data, steps=env.devices_steps(), name="devices"),  # in a child
         f"Run it (k = {', '.join(map(str, KS))}, each per device and synchronised)",
     )
-    if both:
-        st.markdown(devices_summary(both))
-        chart(figure(exercise_figures.devices_figure, both), "devices")
+    if not both:
+        st.caption(DEVICES_CAPTION)
+        return
+    said = devices_summary(both)
+    headline(said, DEVICES_CAPTION)
+    chart(figure(exercise_figures.devices_figure, both), "devices")
+    why(rest(said), DEVICES_CAPTION)
 
 
 def landscape(snap, ctx):
-    st.caption(LANDSCAPE_CAPTION)
     on = snap.settings.landscape_every > 0
     if st.button("Switch the landscape probe off" if on else "Switch the landscape probe on (restarts)"):
         say(ctx.exp.reset, dataclasses.replace(ctx.exp.settings, landscape_every=0 if on else env.landscape_every()))
         st.rerun()
-    st.markdown(captions.landscape(snap, ctx.last_n))
+    said = captions.landscape(snap, ctx.last_n)
+    headline(said, LANDSCAPE_CAPTION)
     chart(figure(figures.landscape_figure, snap, ctx.last_n), "landscape")
+    why(rest(said), LANDSCAPE_CAPTION)

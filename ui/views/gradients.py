@@ -6,6 +6,7 @@ from bnviz.pictures import captions, figures
 
 from ..charts import chart
 from ..context import figure
+from ..layout import headline, rest, why
 
 GRAD_CAPTION = (
     "The gradient norm of each layer's weights at every probe, from the first layer (conv1) to the last (fc3)."
@@ -16,9 +17,10 @@ UPDATE_CAPTION = "Update-to-weight ratio: how much a step changes each layer's w
 
 
 def render(snap, ctx):
-    st.caption(GRAD_CAPTION)
-    st.markdown(captions.gradients(snap))
+    said = captions.gradients(snap)
+    headline(said, GRAD_CAPTION)
     chart(figure(figures.gradient_figure, snap, "grad_norm", ctx.last_n), "gn")
-    st.caption(UPDATE_CAPTION)
+    why(rest(said), GRAD_CAPTION)
+    st.markdown(UPDATE_CAPTION)
     chart(figure(figures.gradient_figure, snap, "update_ratio", ctx.last_n), "ur")
     chart(figure(figures.saturation_figure, snap, ctx.last_n), "sat")

@@ -6,6 +6,7 @@ from bnviz.pictures import captions, figures
 
 from ..charts import chart
 from ..context import figure, position_picker
+from ..layout import headline, rest, why
 
 HISTOGRAM_CAPTION = (
     "Left: what enters BN (the conv/linear output). Middle: what leaves it: with BN centred and "
@@ -23,13 +24,15 @@ HEATMAP_CAPTION = "The whole distribution over time: each column is one probe."
 
 def render(snap, ctx):
     pos = position_picker()
-    st.caption(HISTOGRAM_CAPTION)
-    st.markdown(captions.inside_bn(snap, pos))
+    said = captions.inside_bn(snap, pos)
+    headline(said, HISTOGRAM_CAPTION)
     chart(figure(figures.histogram_figure, snap, pos), "hist")
-    st.caption(PERCENTILE_CAPTION)
-    st.markdown(captions.percentiles(snap, pos, ctx.last_n))
+    why(rest(said), HISTOGRAM_CAPTION)
+    moved = captions.percentiles(snap, pos, ctx.last_n)
+    headline(moved, PERCENTILE_CAPTION)
     chart(figure(figures.percentile_figure, snap, pos, "out", ctx.last_n), "pct")
-    st.caption(HEATMAP_CAPTION)
+    why(rest(moved), PERCENTILE_CAPTION)
+    st.markdown(HEATMAP_CAPTION)
     cols = st.columns(len(snap.lanes))
     for col, lane in zip(cols, snap.lanes):
         with col:

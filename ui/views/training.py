@@ -6,6 +6,7 @@ from bnviz.pictures import captions, figures
 
 from ..charts import chart, placeholder, svg, warm_up
 from ..context import figure
+from ..layout import headline, rest, why
 
 CAPTION = (
     "Same network, same batches: only the normalisation differs between the lanes (BN, another kind, or none). "
@@ -51,14 +52,11 @@ def charts(snap, ctx):
 
 
 def render(snap, ctx):
-    st.caption(CAPTION)
-    st.markdown(captions.training(snap))
-    plateau = captions.plateau(snap)
-    if plateau:
-        st.markdown(plateau)
+    """One headline, then the charts in the first screen; the scoreboard and the full words below them."""
+    said = captions.training(snap)
+    headline(said, CAPTION)
     loss, accuracy = charts(snap, ctx)
-    if ctx.present:  # the scoreboard first, then one chart per row at full width
-        scoreboard(snap)
+    if ctx.present:  # one chart per row at full width, for the back row
         loss()
         accuracy()
     else:
@@ -67,7 +65,8 @@ def render(snap, ctx):
             loss()
         with c2:
             accuracy()
-        scoreboard(snap)
+    scoreboard(snap)
+    why(rest(said), captions.plateau(snap), CAPTION)
     if ctx.light or not trained(snap):
         warm_up()  # last: the charts after Start (or a viewer's other views) find Plotly loaded
 
