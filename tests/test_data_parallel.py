@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bnviz.data.fashion_mnist import batches, random_dataset
+from bnviz.devices import data_parallel
 from bnviz.devices.data_parallel import ParallelSettings, merge_statistics, slice_statistics, train, train_rank
 from bnviz.devices.process_group import GroupFailed, run_local_group
 from bnviz.step.models import build_lenet
@@ -30,14 +31,39 @@ def in_one_process(devices=1, **settings):
     return train(DATA, ParallelSettings(**{**SETTINGS, **settings}), devices=devices)
 
 
-def assert_same_weights(a, b, atol=2e-6):
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key].double(), b[key].double(), atol=atol, rtol=1e-5, msg=key)
-
-
 def largest_gap(a, b):
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].is_floating_point())
+
+
+def in_float64(monkeypatch, devices=1):
+    """The same run as in_one_process, in float64 (the model and each batch): what float32 runs round against."""
+    build, walk = data_parallel.build_model, data_parallel.global_batches
+    with monkeypatch.context() as m:
+        m.setattr(data_parallel, "build_model", lambda *args, **kw: build(*args, **kw).double())
+        m.setattr(data_parallel, "global_batches", lambda *args: ((s, e, X.double(), y) for s, e, X, y in walk(*args)))
+        m.setattr(data_parallel, "evaluate", lambda *args: (float("nan"), float("nan")))  # not compared
+        return in_one_process(devices=devices)
+
+
+def assert_as_close_to_float64(ranks, run, exact):
+    """Each rank's weights (running statistics included) stray from the float64 run of ``run``'s arithmetic no
+    further than 8x ``run``'s own float32 error, and never less than 4 float32 epsilons of the weights' scale.
+
+    The ranks sum in other orders than one process (slices, all-reduce), so their float32 bits differ from it by
+    rounding that grows with the steps, and by how much depends on the CPU's kernels. So both are compared with
+    the float64 run. On the 2-core Intel VM one process strayed 0.8-1.6e-6 from it and the ranks 0.95-1.5e-6, at
+    most 1.9x the one process's (4 devices, BN per device): 8x leaves 4x of that for other CPUs. A real difference
+    is far larger: BN per device against the whole batch moves the weights by more than 1e-3."""
+    own = largest_gap(run.state, exact.state)
+    scale = max(v.abs().max().item() for v in exact.state.values() if v.is_floating_point())
+    allowed = 8 * max(own, 4 * torch.finfo(torch.float32).eps * scale)
+    for r in ranks:
+        assert r.state.keys() == exact.state.keys()
+        for key, value in r.state.items():
+            if not value.is_floating_point():
+                assert torch.equal(value, exact.state[key]), key
+        gap = largest_gap(r.state, exact.state)
+        assert gap <= allowed, f"rank {r.rank} strays {gap:.2e} from float64, one process {own:.2e}"
 
 
 def test_one_device_is_todays_run(one_thread):
@@ -54,25 +80,24 @@ def test_one_device_is_todays_run(one_thread):
 
 
 @pytest.mark.parametrize("world_size", [2, 4])
-def test_synchronised_bn_trains_the_weights_of_one_process(world_size, one_thread):
+def test_synchronised_bn_trains_the_weights_of_one_process(world_size, one_thread, monkeypatch):
     """The key property: k ranks with synchronised BN on slices of each minibatch = one process on the whole."""
     ranks = in_group(world_size, bn_sync="global")
     one = in_one_process(devices=1)
-    for r in ranks:
-        assert_same_weights(r.state, one.state)
+    assert_as_close_to_float64(ranks, one, in_float64(monkeypatch))
     np.testing.assert_allclose(ranks[0].loss, one.loss, rtol=1e-5)
     np.testing.assert_allclose(ranks[0].acc, one.acc)
     assert ranks[0].test_acc == pytest.approx(one.test_acc, abs=0.011)  # one image of 100 may flip, no more
 
 
 @pytest.mark.parametrize("world_size", [2, 4])
-def test_per_device_bn_differs_and_one_process_computes_it(world_size, one_thread):
+def test_per_device_bn_differs_and_one_process_computes_it(world_size, one_thread, monkeypatch):
     """BN per device: other weights than the whole batch's; the same as k devices computed in one process."""
     ranks = in_group(world_size, bn_sync="device")
     whole = in_one_process(devices=1)
     emulated = in_one_process(devices=world_size)
     assert largest_gap(ranks[0].state, whole.state) > 1e-3
-    assert_same_weights(ranks[0].state, emulated.state)  # running statistics included: rank 0's
+    assert_as_close_to_float64(ranks[:1], emulated, in_float64(monkeypatch, devices=world_size))  # rank 0's statistics
     np.testing.assert_allclose(ranks[0].loss, emulated.loss, rtol=1e-5)
     for key in ("bn1_means", "bn1_vars", "bn1_global_means", "bn1_global_vars"):
         np.testing.assert_allclose(getattr(ranks[0], key), getattr(emulated, key), rtol=1e-4, atol=1e-5)
