@@ -47,8 +47,12 @@ def test_devices_and_bn_sync_write_rank_zeros_files(tmp_path, monkeypatch, one_t
     assert lane["steps"] == len(rows) == 4
     # the same numbers as one process on the whole batch: synchronised BN
     one = train(DATA, ParallelSettings(batch_size=64, train_size=256, bn_sync="global"))
+    # rtol: the CSV's 6 significant digits (5e-6) and the float32 rounding between ranks and one process (under 3e-7
+    # measured, tests/test_data_parallel.py), with room to spare
     np.testing.assert_allclose([float(r["train_loss"]) for r in rows], one.loss, rtol=1e-4)
-    assert lane["test_acc"] == pytest.approx(one.test_acc, abs=0.002)
+    # the weights agree to float32 rounding, not bit for bit (tests/test_data_parallel.py), so of the 100 test images
+    # one near a decision boundary may flip on another CPU: 0.01, no more
+    assert lane["test_acc"] == pytest.approx(one.test_acc, abs=0.011)
     # the same experiment file as a one-process run: the dashboard replays it
     rec = Recording.load(out / "experiment.npz")
     snap = rec.snapshot()
