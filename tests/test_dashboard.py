@@ -894,7 +894,10 @@ def test_the_story_asks_first_and_reveals_from_the_run(page):
     page.click("Reveal")
     page.assert_clean()
     assert page.exp.snapshot().lanes[1].bn_bypassed
-    assert "validation accuracy" in "\n".join(m.value for m in page.at.markdown)
+    text = "\n".join(m.value for m in page.at.markdown)
+    assert "validation accuracy" in text
+    _, _, step, before, after = page.at.session_state["flip_result"]
+    assert "This run shows **" in text and f"{before:.1%} with BN, {after:.1%} without." in text, text
 
 
 def test_a_files_name_is_shown_as_text_not_as_markdown(page):
@@ -1053,3 +1056,23 @@ def test_the_batch_vs_running_study_tests_a_lane_it_can_or_says_what_to_do(lanes
     lane, blocked = batchstats_lane(snap)
     assert (lane.label[0] if lane else None) == tested
     assert (blocked is None) if says is None else (says in blocked)
+
+
+def test_the_story_on_a_replay_says_whether_each_prediction_held_and_offers_no_missing_button(page):
+    page.click("Replay the recorded 10-epoch run")
+    show(page, "Story")
+    assert "Which lane will reach 50% validation accuracy first?" in [r.label for r in page.at.radio]
+    page.at.radio(key="story_answer0").set_value("A, without BN")
+    page.click("Reveal")
+    page.assert_clean()
+    text = "\n".join(page.texts("markdown"))
+    # the recording's B (BN) reaches 50% first: the class's A did not hold, and the reveal says what did
+    assert "The class said: *A, without BN*; this run shows **B, with BN**: B · BN" in text, text
+    assert "reached 50% validation accuracy first" in text  # the caption below measures the same thing
+    for _ in range(3):
+        page.click("Next")
+    page.click("Reveal")
+    page.assert_clean()
+    text = "\n".join(page.texts("markdown"))
+    assert "the button above" not in text and not page.has_button("Switch BN off in B · BN scratch")
+    assert "This run cannot tell yet: this recording never switched BN off" in text, text

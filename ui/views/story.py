@@ -5,7 +5,9 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from bnviz.pictures import captions, figures
+from bnviz.live.lane_events import lane_events
+from bnviz.pictures import captions, figures, story_answers
+from bnviz.pictures.story_answers import Answer
 
 from ..charts import chart
 from ..context import figure
@@ -26,7 +28,7 @@ STEPS = (
         "1 · Two lanes, one difference",
         "Lane A is LeNet with sigmoid activations; lane B is the same network, same weights at step 0, same "
         "batches, with a BN layer after each convolution and fully connected layer. Press Start.",
-        "Which lane will leave chance accuracy (10%) first?",
+        f"Which lane will reach {captions.TARGET:.0%} validation accuracy first?",
         ("A, without BN", "B, with BN", "they will be level"),
     ),
     Step(
@@ -89,10 +91,74 @@ def render(snap, ctx):
     if not revealed:
         st.caption("Answer first (hands up, or on the radio buttons), then Reveal: the answer comes from this run.")
         return
-    answer = ss.get(f"{Key.STORY_ANSWER}{i}")
-    if answer:
-        st.markdown(f"The class said: *{answer}*. What this run shows:")
+    st.markdown(verdict(step, ss.get(f"{Key.STORY_ANSWER}{i}"), answer(i, snap, ctx)))
     reveal(i, snap, ctx)
+
+
+def verdict(step: Step, said: str | None, found: Answer) -> str:
+    """Whether the class's prediction held, from the answer the run supports (``story_answers``)."""
+    if found.option is None:
+        return (f"The class said: *{said}*. " if said else "") + f"This run cannot tell yet: {found.why}."
+    shown = step.options[found.option]
+    if said is None:
+        return f"This run shows **{shown}**: {found.why}."
+    if said == shown:
+        return f"The class said: *{said}*, and the prediction held: {found.why}."
+    return f"The class said: *{said}*; this run shows **{shown}**: {found.why}."
+
+
+def recorded_flip(snap):
+    """The first BN switch-off in the run's own tables: (lane label, step, before, after), or None."""
+    for lane in snap.lanes:
+        for e in lane_events(lane.tables, lane.diverged_at):
+            if e.kind == "bn_off" and e.before is not None and e.after is not None:
+                return lane.label, e.step, e.before, e.after
+    return None
+
+
+def flip_measured(snap, ctx):
+    """(label, step, before, after) of BN switched off: on a live page the Story's (or the study's) button, on a
+    replay the recording's own switch; None when there was none."""
+    if not ctx.live:
+        return recorded_flip(snap)
+    result = st.session_state.get(Key.FLIP_RESULT)
+    if result and result[1]:
+        label, _, step, before, after = result
+        return label, step, before, after
+    return None
+
+
+def race_results(ctx):
+    job = ctx.registry.job(ctx.key, "race") if ctx.live else None
+    return job.result if job is not None and job.done and job.result else None
+
+
+def answer(i, snap, ctx) -> Answer:
+    """What this run says to question ``i``."""
+    if i == 0:
+        return story_answers.first_to_target(snap)
+    if i == 1:
+        return story_answers.why_plateau(snap)
+    if i == 2:
+        return story_answers.what_bn_does(snap, "bn1")
+    if i == 3:
+        flip = flip_measured(snap, ctx)
+        if flip is None:
+            return Answer(None, NO_FLIP_LIVE if ctx.live else NO_FLIP_REPLAY)
+        return story_answers.after_the_flip(flip[2], flip[3])
+    results = race_results(ctx)
+    if results is None:
+        return Answer(None, NO_RACE_LIVE if ctx.live else NO_RACE_REPLAY)
+    return story_answers.largest_rate(results)
+
+
+NO_FLIP_LIVE = "switch BN off first (the button above), then Reveal"
+NO_FLIP_REPLAY = (
+    "this recording never switched BN off, and a recording cannot: on a live page the button here switches BN off "
+    "in the trained lane"
+)
+NO_RACE_LIVE = "run the race first (Experiments → Learning-rate race), then come back and Reveal"
+NO_RACE_REPLAY = "the race runs from a live page (Experiments → Learning-rate race); a recording holds none"
 
 
 def reveal(i, snap, ctx):
@@ -108,23 +174,17 @@ def reveal(i, snap, ctx):
         st.markdown(captions.inside_bn(snap, "bn1"))
         chart(figure(figures.histogram_figure, snap, "bn1"), "story-hist")
     elif i == 3:
-        result = st.session_state.get(Key.FLIP_RESULT)
-        if result:
-            label, off, step, before, after = result
+        flip = flip_measured(snap, ctx)
+        if flip:
+            label, step, before, after = flip
             st.markdown(
                 f"**{label}** at step {step:,}: validation accuracy {before:.1%} with BN, {after:.1%} without "
                 "(measured at once, on the same images). The weights were learned for normalised inputs: BN is "
                 "part of the function the network computes."
-                if off
-                else f"**{label}**: BN was switched back on ({after:.1%})."
             )
-        else:
-            st.markdown("Switch BN off first (the button above), then Reveal.")
         chart(figure(figures.accuracy_figure, snap, ctx.last_n), "story-flip-acc")
     else:
-        job = ctx.registry.job(ctx.key, "race") if ctx.live else None
-        if job is not None and job.done and job.result:
-            st.markdown(captions.race(job.result))
-            chart(figures.race_figure(job.result), "story-race")
-        else:
-            st.markdown("Run the race first: Experiments → Learning-rate race; then come back and Reveal.")
+        results = race_results(ctx)
+        if results:
+            st.markdown(captions.race(results))
+            chart(figures.race_figure(results), "story-race")
