@@ -73,9 +73,9 @@ def why_plateau(snap) -> Answer:
     row = latest_probe(lane)
     if row is None:
         return Answer(None, f"{lane.label} has no probe yet")
-    sats = [row.get(f"{p}.saturated") for p in BN_LAYERS]
-    stds = [row.get(f"{p}.act.std") for p in BN_LAYERS]
-    norms = [row.get(f"{n}.grad_norm") for n in ("conv1", "fc3")]
+    sats: list = [row.get(f"{p}.saturated") for p in BN_LAYERS]  # None where a probe lacks a value (_finite)
+    stds: list = [row.get(f"{p}.act.std") for p in BN_LAYERS]
+    norms: list = [row.get(f"{n}.grad_norm") for n in ("conv1", "fc3")]
     if _finite(*sats) and max(sats) >= captions.SATURATES:
         return Answer(0, f"{max(sats):.1%} of {lane.label}'s units are saturated")
     if _finite(*norms) and norms[1] > 0 and norms[0] / norms[1] < captions.VANISHING:
@@ -94,13 +94,14 @@ def what_bn_does(snap, position: str = "bn1") -> Answer:
     plain = next((l for l in snap.lanes if l.spec.norm == "none" or l.bn_bypassed), None)
     if bn is None or plain is None:
         return Answer(None, "it takes a lane with BN and one without")
-    rows = [latest_probe(bn), latest_probe(plain)]
+    rows: list = [latest_probe(bn), latest_probe(plain)]  # dicts once the check below passed
     if rows[0] is None or rows[1] is None:
         return Answer(None, "both lanes need a probe first: press Start")
-    (w_bn, s_bn), (w_plain, s_plain) = [
+    pairs: list = [
         (r.get(f"{position}.act.p85", np.nan) - r.get(f"{position}.act.p15", np.nan), r.get(f"{position}.saturated"))
         for r in rows
     ]
+    (w_bn, s_bn), (w_plain, s_plain) = pairs
     if not _finite(w_bn, w_plain, s_bn, s_plain):
         return Answer(None, f"no numbers for {position} in the latest probes")
     widths = f"the middle 70% spans {w_bn:.2f} in {bn.label} against {w_plain:.2f} in {plain.label}"
