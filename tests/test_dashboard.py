@@ -1076,3 +1076,31 @@ def test_the_story_on_a_replay_says_whether_each_prediction_held_and_offers_no_m
     text = "\n".join(page.texts("markdown"))
     assert "the button above" not in text and not page.has_button("Switch BN off in B · BN scratch")
     assert "This run cannot tell yet: this recording never switched BN off" in text, text
+
+
+LESSON = dict(
+    bn0="true", impl0="torch", present="1", lr="0.3", batch_size="64", epochs="2", seed="7", activation="relu",
+    view="Gradients", position="bn2",
+)  # fmt: skip
+
+
+def test_a_lesson_link_s_every_parameter_survives_the_page_a_reload_and_the_share_panel(owned, monkeypatch, synthetic):
+    monkeypatch.setattr(bnviz.data.fashion_mnist, "load_fashion_mnist", lambda *a, **k: synthetic)
+    kept = LESSON | {"present": "true"}  # ?present=1 is written the way the toggle reads it
+    page = Page(owned, **LESSON)
+    page.assert_clean()
+    assert [l.spec.norm for l in page.exp.lanes] == ["torch", "scratch"]
+    assert page.at.session_state["present"] is True
+    url = dict(page.at.query_params)
+    assert {k: url.get(k) for k in kept} == kept, url
+    page.run()  # the page's own rewriting is done: the next run keeps it
+    assert {k: dict(page.at.query_params).get(k) for k in kept} == kept
+    reload = Page(owned, **dict(page.at.query_params))  # a reload: the same URL, run id and all
+    reload.assert_clean()
+    assert reload.key == page.key and {k: dict(reload.at.query_params).get(k) for k in kept} == kept
+    reload.at.toggle(key="share").set_value(True)
+    reload.run()
+    (link,) = [c.value for c in reload.at.code if "?" in c.value and "watch=" not in c.value]
+    for k, v in kept.items():
+        assert f"{k}={v}" in link, (k, link)
+    assert "run=" not in link

@@ -22,6 +22,7 @@ from .state import (
     TRAIN_SIZES,
     WINDOWS,
     Key,
+    keep_in_url,
     settings_from_widgets,
 )
 
@@ -66,6 +67,7 @@ def on_remove_lane(exp):
     say(exp.remove_lane, i)
     for k in (Key.bn(i), Key.impl(i)):
         st.session_state.pop(k, None)
+    keep_in_url(Key.impl(i), None)
 
 
 def on_upload():
@@ -167,9 +169,9 @@ def render(exp, registry, data, snap=None):
     sb.toggle(
         "Presenter mode",
         key=Key.PRESENT,
-        bind=BOUND,
         help="For a projector: sidebar closed, one chart per row, large captions (also ?present=1 in the URL)",
     )
+    keep_in_url(Key.PRESENT, "true" if st.session_state[Key.PRESENT] else None)  # ?present=1 stays, as true
     sb.selectbox("Window", list(WINDOWS), key=Key.WINDOW)
     sb.toggle("Log scale for loss", key=Key.LOG_LOSS)
     sb.toggle("Freeze charts", key=Key.FREEZE, help="Stop refreshing to look closely; training goes on")
@@ -200,12 +202,12 @@ def lanes(sb, exp, snap=None):
             format_func=NORM_NAMES.get,
             help=NORM_HELP,
             key=Key.impl(i),
-            bind=BOUND,
             disabled=not st.session_state[Key.bn(i)],
             on_change=on_lane_change,
             args=(exp, i),
             label_visibility="collapsed",
         )
+        keep_in_url(Key.impl(i), st.session_state[Key.impl(i)] if st.session_state[Key.bn(i)] else None)
         if i in bypassed:
             sb.caption(
                 f"{'ABC'[i]}: BN is switched off for now (Experiments → Flip BN): its layers act as the identity."

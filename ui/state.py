@@ -235,6 +235,20 @@ def init_widgets(views, exp=None):
     ss.setdefault(Key.LOG_LOSS, True)
     ss.setdefault(Key.FREEZE, False)
     ss.setdefault(Key.POSITION, url_value(Key.POSITION, str, lambda v: v in BN_LAYERS) or "bn1")
+    present = url_value(Key.PRESENT, url_bool, lambda v: True)
+    if present is not None:  # ?present=1 or ?present=true (its toggle keeps it in the URL: keep_in_url)
+        ss.setdefault(Key.PRESENT, present)
+
+
+def keep_in_url(key: str, value: str | None) -> None:
+    """Write an unbound widget's value into the URL (None removes it), so the page's own rewriting, a reload and
+    the lesson link keep it. A bound widget drops what it cannot read: a selectbox writes its *label* ("BN
+    torch") and dropped a link's short name (impl0=torch); a toggle reads only true/false and dropped present=1."""
+    if value is None:
+        if key in st.query_params:
+            del st.query_params[key]
+    elif st.query_params.get(key) != value:
+        st.query_params[key] = value
 
 
 def settings_from_widgets():
