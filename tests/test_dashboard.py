@@ -534,7 +534,7 @@ def test_loading_a_saved_experiment_replays_it(page):
     page.run()
     page.assert_clean()
     assert isinstance(page.at.session_state["recording"], Recording)
-    assert any("lecture.npz" in t for t in page.texts("info"))
+    assert any("lecture.npz" in t.value for t in page.at.title)  # the replay's title names the file
     assert page.has_button("Back to live training")
     assert not [b for b in page.at.button if b.label == "Start"]  # no live controls in a replay
     assert "replay of lecture.npz" in page.progress_text()
@@ -906,7 +906,7 @@ def test_a_files_name_is_shown_as_text_not_as_markdown(page):
     page.at.file_uploader(key="upload").set_value((name, raw, "application/octet-stream"))
     page.run()
     page.assert_clean()
-    (info,) = [t for t in page.texts("info") if "Replay of" in t]
+    (info,) = [t.value for t in page.at.title if "Replay of" in t.value]  # the replay's title names the file
     assert "\\[click\\]\\(http://evil.example\\)" in info and "\\!\\[x\\]" in info  # escaped: no link, no image
 
 
