@@ -666,12 +666,14 @@ def test_a_lesson_at_projector_size_links_flips_studies_and_a_class_that_watches
             viewer.screenshot(path=str(shots / "viewer.png"))
             assert not viewer_errors, viewer_errors
 
-            # presenter mode: sidebar closed, Start and the scoreboard without scrolling
+            # presenter mode: sidebar closed, Start and the first chart without scrolling (tests/test_browser_layout.py
+            # measures every view)
             page.goto(f"{server}/?run={key}&present=1&view=Training", wait_until="domcontentloaded")
             settle(page, timeout=60_000)
             control(page, "Start").wait_for()
             sync_api.expect(page.locator("[data-testid='stSidebar']")).to_have_attribute("data-collapsed", "true")
-            for element in (control(page, "Reset"), page.locator("[data-testid='stMarkdown'] table").first):
+            page.locator("[data-testid='stPlotlyChart']").first.wait_for()
+            for element in (control(page, "Reset"), page.locator("[data-testid='stPlotlyChart']").first):
                 box = element.bounding_box()
                 assert box is not None and box["y"] + box["height"] <= 800, box
             assert page.evaluate(TRUNCATED_JS) == []

@@ -534,7 +534,7 @@ def test_loading_a_saved_experiment_replays_it(page):
     page.run()
     page.assert_clean()
     assert isinstance(page.at.session_state["recording"], Recording)
-    assert any("lecture.npz" in t for t in page.texts("info"))
+    assert any("lecture.npz" in t.value for t in page.at.title)  # the replay's title names the file
     assert page.has_button("Back to live training")
     assert not [b for b in page.at.button if b.label == "Start"]  # no live controls in a replay
     assert "replay of lecture.npz" in page.progress_text()
@@ -576,7 +576,7 @@ def test_the_shipped_run_replays_without_training(page):
     page.click("Replay the recorded 10-epoch run")
     page.assert_clean()
     rec = page.at.session_state["recording"]
-    assert rec.last_step > 0 and any("shipped" in t for t in page.texts("info"))
+    assert rec.last_step > 0 and any("shipped" in t.value for t in page.at.title)
     loss = page.chart("Training loss per step")
     assert len(loss["data"]) == len(rec.specs) and all(len(values(t["x"])) > 0 for t in loss["data"])
     assert all(len(values(t["x"])) <= 2000 for c in page.charts() for t in c["data"] if "x" in t)
@@ -585,7 +585,7 @@ def test_the_shipped_run_replays_without_training(page):
     assert all(c["data"] for c in page.charts())
     linked = Page(page.tracked, replay="chapter")  # a link can open it: ?replay=chapter
     linked.assert_clean()
-    assert any("shipped" in t for t in linked.texts("info"))
+    assert any("shipped" in t.value for t in linked.at.title)
 
 
 def test_loading_a_file_that_is_not_an_experiment_says_so(page):
@@ -906,7 +906,7 @@ def test_a_files_name_is_shown_as_text_not_as_markdown(page):
     page.at.file_uploader(key="upload").set_value((name, raw, "application/octet-stream"))
     page.run()
     page.assert_clean()
-    (info,) = [t for t in page.texts("info") if "Replay of" in t]
+    (info,) = [t.value for t in page.at.title if "Replay of" in t.value]  # the replay's title names the file
     assert "\\[click\\]\\(http://evil.example\\)" in info and "\\!\\[x\\]" in info  # escaped: no link, no image
 
 
@@ -985,7 +985,7 @@ def test_bn_state_says_what_each_normalisation_keeps(page):
         page.at.selectbox(key="impl1").set_value(norm)
         page.run()
         show(page, "BN state")
-        captions = page.texts("caption")
+        captions = page.texts("caption") + page.texts("markdown")  # a headline, or below a chart
         assert any(said in c for c in captions), (norm, captions)
         assert not any("are learned: the network chooses" in c for c in captions) or norm != "frozen"
 

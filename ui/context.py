@@ -4,7 +4,6 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from bnviz.pictures.figures import POSITION_NAMES
 from bnviz.step.models import BN_LAYERS
 
 from .shared import frames
@@ -39,7 +38,6 @@ def position_picker():
         BN_LAYERS,
         key=Key.POSITION,
         bind=BOUND,
-        format_func=lambda p: POSITION_NAMES[p].split(" (")[0],  # "bn1 · after conv1": says where, in one row
         label_visibility="collapsed",
         required=True,  # a second click keeps the position (it would otherwise show nothing highlighted)
         help="bn1, bn2 follow the convolutions; bn3, bn4 the fully connected layers",

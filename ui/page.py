@@ -42,7 +42,10 @@ def main():
     else:
         sidebar.render_replay(rec)
 
-    st.title(TITLE)
+    if rec is None:
+        st.title(TITLE)
+    else:
+        replay.title(rec)  # the title names the recording: one line less above the charts
     show_flash()
     server.data_notice(data)
     share.big_qr(registry, key)

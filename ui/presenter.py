@@ -12,7 +12,7 @@ CSS = """<style>
 [data-testid="stCaptionContainer"] {opacity: 1 !important;}
 [data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] p {
   font-size: 1.05rem !important; color: #111111 !important;}
-[data-testid="stMain"] [data-testid="stMarkdownContainer"] p {font-size: 1.3rem; line-height: 1.45;}
+[data-testid="stMain"] [data-testid="stMarkdown"] p {font-size: 1.3rem; line-height: 1.45;}
 [data-testid="stMain"] [data-testid="stProgress"] p {font-size: 1.1rem;}
 .block-container {max-width: 100%;}
 .modebar-container {display: none !important;}

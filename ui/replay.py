@@ -34,6 +34,14 @@ def replay_state(rec):
     return "replay at its end" if ss.get(Key.REPLAY_STEP, rec.last_step) >= rec.last_step else "replay paused"
 
 
+def title(rec):
+    """The page's title in a replay: what is replayed, and that nothing trains."""
+    st.title(
+        f"bnviz · Replay of {plain(rec.name)}",
+        help="Every chart works as live, on the recording cut at the slider's step; nothing trains.",
+    )
+
+
 def render(rec):
     """One row (Play, speed, what is replayed, Back), the view picker, the timeline, then the view."""
     ss = st.session_state
@@ -52,8 +60,7 @@ def render(rec):
         )
         st.selectbox("Speed", list(SPEEDS), index=1, key=Key.SPEED, label_visibility="collapsed", width=90)
         st.markdown(
-            f"Replay of **{plain(rec.name)}**: {rec.last_step:,} steps, {len(rec.specs)} lanes, recorded on "
-            f"{plain(rec.header().get('device', '?'))}; nothing trains.",
+            f"{rec.last_step:,} steps · {len(rec.specs)} lanes · recorded on {plain(rec.header().get('device', '?'))}",
             width="stretch",
         )
         st.button("Back to live training", width="content", on_click=back_to_live)

@@ -255,7 +255,7 @@ def export(sb, exp):
         download("Metrics and probes (JSON)", history_json, "bnviz-history.json", "application/json")
         download("Whole experiment (replayable)", replayable, "bnviz-experiment.npz", "application/octet-stream")
         download("Save as a web page", lambda: web_page.run_page(exp), "bnviz-run.html", "text/html", WEB_PAGE_HELP)
-        st.caption("Charts: the camera icon above each chart saves it as PNG.")
+        st.caption("Charts: the camera icon at the top right of each chart (on hover) saves it as PNG.")
         st.file_uploader("Load a saved experiment", type=["npz"], key=Key.UPLOAD, on_change=on_upload)
 
 

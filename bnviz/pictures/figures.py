@@ -751,7 +751,7 @@ def race_figure(results):
     fig.update_xaxes(title_text="step")
     if not fig.data:
         empty_note(fig, "Press Run to race the learning rates")
-    return styled(fig, "Learning-rate race: which learn, which stall, which diverge (×)", height=440)
+    return styled(fig, "Learning-rate race: which learn, which stall, which diverge (×)", height=400)
 
 
 def race_table(results):
@@ -824,7 +824,7 @@ def batch_stats_figure(result):
     fig.update_xaxes(type="log", title_text="batch size", tickmode="array", tickvals=bs, ticktext=[str(b) for b in bs])
     fig.update_yaxes(title_text="accuracy", row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=2, **LOG_TICKS)
-    return styled(fig, "Batch statistics against running statistics", height=440)
+    return styled(fig, "Batch statistics against running statistics", height=400)
 
 
 PNG_CONFIG = {

@@ -124,6 +124,7 @@ def render(snap, ctx):
 def race(snap, ctx):
     steps = env.race_steps()
     about = RACE_CAPTION.format(steps=steps)
+    shown = st.container()  # the result, above the button that runs it again
     results = job_status(
         ctx,
         "race",
@@ -142,8 +143,9 @@ def race(snap, ctx):
         st.caption(about)
         return
     said = captions.race(results)
-    headline(said, about)
-    chart(figure(figures.race_figure, results), "race")
+    with shown:
+        headline(said, about)
+        chart(figure(figures.race_figure, results), "race")
     why(rest(said), about)
     table = figures.race_table(results)
     st.dataframe(table, hide_index=True, width="stretch", height=36 * (len(table) + 1) + 4)  # every row
@@ -178,11 +180,12 @@ def batchstats_lane(snap):
 
 
 def batch_vs_running(snap, ctx):
-    st.caption(BATCHSTATS_CAPTION)
     lane, blocked = batchstats_lane(snap)
     if lane is None:
         st.info(blocked)
+        st.caption(BATCHSTATS_CAPTION)
         return
+    shown = st.container()  # the result, above the button that runs it again
     result = job_status(
         ctx,
         "batchstats",
@@ -202,8 +205,9 @@ def batch_vs_running(snap, ctx):
         st.caption(BATCHSTATS_CAPTION)
         return
     said = captions.batch_statistics(result)
-    headline(said, BATCHSTATS_CAPTION)
-    chart(figure(figures.batch_stats_figure, result), "batchstats")
+    with shown:
+        headline(said, BATCHSTATS_CAPTION)
+        chart(figure(figures.batch_stats_figure, result), "batchstats")
     why(rest(said), BATCHSTATS_CAPTION)
 
 
@@ -268,6 +272,7 @@ def recompute(snap, ctx):
 
 
 def devices(snap, ctx):
+    shown = st.container()  # the result, above the button that runs it again
     both = job_status(
         ctx,
         "devices",
@@ -278,8 +283,9 @@ def devices(snap, ctx):
         st.caption(DEVICES_CAPTION)
         return
     said = devices_summary(both)
-    headline(said, DEVICES_CAPTION)
-    chart(figure(exercise_figures.devices_figure, both), "devices")
+    with shown:
+        headline(said, DEVICES_CAPTION)
+        chart(figure(exercise_figures.devices_figure, both), "devices")
     why(rest(said), DEVICES_CAPTION)
 
 
