@@ -79,7 +79,9 @@ def without_data(message):
     rec = st.session_state.get(Key.RECORDING)
     if rec is not None:
         sidebar.render_replay(rec)
-    st.title(TITLE)
+        replay.title(rec)  # as with the data: the title names the recording
+    else:
+        st.title(TITLE)
     show_flash()
     st.error(message)  # where the live run's controls would stand
     if rec is None:
