@@ -22,6 +22,7 @@ from test_browser import (
     show_view,
     sync_api,
     wait_until,
+    watch_link,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -172,9 +173,9 @@ def test_the_watch_page_on_a_phone(server, shots):
             wait_until(page, lambda: (progress_step(page) or 0) >= 30, "30 steps of training", timeout=120)
             control(page, "Pause").click()
             settle(page)
-            key = run_id(page)
+            watching = watch_link(page).rsplit("=", 1)[1]  # the share panel's watch id, not the run's key
 
-            phone, phone_errors = open_page(browser, f"{server}/?watch={key}", (390, 844))
+            phone, phone_errors = open_page(browser, f"{server}/?watch={watching}", (390, 844))
             boxes = first_chart(phone)
             phone.screenshot(path=str(shots / "viewer-phone.png"))
             assert_in_first_screen(boxes, 844, "the watch page at 390×844", controls=False)
