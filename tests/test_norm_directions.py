@@ -60,6 +60,7 @@ def skewed(real_data):
     }
 
 
+@pytest.mark.slow  # trains on real data (tens of seconds)
 def test_batch_of_two_bn_collapses_groupnorm_holds(batch_two):
     """At batch 2 BN's eval-mode accuracy is far below GroupNorm's (measured 0.22 vs 0.69-0.70, seeds 0 and 1)."""
     bn, gn = batch_two["scratch"][1], batch_two["groupnorm"][1]
@@ -67,6 +68,7 @@ def test_batch_of_two_bn_collapses_groupnorm_holds(batch_two):
     assert bn["eval"] <= gn["eval"] - 0.25, (bn, gn)
 
 
+@pytest.mark.slow  # trains on real data (tens of seconds)
 def test_two_class_batches_bn_falls_renorm_recovers(skewed):
     """2-class batches cost BN's eval accuracy (measured 0.870 -> 0.582); renorm wins part back (0.690)."""
     iid, k2, renorm = (skewed[k][1]["eval"] for k in ("bn_iid", "bn_k2", "renorm_k2"))
@@ -74,6 +76,7 @@ def test_two_class_batches_bn_falls_renorm_recovers(skewed):
     assert renorm >= k2 + 0.04, (k2, renorm)
 
 
+@pytest.mark.slow  # trains on real data (tens of seconds)
 def test_precise_bn_narrows_the_gap(real_data, skewed):
     """On the 2-class BN lane, eval mode trails train mode (measured 0.582 vs 0.621); recomputing the running
     statistics brings eval mode closer (0.612)."""

@@ -121,6 +121,7 @@ def test_batch_statistics_needs_bn():
         batch_statistics(build_lenet("none"), tiny().test_images, tiny().test_labels)
 
 
+@pytest.mark.slow  # trains a LeNet on real data for the study (minutes on a loaded machine)
 def test_small_batches_hurt_train_mode_only(small_real):
     model = trained_bn_model(small_real, steps=150)
     r = batch_statistics(
