@@ -41,8 +41,6 @@ def absent(preset: str, lanes: int) -> dict[str, str]:
     for i in range(lanes):
         values[Key.bn(i)] = "false" if i == 0 else "true"
         values[Key.impl(i)] = default_impl(i)
-    if lanes == 3:
-        values[Key.bn(2)] = ""  # a third lane exists only if the link names it: its switch is always written
     return values
 
 
@@ -76,9 +74,11 @@ def write(lanes: int) -> None:
     wanted = setup(lanes)
     defaults = absent(preset if preset in PRESETS else DEFAULT_PRESET, lanes)
     defaults[Key.PRESET] = "demo"
+    kept = {k: v for k, v in wanted.items() if v != defaults.get(k)}
+    if lanes == 3 and Key.bn(2) not in kept and Key.impl(2) not in kept:
+        kept[Key.bn(2)] = wanted[Key.bn(2)]  # a third lane exists only where the link names it
     for key in (*defaults, *LANE_KEYS):
-        value = wanted.get(key)
-        keep_in_url(key, value if value is not None and value != defaults.get(key) else None)
+        keep_in_url(key, kept.get(key))
 
 
 def write_position() -> None:
