@@ -96,7 +96,7 @@ def url_raw(key: str) -> str | None:
 
 
 def url_preset():
-    """?preset= in the URL: a preset's name (bound to the selector) or its short form (demo, chapter)."""
+    """?preset= in the URL: a preset's name or its short form (demo, chapter)."""
     raw = url_raw(Key.PRESET)
     return raw if raw in PRESETS else URL_PRESETS.get(raw, DEFAULT_PRESET)
 
@@ -212,8 +212,8 @@ def init_widgets(views, exp=None):
     """Widget values: from the attached experiment (after a reload), else from a lesson link's URL, else the preset.
 
     The lesson set-up (preset, lanes, activation, lr, batch size, epochs, seed, view, BN position) is kept in
-    the URL (ui/lesson_url.py), so a link opens exactly that set-up; for a new experiment the URL's values are read here first, so
-    the experiment is made with them.
+    the URL (ui/lesson_url.py), so a link opens exactly that set-up; for a new experiment the URL's values are
+    read here first, so the experiment is made with them.
     """
     ss = st.session_state
     s = exp.settings if exp else Settings(**PRESETS[url_preset()])
