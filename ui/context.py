@@ -6,8 +6,9 @@ import streamlit as st
 
 from bnviz.step.models import BN_LAYERS
 
+from . import lesson_url
 from .shared import frames
-from .state import BOUND, Key
+from .state import Key
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,10 @@ def position_picker():
         "BN position",
         BN_LAYERS,
         key=Key.POSITION,
-        bind=BOUND,
         label_visibility="collapsed",
         required=True,  # a second click keeps the position (it would otherwise show nothing highlighted)
         help="bn1, bn2 follow the convolutions; bn3, bn4 the fully connected layers",
     )
+    if not st.session_state.get(Key.RECORDING):
+        lesson_url.write_position()  # a click reruns only the live fragment, not the page that writes the rest
     return st.session_state[Key.POSITION] or BN_LAYERS[0]

@@ -6,7 +6,7 @@ from bnviz.data.fashion_mnist import DataError
 from bnviz.live.engine import describe_error
 
 from . import access, controls, live, preload, replay, server, share, sidebar, watch  # noqa: F401 (preload: see there)
-from .state import BOUND, Key, init_widgets, show_flash
+from .state import Key, init_widgets, show_flash
 from .views import VIEWS
 
 TITLE = "bnviz · Batch Normalization, live"
@@ -106,7 +106,6 @@ def view_picker():
         key=Key.VIEW,
         label_visibility="collapsed",
         required=True,
-        bind=BOUND,
         help="Keys 1-" + str(len(VIEWS)) + " pick a view: " + ", ".join(f"{i} {v}" for i, v in enumerate(VIEWS, 1)),
     )
     st.markdown(VIEW_KEYS_CSS, unsafe_allow_html=True)

@@ -6,7 +6,7 @@ from . import presenter, views
 from .context import ViewContext
 from .controls import status_bar
 from .feedback import guard, plain
-from .state import BOUND, SPEEDS, WINDOWS, Key
+from .state import SPEEDS, WINDOWS, Key
 
 TICK_S = 0.5
 TICKS_PER_RUN = 600  # at 1× a whole recording plays in about 600 ticks (5 minutes)
@@ -64,9 +64,7 @@ def render(rec):
             width="stretch",
         )
         st.button("Back to live training", width="content", on_click=back_to_live)
-    st.segmented_control(
-        "View", list(views.VIEWS), key=Key.VIEW, label_visibility="collapsed", required=True, bind=BOUND
-    )
+    st.segmented_control("View", list(views.VIEWS), key=Key.VIEW, label_visibility="collapsed", required=True)
     ctx = ViewContext(WINDOWS[ss[Key.WINDOW]], ss[Key.LOG_LOSS], present=presenter.requested())
 
     @st.fragment(run_every=TICK_S if playing else None)

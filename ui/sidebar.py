@@ -9,12 +9,11 @@ from bnviz.live.snapshot import MAX_LANES, LaneSpec
 from bnviz.pictures import web_page
 from bnviz.step.models import NORM_INFO
 
-from . import share
+from . import lesson_url, share
 from .feedback import say
 from .server import SHIPPED_RUN, apply_setup, open_shipped_run, open_upload
 from .state import (
     BATCH_SIZES,
-    BOUND,
     CLASS_CHOICES,
     LR_CHOICES,
     NORM_NAMES,
@@ -22,8 +21,8 @@ from .state import (
     TRAIN_SIZES,
     WINDOWS,
     Key,
-    keep_in_url,
     settings_from_widgets,
+    url_value,
 )
 
 PRESET_HELP = (
@@ -66,8 +65,7 @@ def on_remove_lane(exp):
     i = len(exp.lanes) - 1
     say(exp.remove_lane, i)
     for k in (Key.bn(i), Key.impl(i)):
-        st.session_state.pop(k, None)
-    keep_in_url(Key.impl(i), None)
+        st.session_state.pop(k, None)  # the URL loses them at this run's end (lesson_url.write)
 
 
 def on_upload():
@@ -125,7 +123,6 @@ def render(exp, registry, data, snap=None):
         "Preset",
         list(PRESETS),
         key=Key.PRESET,
-        bind=BOUND,
         on_change=on_preset_change,
         args=(exp, registry, data),
         help=PRESET_HELP,
@@ -136,7 +133,6 @@ def render(exp, registry, data, snap=None):
         "Learning rate (live)",
         options=LR_CHOICES,
         key=Key.LR,
-        bind=BOUND,
         on_change=on_lr_change,
         args=(exp,),
         help="Applied at the next step, without a restart",
@@ -147,16 +143,15 @@ def render(exp, registry, data, snap=None):
         sb.warning(f"Not running yet: {'; '.join(waiting)}. Press *Apply and restart* to use them.")
     with sb.form("setup"):
         st.caption(SETUP_CAPTION)
-        st.selectbox("Batch size", BATCH_SIZES, key=Key.BATCH_SIZE, bind=BOUND)
-        st.number_input("Epochs", 1, 100, key=Key.EPOCHS, bind=BOUND)
-        st.selectbox("Activation", ("sigmoid", "relu"), key=Key.ACTIVATION, bind=BOUND)
-        st.number_input("Seed", 0, 10_000, key=Key.SEED, bind=BOUND)
+        st.selectbox("Batch size", BATCH_SIZES, key=Key.BATCH_SIZE)
+        st.number_input("Epochs", 1, 100, key=Key.EPOCHS)
+        st.selectbox("Activation", ("sigmoid", "relu"), key=Key.ACTIVATION)
+        st.number_input("Seed", 0, 10_000, key=Key.SEED)
         st.selectbox(
             "Classes in each batch",
             CLASS_CHOICES,
             format_func=lambda k: "10 (i.i.d. batches)" if k == 10 else f"{k} of the 10",
             key=Key.CLASSES,
-            bind=BOUND,
             help="Fewer classes per batch: skewed batches, whose statistics are not the data's (where BN breaks)",
         )
         st.selectbox("Training-set size", list(TRAIN_SIZES), key=Key.TRAIN_SIZE)
@@ -171,11 +166,11 @@ def render(exp, registry, data, snap=None):
         key=Key.PRESENT,
         help="For a projector: sidebar closed, one chart per row, large captions (also ?present=1 in the URL)",
     )
-    keep_in_url(Key.PRESENT, "true" if st.session_state[Key.PRESENT] else None)  # ?present=1 stays, as true
     sb.selectbox("Window", list(WINDOWS), key=Key.WINDOW)
     sb.toggle("Log scale for loss", key=Key.LOG_LOSS)
     sb.toggle("Freeze charts", key=Key.FREEZE, help="Stop refreshing to look closely; training goes on")
     export(sb, exp)
+    lesson_url.write(len(exp.lanes))  # before the share panel reads it: the set-up as a link (ui/lesson_url.py)
     share.panel(sb, registry, st.session_state[Key.RUN_KEY])
     if SHIPPED_RUN.exists():
         sb.button(
@@ -186,6 +181,11 @@ def render(exp, registry, data, snap=None):
         )
 
 
+def kept_kind(i):
+    """The kind of a lane whose BN is off: the link's (impl1=torch with bn1=false), so switching BN on restores it."""
+    return url_value(Key.impl(i), str, lambda v: v in NORM_NAMES) or lesson_url.default_impl(i)
+
+
 def lanes(sb, exp, snap=None):
     sb.subheader("Lanes")
     sb.caption(LANES_CAPTION)
@@ -193,9 +193,9 @@ def lanes(sb, exp, snap=None):
     for lane in exp.lanes:
         i = lane.index
         st.session_state.setdefault(Key.bn(i), lane.spec.norm != "none")
-        st.session_state.setdefault(Key.impl(i), lane.spec.norm if lane.spec.norm != "none" else "scratch")
+        st.session_state.setdefault(Key.impl(i), lane.spec.norm if lane.spec.norm != "none" else kept_kind(i))
         c1, c2 = sb.columns([2, 3])  # the wider side for the normalisation's name ("GroupNorm", "Ghost BN (32)")
-        c1.toggle(f"{'ABC'[i]} · BN", key=Key.bn(i), bind=BOUND, on_change=on_lane_change, args=(exp, i))
+        c1.toggle(f"{'ABC'[i]} · BN", key=Key.bn(i), on_change=on_lane_change, args=(exp, i))
         c2.selectbox(
             "normalisation",
             list(NORM_NAMES),
@@ -207,7 +207,6 @@ def lanes(sb, exp, snap=None):
             args=(exp, i),
             label_visibility="collapsed",
         )
-        keep_in_url(Key.impl(i), st.session_state[Key.impl(i)] if st.session_state[Key.bn(i)] else None)
         if i in bypassed:
             sb.caption(
                 f"{'ABC'[i]}: BN is switched off for now (Experiments → Flip BN): its layers act as the identity."

@@ -86,7 +86,7 @@ SPEEDS = {"1×": 1, "5×": 5, "20×": 20, "100×": 100}
 NORM_NAMES = {n: NORM_INFO[n].label for n in NORMS if n != "none"}  # what a lane with its BN toggle on can run
 CLASS_CHOICES = (10, 5, 2, 1)
 MAX_URL_EPOCHS = 100
-BOUND = "query-params"  # widgets of the lesson set-up live in the URL: a link reopens the set-up
+BOUND = "query-params"  # the watch page's view picker lives in the URL (the lesson set-up: ui/lesson_url.py)
 
 
 def url_raw(key: str) -> str | None:
@@ -96,7 +96,7 @@ def url_raw(key: str) -> str | None:
 
 
 def url_preset():
-    """?preset= in the URL: a preset's name (bound to the selector) or its short form (demo, chapter)."""
+    """?preset= in the URL: a preset's name or its short form (demo, chapter)."""
     raw = url_raw(Key.PRESET)
     return raw if raw in PRESETS else URL_PRESETS.get(raw, DEFAULT_PRESET)
 
@@ -211,9 +211,9 @@ def link_problems(params: dict[str, list[str]], views: tuple[str, ...]) -> list[
 def init_widgets(views, exp=None):
     """Widget values: from the attached experiment (after a reload), else from a lesson link's URL, else the preset.
 
-    The lesson set-up (preset, lanes, activation, lr, batch size, epochs, seed, view, BN position) is bound to
-    the URL, so a link opens exactly that set-up; for a new experiment the URL's values are read here first, so
-    the experiment is made with them.
+    The lesson set-up (preset, lanes, activation, lr, batch size, epochs, seed, view, BN position) is kept in
+    the URL (ui/lesson_url.py), so a link opens exactly that set-up; for a new experiment the URL's values are
+    read here first, so the experiment is made with them.
     """
     ss = st.session_state
     s = exp.settings if exp else Settings(**PRESETS[url_preset()])
