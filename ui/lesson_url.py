@@ -25,7 +25,7 @@ def default_impl(i: int) -> str:
 
 def absent(preset: str, lanes: int) -> dict[str, str]:
     """What the page uses for each parameter a link leaves out (``ui/state.py``: init_widgets, url_lanes)."""
-    p: dict = PRESETS[preset]  # numbers and strings by key
+    p = PRESETS[preset]
     values = {
         Key.PRESET: DEFAULT_PRESET,
         Key.LR: f"{p['lr']:g}",

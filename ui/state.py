@@ -68,7 +68,7 @@ class Key:
         return f"impl{i}"
 
 
-PRESETS = {
+PRESETS: dict[str, dict[str, Any]] = {
     "Class demo: fast": dict(
         train_size=12_800, epochs=3, batch_size=128, lr=0.1, probe_every=5, val_every=10, val_size=500
     ),
