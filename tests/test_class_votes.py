@@ -3,6 +3,8 @@ reveal that puts the tally beside the measured answer (ui/ask.py, ui/vote.py; th
 
 The fixtures are test_dashboard's (random images, everything the page starts tracked and stopped)."""
 
+import csv
+import io
 import secrets
 
 import pytest
@@ -72,7 +74,13 @@ def test_the_teacher_asks_the_class_a_phone_votes_and_the_reveal_sets_the_tally_
     assert f"**The class:** {said}" in page.texts("markdown"), page.texts("markdown")
     assert any("3 votes** (closed)" in m for m in page.texts("markdown"))
 
-    # a vote after the reveal is refused with a message; the watch page says the question is closed
+    # the tally exports with the run's CSV: a file of its own beside the metrics, no voter in it
+    rows = list(csv.DictReader(io.StringIO(owned.downloads["bnviz-class-predictions.csv"]())))
+    assert [(r["question_id"], r["choice"], r["votes"], r["open"]) for r in rows] == [
+        ("story-3", c, str(n), "no") for c, n in zip(step.options, counts)
+    ]
+
+    # after the reveal the watch page has no choice to tap and says the question is closed; the tally stays
     phone.run()
     assert not phone.has_button(step.options[1]) and any("closed this question" in c for c in phone.texts("caption"))
     assert polls.get("story-3").tally().counts == counts
