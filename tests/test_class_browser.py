@@ -178,7 +178,8 @@ def test_nothing_a_student_sees_holds_a_key(classroom):
             seen["big QR caption"] = teacher.locator(".st-key-big-qr").inner_text()
             # every export a teacher might hand out
             teacher.get_by_text("Export · load a run").click()
-            for label in ("Metrics (CSV)", "Metrics and probes (JSON)", "Whole experiment (replayable)"):
+            labels = ("Metrics (CSV)", "Class predictions (CSV)", "Metrics and probes (JSON)")
+            for label in labels + ("Whole experiment (replayable)",):
                 with teacher.expect_download() as download:
                     teacher.get_by_role("button", name=label).click()
                 path = download.value.path()
@@ -195,7 +196,7 @@ def test_nothing_a_student_sees_holds_a_key(classroom):
                 seen[f"student page {path}"] = student.content() + student.url
                 seen[f"student cookies {path}"] = repr(student.context.cookies())
                 student.close()
-            assert len(seen) == 11, list(seen)  # 3 texts, 4 downloads, 2 pages and their cookies
+            assert len(seen) == 12, list(seen)  # 3 texts, 5 downloads, 2 pages and their cookies
             leaks = [(where, which) for where, text in seen.items() for which in secret if which in text]
             assert not leaks, leaks
         finally:
