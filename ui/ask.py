@@ -12,7 +12,7 @@ from bnviz.live.votes import Tally
 
 TALLY_S = 2.0  # the tally's refresh while the question is open: a watch page votes within its own 2 s
 ASK_HELP = "Every watch page (the link and QR code in Share with the class) shows this question and its choices."
-OPEN_NOTE = "Open on the students' watch pages: each browser has one vote and may change it until you run it."
+OPEN_NOTE = "Open on the students' watch pages: each browser has one vote and may change it until you reveal or run it."
 
 
 def polls(ctx):

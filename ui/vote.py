@@ -19,7 +19,8 @@ from .state import Key
 COOKIE = "bnviz_voter"
 COOKIE_S = 12 * 3600  # a lecture day
 REFRESH_S = 2.0  # a new question appears on the phones within this
-CAN_CHANGE = "Tap a choice to vote; you may change your vote until the teacher runs it."
+CAN_CHANGE = "Tap a choice to vote; you may change your vote until the teacher closes the question."
+CHANGE_IT = "You may change it until the teacher closes the question."
 CLOSED = "The teacher has closed this question: the answer comes from the run, on the teacher's screen."
 
 
@@ -75,6 +76,8 @@ def render(polls) -> None:
             elif mine is None:
                 st.caption(CAN_CHANGE)
             else:
-                st.caption(f"Your vote: *{poll.choices[mine]}*. You may change it until the teacher runs it.")
+                st.caption(
+                    f"Your vote: *{poll.choices[mine]}*. You may change it until the teacher closes the question."
+                )
 
     question()
