@@ -47,6 +47,12 @@ def test_the_teacher_asks_the_class_a_phone_votes_and_the_reveal_sets_the_tally_
     phone.click(step.options[0])
     phone.assert_clean()
     assert any("Your vote: *it stays about the same*" in c for c in phone.texts("caption"))
+    show(phone, "Story")  # a student's Story at the asked question: no Ask button, no tally (the teacher's only)
+    for _ in range(3):
+        phone.click("Next")
+    assert any(step.title in m for m in phone.texts("markdown"))
+    assert not phone.has_button("Ask the class") and not tally_texts(phone)
+    assert not any(m.startswith("**The class:") for m in phone.texts("markdown"))
     for _ in range(2):  # two more students, on the engine side
         polls.current().vote(secrets.token_urlsafe(12), 2)
     page.run()
