@@ -27,6 +27,7 @@ from test_browser import (  # noqa: F401 (browser_available: the skip when chrom
     read,
     run_id,
     settle,
+    show_view,
     sync_api,
     wait_until,
     watch_link,
@@ -177,7 +178,8 @@ def test_nothing_a_student_sees_holds_a_key(classroom):
             seen["big QR caption"] = teacher.locator(".st-key-big-qr").inner_text()
             # every export a teacher might hand out
             teacher.get_by_text("Export · load a run").click()
-            for label in ("Metrics (CSV)", "Metrics and probes (JSON)", "Whole experiment (replayable)"):
+            labels = ("Metrics (CSV)", "Class predictions (CSV)", "Metrics and probes (JSON)")
+            for label in labels + ("Whole experiment (replayable)",):
                 with teacher.expect_download() as download:
                     teacher.get_by_role("button", name=label).click()
                 path = download.value.path()
@@ -194,8 +196,64 @@ def test_nothing_a_student_sees_holds_a_key(classroom):
                 seen[f"student page {path}"] = student.content() + student.url
                 seen[f"student cookies {path}"] = repr(student.context.cookies())
                 student.close()
-            assert len(seen) == 11, list(seen)  # 3 texts, 4 downloads, 2 pages and their cookies
+            assert len(seen) == 12, list(seen)  # 3 texts, 5 downloads, 2 pages and their cookies
             leaks = [(where, which) for where, text in seen.items() for which in secret if which in text]
             assert not leaks, leaks
         finally:
             browser.close()
+
+
+def font_px(locator) -> float:
+    return locator.evaluate("el => parseFloat(getComputedStyle(el).fontSize)")
+
+
+def test_a_phone_s_vote_reaches_the_teacher_s_tally_and_a_reload_is_not_a_second_vote(classroom):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            teacher = teacher_page(browser, classroom)
+            watch_id = watch_link(teacher).rsplit("=", 1)[1]
+            show_view(teacher, "Story")
+            teacher.get_by_role("button", name="Ask the class").click()
+            tally = teacher.locator(".st-key-tally-story-0")
+            tally.wait_for()
+            assert "0 votes" in tally.inner_text()
+
+            phone = new_page(browser, 390, 844)
+            phone.goto(f"{classroom}/?watch={watch_id}", wait_until="domcontentloaded")
+            settle(phone, timeout=60_000)
+            question = phone.locator(".st-key-class-question")
+            question.get_by_text("Which lane will reach 50% validation accuracy first?").wait_for()
+            choices = question.get_by_role("button")
+            assert choices.all_inner_texts() == ["A, without BN", "B, with BN", "they will be level"]
+            for b in choices.all():  # sized for a phone: full width, readable
+                assert b.bounding_box()["width"] >= 0.8 * 390, b.bounding_box()
+                assert font_px(b.locator("p")) >= 12
+            assert font_px(question.locator("p").first) >= 12
+
+            question.get_by_role("button", name="B, with BN").click()
+            question.get_by_text("Your vote: B, with BN").wait_for()
+            wait_until(phone, lambda: tally_says(tally, "1 vote", "B, with BN: 1 (100%)"), "the vote on the tally")
+            wait_until(
+                phone,
+                lambda: any(c["name"] == "bnviz_voter" for c in phone.context.cookies()),
+                "the voter id in the phone's cookie",
+            )
+
+            # a reload is a new session of the same browser: the same voter, its vote shown, no second vote
+            phone.reload(wait_until="domcontentloaded")
+            settle(phone, timeout=60_000)
+            question.get_by_text("Your vote: B, with BN").wait_for()
+            question.get_by_role("button", name="A, without BN").click()  # a changed mind, after the reload
+            question.get_by_text("Your vote: A, without BN").wait_for()
+            wait_until(phone, lambda: tally_says(tally, "1 vote", "A, without BN: 1 (100%)"), "the changed vote")
+            assert "B, with BN: 0 (0%)" in tally.inner_text()
+            assert_no_failure(phone, "the phone's watch page")
+            assert_no_failure(teacher, "the teacher's page")
+        finally:
+            browser.close()
+
+
+def tally_says(tally, *texts) -> bool:
+    text = tally.inner_text()
+    return all(t in text for t in texts) and "2 votes" not in text

@@ -493,6 +493,7 @@ def test_the_exports_give_csv_and_a_replayable_file(page):
     labels = [b.label for b in page.at.download_button]
     assert labels == [
         "Metrics (CSV)",
+        "Class predictions (CSV)",  # the class's votes on this run's questions (test_class_votes.py)
         "Metrics and probes (JSON)",
         "Whole experiment (replayable)",
         "Save as a web page",

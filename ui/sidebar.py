@@ -6,6 +6,7 @@ import streamlit as st
 
 from bnviz.live.experiment_file import experiment_bytes, metrics_csv, to_jsonable
 from bnviz.live.snapshot import MAX_LANES, LaneSpec
+from bnviz.live.votes import tallies_csv
 from bnviz.pictures import web_page
 from bnviz.step.models import NORM_INFO
 
@@ -169,7 +170,7 @@ def render(exp, registry, data, snap=None):
     sb.selectbox("Window", list(WINDOWS), key=Key.WINDOW)
     sb.toggle("Log scale for loss", key=Key.LOG_LOSS)
     sb.toggle("Freeze charts", key=Key.FREEZE, help="Stop refreshing to look closely; training goes on")
-    export(sb, exp)
+    export(sb, exp, registry.polls(st.session_state.get(Key.RUN_KEY, "")))
     lesson_url.write(len(exp.lanes))  # before the share panel reads it: the set-up as a link (ui/lesson_url.py)
     share.panel(sb, registry, st.session_state[Key.RUN_KEY])
     if SHIPPED_RUN.exists():
@@ -218,6 +219,9 @@ def lanes(sb, exp, snap=None):
         c2.button("− remove last", on_click=on_remove_lane, args=(exp,))
 
 
+PREDICTIONS_HELP = (
+    "Each question asked of the class on this run, one row per choice: votes and share, open or closed; no names"
+)
 WEB_PAGE_HELP = "One HTML file with the charts and a step slider: no server needed, opens offline"
 
 
@@ -226,8 +230,9 @@ def download(label, data, file_name, mime, help=None):
     st.download_button(label, data=data, file_name=file_name, mime=mime, on_click="ignore", help=help)
 
 
-def export(sb, exp):
-    """Downloads built when clicked, each from ONE snapshot (names and tables always agree)."""
+def export(sb, exp, polls=None):
+    """Downloads built when clicked, each from ONE snapshot (names and tables always agree); beside the metrics,
+    the class's predictions on this run (``polls``, bnviz/live/votes.py)."""
 
     def tables():
         snap = exp.snapshot()
@@ -251,6 +256,14 @@ def export(sb, exp):
                 "last received them."
             )
         download("Metrics (CSV)", csv, "bnviz-metrics.csv", "text/csv")
+        if polls is not None:
+            download(
+                "Class predictions (CSV)",
+                lambda: tallies_csv(polls.tallies()),
+                "bnviz-class-predictions.csv",
+                "text/csv",
+                PREDICTIONS_HELP,
+            )
         download("Metrics and probes (JSON)", history_json, "bnviz-history.json", "application/json")
         download("Whole experiment (replayable)", replayable, "bnviz-experiment.npz", "application/octet-stream")
         download("Save as a web page", lambda: web_page.run_page(exp), "bnviz-run.html", "text/html", WEB_PAGE_HELP)

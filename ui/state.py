@@ -47,6 +47,8 @@ class Key:
     SHARE = "share"  # the sidebar's share panel is open
     SHOW_QR = "show_qr"  # the watch link's big QR code on the main page (ui/share.py)
     TEACHER = "teacher"  # this session showed the teacher's key (ui/access.py)
+    VOTER = "voter"  # this browser's random voter id (ui/vote.py), kept in a cookie
+    VOTE_PROBLEM = "vote_problem"  # why the last vote was not counted (ui/vote.py)
     EXERCISE = "exercise"
     STORY_STEP = "story_step"
     STORY_REVEAL = "story_reveal"

@@ -7,7 +7,7 @@ watch id is not the run's control key (bnviz/live/registry.py), and the control 
 
 import streamlit as st
 
-from . import views
+from . import views, vote
 from .context import ViewContext
 from .controls import status_bar
 from .feedback import guard
@@ -30,6 +30,9 @@ def render(registry, watch_id):
         return
     key, exp = found  # the control key stays here: the shared frames are kept under it
     st.caption(NOTE)
+    polls = registry.watched_polls(watch_id)
+    if polls is not None:
+        vote.render(polls)  # the teacher's open question, first on a phone's screen
     st.session_state.setdefault(Key.VIEW, "Training")
     st.segmented_control(
         "View", list(views.VIEWS), key=Key.VIEW, label_visibility="collapsed", required=True, bind=BOUND

@@ -22,6 +22,7 @@ import threading
 import time
 
 from bnviz.live.snapshot import Status
+from bnviz.live.votes import Polls
 
 CONTROL_BYTES = 16  # a control key's randomness: 128 bits
 WATCH_BYTES = 9  # a watch id is public: short enough to type, drawn apart from the control key
@@ -41,6 +42,7 @@ class Registry:
         self._creating = {}  # (id, name) -> Future of the Job: a study's factory running (a reserved slot)
         self._watch_ids = {}  # control key -> its public watch id
         self._by_watch = {}  # watch id -> control key
+        self._polls = {}  # control key -> Polls: the class's predictions on that run (memory only, go with it)
 
     def add(self, experiment):
         """Register an experiment; returns its id. Makes room by dropping the oldest idle ones."""
@@ -50,6 +52,7 @@ class Registry:
             watch = secrets.token_urlsafe(WATCH_BYTES)
             self._items[key] = [experiment, self.clock()]
             self._watch_ids[key], self._by_watch[watch] = watch, key
+            self._polls[key] = Polls()
             over = len(self._items) > self.max_kept
             others = [(k, e) for k, (e, _) in self._items.items() if k != key]
         if not over:
@@ -96,6 +99,17 @@ class Registry:
             item[1] = self.clock()
             return key, item[0]
 
+    def polls(self, key: str) -> Polls | None:
+        """The questions asked of the class on the run with control key ``key`` (None when there is no such run)."""
+        with self._lock:
+            return self._polls.get(key)
+
+    def watched_polls(self, watch_id: str) -> Polls | None:
+        """The questions of the run with this watch id, for its watch pages (None when there is no such run)."""
+        with self._lock:
+            key = self._by_watch.get(watch_id)
+            return self._polls.get(key) if key is not None else None
+
     def newest(self) -> str | None:
         """The control key of the experiment added last that is still here (what a class follows), or None."""
         with self._lock:
@@ -104,6 +118,7 @@ class Registry:
     def _pop(self, key):
         """Under the lock: forget an experiment and its watch id; returns the experiment."""
         self._by_watch.pop(self._watch_ids.pop(key, None), None)
+        self._polls.pop(key, None)
         return self._items.pop(key)[0]
 
     def start(self, key):
@@ -215,7 +230,7 @@ class Registry:
     def close(self):
         with self._lock:
             items, self._items = list(self._items.values()), {}
-            self._watch_ids, self._by_watch = {}, {}
+            self._watch_ids, self._by_watch, self._polls = {}, {}, {}
             jobs, self._jobs = list(self._jobs.values()), {}
         for j in jobs:
             j.stop()

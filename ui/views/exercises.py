@@ -13,6 +13,7 @@ from bnviz.pictures import exercise_figures
 from bnviz.studies import norm_findings
 from bnviz.studies.exercises import EXERCISES, run
 
+from .. import ask
 from ..charts import chart
 from ..context import figure
 from ..state import Key
@@ -64,10 +65,16 @@ def render(snap, ctx):
     st.caption(exercise.source)
     st.markdown(f"**{exercise.question}**")
     guess = st.radio("Your prediction", exercise.choices, index=None, key=Key.prediction(key))
+    qid = f"exercise-{key}"
+    ran = ctx.registry.job(ctx.key, qid) is not None
+    if ran:
+        ask.close(ctx, qid)  # the run decides: the class's votes are in
+    ask.ask(ctx, qid, exercise.question, exercise.choices, closed=ran)
     with st.expander("What will run"):
         st.markdown(INTRO + "\n\n" + describe(exercise))
-    if guess is None:
-        st.info("Choose a prediction first: the run starts after it.")
+    asked = ask.polls(ctx) is not None and ask.polls(ctx).get(qid) is not None
+    if guess is None and not asked:
+        st.info("Choose a prediction first, or ask the class: the run starts after it.")
         return
     results = job_status(
         ctx,
@@ -77,23 +84,29 @@ def render(snap, ctx):
     )
     if not results:
         return
+    whole = len(results) == len(exercise.variants)
     with verdict:
-        reveal(exercise, guess, results, key)
+        reveal(exercise, guess, results, key, ask.verdict(ctx, qid, exercise.reveal(results)[0]) if whole else None)
     chart(figure(exercise_figures.loss_curves, results), f"exercise-loss-{key}")
 
 
-def reveal(exercise, guess, results, key):
-    """The prediction against the run (one line), the accuracy chart, then what the numbers show."""
+def reveal(exercise, guess, results, key, the_class=None):
+    """The prediction against the run (one line; the class's tally beside it when the class was asked), the
+    accuracy chart, then what the numbers show."""
     if len(results) < len(exercise.variants):
         st.warning("Stopped before every run finished: no answer from part of the runs. Run it again to see it.")
         chart(figure(exercise_figures.accuracy_bars, results), f"exercise-acc-{key}")
         return
     answer, text = exercise.reveal(results)
     truth = exercise.choices[answer]
-    if guess == truth:
+    if guess is None:
+        st.info(f"The run shows **{truth}**.")
+    elif guess == truth:
         st.success(f"You predicted **{guess}**, and the run agrees.")  # the choices are ours: Markdown is fine
     else:
         st.warning(f"You predicted **{guess}**; the run shows **{truth}**.")
+    if the_class:
+        st.markdown(the_class)
     chart(figure(exercise_figures.accuracy_bars, results), f"exercise-acc-{key}")
     st.markdown(text)
     if exercise.finding:

@@ -9,6 +9,7 @@ from bnviz.live.lane_events import lane_events
 from bnviz.pictures import captions, figures, story_answers
 from bnviz.pictures.story_answers import Answer
 
+from .. import ask
 from ..charts import chart
 from ..context import figure
 from ..feedback import say
@@ -78,9 +79,10 @@ def render(snap, ctx):
     st.markdown(step.prompt)
     st.radio(step.question, step.options, index=None, key=f"{Key.STORY_ANSWER}{i}")
     revealed = ss.get(Key.STORY_REVEAL, False)
+    ask.ask(ctx, qid(i), step.question, step.options, closed=revealed)
     row = st.container(horizontal=True)
     row.button("Back", disabled=i == 0, on_click=go, args=(i - 1,))
-    row.button("Reveal", type="primary", disabled=revealed, on_click=lambda: ss.__setitem__(Key.STORY_REVEAL, True))
+    row.button("Reveal", type="primary", disabled=revealed, on_click=show_answer, args=(ctx, i))
     row.button("Next", disabled=i == len(STEPS) - 1, on_click=go, args=(i + 1,))
     if i == 3 and ctx.live:
         bn = [l for l in snap.lanes if l.spec.norm != "none" and not l.bn_bypassed]
@@ -91,8 +93,23 @@ def render(snap, ctx):
     if not revealed:
         st.caption("Answer first (hands up, or on the radio buttons), then Reveal: the answer comes from this run.")
         return
-    st.markdown(verdict(step, ss.get(f"{Key.STORY_ANSWER}{i}"), answer(i, snap, ctx)))
+    found = answer(i, snap, ctx)
+    st.markdown(verdict(step, ss.get(f"{Key.STORY_ANSWER}{i}"), found))
+    the_class = ask.verdict(ctx, qid(i), found.option)
+    if the_class:
+        st.markdown(the_class)
     reveal(i, snap, ctx)
+
+
+def qid(i: int) -> str:
+    """Question ``i``'s id among the run's polls (bnviz/live/votes.py)."""
+    return f"story-{i}"
+
+
+def show_answer(ctx, i: int) -> None:
+    """Reveal: the class's votes close, the answer shows."""
+    ask.close(ctx, qid(i))
+    st.session_state[Key.STORY_REVEAL] = True
 
 
 def verdict(step: Step, said: str | None, found: Answer) -> str:
