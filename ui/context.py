@@ -1,6 +1,7 @@
 """What a view gets besides the snapshot: the chart options, and the live experiment when there is one."""
 
 from dataclasses import dataclass
+from typing import Any
 
 import streamlit as st
 
@@ -15,9 +16,9 @@ from .state import Key
 class ViewContext:
     last_n: int | None = None  # the window: the last N steps, or None for all of them
     log_loss: bool = True
-    exp: object | None = None  # the live experiment; None in a replay
-    data: object | None = None  # the dataset (the studies test on it)
-    registry: object | None = None
+    exp: Any = None  # the live experiment (a LiveExperiment); None in a replay
+    data: Any = None  # the dataset (the studies test on it)
+    registry: Any = None  # the server's Registry
     key: str | None = None  # the experiment's id in the registry
     present: bool = False  # presenter mode: one chart per row, the scoreboard first
     light: bool = False  # the viewer page: the Training charts as static SVG (bnviz.pictures.svg_chart), before Plotly

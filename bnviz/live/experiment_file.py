@@ -14,7 +14,9 @@ import re
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -32,7 +34,7 @@ class RecordingError(ValueError):
     """A file that is not a bnviz experiment, or a damaged one; the message says what to do."""
 
 
-def save_experiment(path, header, lane_views):
+def save_experiment(path: str | Path, header: dict, lane_views: Sequence[Mapping]) -> Path:
     """Write header (JSON-able dict) and each lane's tables (as from LaneHistory.view()) atomically."""
     path = Path(path)
     arrays = {"header": np.array(json.dumps({"format": FORMAT, "version": FORMAT_VERSION, **header}))}
@@ -40,10 +42,10 @@ def save_experiment(path, header, lane_views):
         for table, cols in tables.items():
             for col, a in cols.items():
                 arrays[f"lane{i}/{table}/{col}"] = a
-    return write_file(path, lambda f: np.savez_compressed(f, **arrays))
+    return write_file(path, lambda f: np.savez_compressed(f, **arrays))  # type: ignore[arg-type]
 
 
-def experiment_bytes(header, lane_views):
+def experiment_bytes(header: dict, lane_views: Sequence[Mapping]) -> bytes:
     """The experiment file's bytes (for a download button)."""
     with tempfile.TemporaryDirectory() as d:
         return save_experiment(Path(d) / "run.npz", header, lane_views).read_bytes()
@@ -114,7 +116,7 @@ def _mb(n):
     return f"{n / 2**20:,.1f} MB" if n < 2**30 else f"{n / 2**30:,.1f} GB"
 
 
-def load_experiment(source):
+def load_experiment(source: str | Path | bytes | BinaryIO) -> tuple[dict, list[dict]]:
     """(header, [lane tables]) from a path, bytes or a binary file; RecordingError for anything that is not ours.
 
     Every limit above is checked on what the zip and each column's .npy header declare, before any column
@@ -123,10 +125,11 @@ def load_experiment(source):
     """
     what = "The file" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
     try:
+        f: BinaryIO
         if isinstance(source, (bytes, bytearray, memoryview)):
             f, close = io.BytesIO(source), False
         elif hasattr(source, "read"):
-            f, close = source, False
+            f, close = source, False  # type: ignore[assignment]  # a file object (hasattr read)
             what = str(getattr(source, "name", "The file"))
         else:
             f, close = open(source, "rb"), True
@@ -349,7 +352,7 @@ def _check_counts(a, table, col, where, what):
         raise _damaged(what, f"{where} has {col} numbers that go back")
 
 
-def metrics_csv(lane_names, lane_views):
+def metrics_csv(lane_names: Sequence[str], lane_views: Sequence[Mapping]) -> str:
     """Per-step metrics of every lane as CSV text, one row per step.
 
     Columns: lane, step, epoch, lr, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc. ``val_*`` are
@@ -386,9 +389,9 @@ def metrics_csv(lane_names, lane_views):
     )
     for name, tables in zip(lane_names, lane_views):
         steps = tables["steps"]
-        said = {}  # step: what happened there
+        said: dict[int, str] = {}  # step: what happened there
         first = int(steps["step"][0]) if len(steps.get("step", [])) else 0
-        for e in lane_events(tables):
+        for e in lane_events(dict(tables)):
             at = first if e.kind in ("restart", "added") else e.step
             said[at] = "; ".join(filter(None, [said.get(at), e.describe()]))
         val_at = by_step(tables["val"], "val_loss", "val_acc")
@@ -415,7 +418,7 @@ def metrics_csv(lane_names, lane_views):
     return buf.getvalue()
 
 
-def to_jsonable(tables):
+def to_jsonable(tables: Mapping) -> dict:
     """Tables as nested lists (NaN as null), for JSON export."""
 
     def clean(a):

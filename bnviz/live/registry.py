@@ -21,6 +21,7 @@ import secrets
 import threading
 import time
 
+from bnviz.live.interface import LiveExperiment
 from bnviz.live.snapshot import Status
 from bnviz.live.votes import Polls
 
@@ -44,7 +45,7 @@ class Registry:
         self._by_watch = {}  # watch id -> control key
         self._polls = {}  # control key -> Polls: the class's predictions on that run (memory only, go with it)
 
-    def add(self, experiment):
+    def add(self, experiment: LiveExperiment) -> str:
         """Register an experiment; returns its id. Makes room by dropping the oldest idle ones."""
         self.reap()
         with self._lock:
@@ -70,7 +71,7 @@ class Registry:
             e.stop(timeout=0)
         return key
 
-    def get(self, key):
+    def get(self, key: str) -> LiveExperiment | None:
         """The experiment with this id (and mark it watched), or None."""
         with self._lock:
             item = self._items.get(key)
@@ -121,7 +122,7 @@ class Registry:
         self._polls.pop(key, None)
         return self._items.pop(key)[0]
 
-    def start(self, key):
+    def start(self, key: str) -> None:
         """Start (or resume) an experiment unless the server is at its cap; CapacityError if it is.
 
         Two tabs that press Start at once cannot both pass a cap with one slot left: the check and the
@@ -135,11 +136,14 @@ class Registry:
             if in_flight is None:
                 if exp.status != Status.RUNNING:
                     self._check_cap(self._busy(), "Pause one of them, or wait for one to finish, then press Start.")
-                mine = self._starting[key] = concurrent.futures.Future()
+                mine: concurrent.futures.Future = concurrent.futures.Future()
+                self._starting[key] = mine
         if in_flight is not None:
-            return in_flight.result()
+            in_flight.result()  # raises what that start raised
+            return
         try:
-            mine.set_result(exp.start())
+            exp.start()
+            mine.set_result(None)
         except BaseException as e:
             mine.set_exception(e)
             raise
@@ -204,7 +208,7 @@ class Registry:
             except (RuntimeError, TimeoutError):
                 pass  # it counts as it was last seen
 
-    def reap(self):
+    def reap(self) -> list[str]:
         """Stop and forget every experiment unwatched for longer than the grace period, and its studies."""
         now = self.clock()
         with self._lock:
@@ -227,7 +231,7 @@ class Registry:
         with self._lock:
             return len(self._items)
 
-    def close(self):
+    def close(self) -> None:
         with self._lock:
             items, self._items = list(self._items.values()), {}
             self._watch_ids, self._by_watch, self._polls = {}, {}, {}

@@ -10,6 +10,7 @@ in a reveal is fixed in advance: if a run disagrees with the paper, the reveal s
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bnviz.data.fashion_mnist import endless_batches
@@ -67,7 +68,9 @@ class Exercise:
     choices: tuple
     variants: tuple
     steps: int
-    reveal: object  # callable(results: {name: VariantResult}) -> (index into choices, sentence)
+    reveal: Callable[
+        [dict], tuple[int, str]
+    ]  # callable(results: {name: VariantResult}) -> (index into choices, sentence)
     source: str = ""  # where it comes from: the chapter's exercise, a paper
     train_size: int = 12_800
     finding: str = ""  # a key of norm_findings.DIRECTIONS: the same question measured at a larger scale

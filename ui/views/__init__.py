@@ -4,6 +4,9 @@ Each module names itself (``NAME``); ``VIEWS`` is the one table of views, which 
 router, a lesson link's check (``ui.state``) and the tests all read.
 """
 
+from bnviz.live.snapshot import Snapshot
+
+from ..context import ViewContext
 from . import bn_state, exercises, experiments, gradients, inside_bn, lesson, story, training
 
 MODULES = (training, inside_bn, bn_state, gradients, experiments, lesson, story, exercises)  # the picker's order
@@ -11,5 +14,5 @@ VIEWS = {view.NAME: view.render for view in MODULES}
 DEFAULT_VIEW = "Training"
 
 
-def render(name, snap, ctx):
+def render(name: str | None, snap: Snapshot, ctx: ViewContext) -> None:
     VIEWS.get(name or DEFAULT_VIEW, VIEWS[DEFAULT_VIEW])(snap, ctx)

@@ -3,11 +3,12 @@ accuracy with running statistics (eval mode) against batch statistics (train mod
 
 import streamlit as st
 
+from bnviz.live.snapshot import Snapshot
 from bnviz.pictures import captions, figures
 from bnviz.step.models import NORM_INFO
 
 from ..charts import chart
-from ..context import figure, position_picker
+from ..context import ViewContext, figure, position_picker
 from ..layout import headline, rest, why
 from ..state import Key
 
@@ -34,7 +35,7 @@ GAMMA_BETA_CAPTION = (
 NAME = "BN state"  # in the view picker and in a lesson link (?view=)
 
 
-def render(snap, ctx):
+def render(snap: Snapshot, ctx: ViewContext) -> None:
     bn_lanes = [l for l in snap.lanes if l.spec.norm != "none"] or list(snap.lanes)
     lane = bn_lanes[0]
     with st.container(horizontal=True, vertical_alignment="center", gap="medium"):  # the two pickers, one row

@@ -9,13 +9,14 @@ import streamlit as st
 
 from bnviz.live.child_run import in_child
 from bnviz.live.jobs import Job
+from bnviz.live.snapshot import Snapshot
 from bnviz.pictures import exercise_figures
 from bnviz.studies import norm_findings
 from bnviz.studies.exercises import EXERCISES, run
 
 from .. import ask
 from ..charts import chart
-from ..context import figure
+from ..context import ViewContext, figure
 from ..state import Key
 from .experiments import job_status
 
@@ -43,14 +44,14 @@ def describe(exercise):
     )
 
 
-def render(snap, ctx):
+def render(snap: Snapshot, ctx: ViewContext) -> None:
     """Once an exercise has run, its verdict and chart come first (the first screen), the question below them."""
     if not ctx.live:
         st.info("Exercises run from a live page: they are not shown in a replay or on a viewer's page.")
         return
-    asked = st.query_params.get(Key.EXERCISE)  # a lesson link's ?exercise=small (the key, not the title)
-    if Key.EXERCISE not in st.session_state and asked in EXERCISES:
-        st.session_state[Key.EXERCISE] = asked
+    linked = st.query_params.get(Key.EXERCISE)  # a lesson link's ?exercise=small (the key, not the title)
+    if Key.EXERCISE not in st.session_state and linked in EXERCISES:
+        st.session_state[Key.EXERCISE] = linked
     key = st.selectbox(
         "Exercise",
         list(EXERCISES),

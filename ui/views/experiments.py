@@ -8,6 +8,7 @@ import streamlit as st
 
 from bnviz.live.child_run import in_child
 from bnviz.live.jobs import Job
+from bnviz.live.snapshot import Snapshot
 from bnviz.machine import env
 from bnviz.pictures import captions, exercise_figures, figures
 from bnviz.step.models import NORM_INFO
@@ -16,7 +17,7 @@ from bnviz.studies.devices_study import KS, devices_study, devices_summary
 from bnviz.studies.exercises import EXERCISES
 
 from ..charts import chart
-from ..context import figure
+from ..context import ViewContext, figure
 from ..feedback import plain, say
 from ..layout import headline, rest, why
 from ..state import Key
@@ -106,7 +107,7 @@ def running_jobs(registry, key):
     return [n for n in names if registry.job(key, n) is not None and not registry.job(key, n).done]
 
 
-def render(snap, ctx):
+def render(snap: Snapshot, ctx: ViewContext) -> None:
     if not ctx.live:
         st.info("Studies run from a live page: they are not shown in a replay or on a viewer's page.")
         return

@@ -2,10 +2,11 @@
 
 import streamlit as st
 
+from bnviz.live.snapshot import Snapshot
 from bnviz.pictures import captions, figures
 
 from ..charts import chart
-from ..context import figure
+from ..context import ViewContext, figure
 from ..layout import headline, rest, why
 
 GRAD_CAPTION = (
@@ -16,7 +17,7 @@ NAME = "Gradients"  # in the view picker and in a lesson link (?view=)
 UPDATE_CAPTION = "Update-to-weight ratio: how much a step changes each layer's weights, relative to their size."
 
 
-def render(snap, ctx):
+def render(snap: Snapshot, ctx: ViewContext) -> None:
     said = captions.gradients(snap)
     headline(said, GRAD_CAPTION)
     chart(figure(figures.gradient_figure, snap, "grad_norm", ctx.last_n), "gn")

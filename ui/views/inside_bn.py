@@ -2,10 +2,11 @@
 
 import streamlit as st
 
+from bnviz.live.snapshot import Snapshot
 from bnviz.pictures import captions, figures
 
 from ..charts import chart
-from ..context import figure, position_picker
+from ..context import ViewContext, figure, position_picker
 from ..layout import headline, rest, why
 
 HISTOGRAM_CAPTION = (
@@ -22,7 +23,7 @@ NAME = "Inside BN"  # in the view picker and in a lesson link (?view=)
 HEATMAP_CAPTION = "The whole distribution over time: each column is one probe."
 
 
-def render(snap, ctx):
+def render(snap: Snapshot, ctx: ViewContext) -> None:
     pos = position_picker()
     said = captions.inside_bn(snap, pos)
     headline(said, HISTOGRAM_CAPTION)

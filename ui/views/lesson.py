@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import streamlit as st
 
 import bnviz.step.models
+from bnviz.live.snapshot import Snapshot
 from bnviz.norms.batch_renorm import batch_renorm, renorm_limits
 from bnviz.norms.batchnorm import batch_norm, normalize
 from bnviz.norms.batchnorm_backward import paper_backward
@@ -17,7 +18,7 @@ from bnviz.pictures.norm_groups import describe, groups_at, norm_groups_figure
 from bnviz.step.models import NORM_INFO
 
 from ..charts import chart
-from ..context import figure, position_picker
+from ..context import ViewContext, figure, position_picker
 from ..state import Key
 
 FORMULA = (
@@ -86,7 +87,7 @@ def source_of(norm: str) -> tuple[str, str]:
     return printed(functions_of(norm)[0])
 
 
-def render(snap, ctx):
+def render(snap: Snapshot, ctx: ViewContext) -> None:
     st.markdown("### Batch Normalization, in one line")
     st.latex(FORMULA)
     st.markdown(SYMBOLS)
@@ -109,7 +110,8 @@ def render(snap, ctx):
     chart(figure(norm_groups_figure, norm, position, snap.settings.batch_size, info.label), "norm-groups")
     st.markdown(describe(*groups_at(norm, position, snap.settings.batch_size)))
     if norm == "none":
-        return st.markdown(WHAT_TO_LOOK_FOR)
+        st.markdown(WHAT_TO_LOOK_FOR)
+        return
     name, code = source_of(norm)
     st.markdown(f"### The layer {lane.label.split(' · ')[0]} runs (read from {name})")
     if norm in TORCH_LAYERS:

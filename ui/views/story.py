@@ -6,12 +6,13 @@ from dataclasses import dataclass
 import streamlit as st
 
 from bnviz.live.lane_events import lane_events
+from bnviz.live.snapshot import Snapshot
 from bnviz.pictures import captions, figures, story_answers
 from bnviz.pictures.story_answers import Answer
 
 from .. import ask
 from ..charts import chart
-from ..context import figure
+from ..context import ViewContext, figure
 from ..feedback import say
 from ..state import Key
 
@@ -71,7 +72,7 @@ def go(step):
     st.session_state[Key.STORY_REVEAL] = False
 
 
-def render(snap, ctx):
+def render(snap: Snapshot, ctx: ViewContext) -> None:
     ss = st.session_state
     i = ss.setdefault(Key.STORY_STEP, 0)
     step = STEPS[i]

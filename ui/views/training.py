@@ -2,10 +2,11 @@
 
 import streamlit as st
 
+from bnviz.live.snapshot import Snapshot
 from bnviz.pictures import captions, figures
 
 from ..charts import chart, placeholder, svg, warm_up
-from ..context import figure
+from ..context import ViewContext, figure
 from ..layout import headline, rest, why
 
 CAPTION = (
@@ -51,7 +52,7 @@ def charts(snap, ctx):
     )
 
 
-def render(snap, ctx):
+def render(snap: Snapshot, ctx: ViewContext) -> None:
     """One headline, then the charts in the first screen; the scoreboard and the full words below them."""
     said = captions.training(snap)
     headline(said, CAPTION)
