@@ -68,8 +68,8 @@ def drawn(root, name):
     group = root.find(f".//s:g[@data-trace='{name}']", NS)
     assert group is not None, name
     vertices = [tuple(v) for line in group.findall("s:path[@class='line']", NS) for v in np.vstack(runs(line))]
-    centres = [(float(c.get("cx")), float(c.get("cy"))) for c in group.findall("s:circle", NS)]
-    for diamond in group.findall("s:path[@d]", NS):  # M x,top L right,y L x,bottom L left,y Z
+    centres = [(float(c.get("cx")), float(c.get("cy"))) for c in group.findall(".//s:circle", NS)]
+    for diamond in group.findall(".//s:path[@d]", NS):  # M x,top L right,y L x,bottom L left,y Z
         if diamond.get("class") == "line":
             continue
         (x, top), _, (_, bottom), _ = (tuple(map(float, p.split(","))) for p in diamond.get("d")[1:-1].split("L"))

@@ -199,14 +199,20 @@ def _path(xs, ys):
     return f"M{q[0, 0]} {q[0, 1]}" + (f"l{moves}" if len(d) else "")
 
 
-def _marker(x, y, symbol, size, fill, edge, edge_width):
-    r = size / 2
+def _marker_style(fill, edge, edge_width):
     stroke = f' stroke="{edge}" stroke-width="{edge_width}"' if edge and edge_width else ""
+    return f'fill="{fill}"{stroke}'
+
+
+def _marker(x, y, symbol, size, style=""):
+    """One marker; its fill and edge are ``style``, or its group's (a trace's markers share theirs)."""
+    r = size / 2
+    style = f" {style}" if style else ""
     if symbol == "diamond":
         d = r * 1.3
         path = f"M{x:.1f},{y - d:.1f}L{x + d:.1f},{y:.1f}L{x:.1f},{y + d:.1f}L{x - d:.1f},{y:.1f}Z"
-        return f'<path d="{path}" fill="{fill}"{stroke}/>'
-    return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r:.1f}" fill="{fill}"{stroke}/>'
+        return f'<path d="{path}"{style}/>'
+    return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r:.1f}"{style}/>'
 
 
 def _trace(trace, xa, ya):
@@ -230,9 +236,11 @@ def _trace(trace, xa, ya):
         m = trace.marker
         size = 6 if m.size is None else m.size
         fill = m.color or color
+        out.append(f"<g {_marker_style(fill, m.line.color, m.line.width or 0)}>")  # the style once, not per marker
         for x, y in zip(xs, ys):
             if np.isfinite(x) and np.isfinite(y):
-                out.append(_marker(x, y, m.symbol or "circle", size, fill, m.line.color, m.line.width or 0))
+                out.append(_marker(x, y, m.symbol or "circle", size))
+        out.append("</g>")
     out.append("</g>")
     return "".join(out)
 
@@ -270,22 +278,17 @@ def to_svg(fig):
         f'<defs><clipPath id="{clip}"><rect x="{left}" y="{top}" width="{right - left}" height="{plot_bottom - top}"/>'
         "</clipPath></defs>",
     ]
-    for t in xa.ticks:  # the grid, then the axes' lines and tick labels
-        x = float(xa.px(t))
-        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{plot_bottom}" stroke="{GRID}"/>')
-    for t in ya.ticks:
-        y = float(ya.px(t))
-        out.append(f'<line x1="{left}" x2="{right}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}"/>')
-    out.append(f'<path d="M{left},{top}V{plot_bottom}H{right}" fill="none" stroke="{AXIS}"/>')
+    xpx, ypx = [float(xa.px(t)) for t in xa.ticks], [float(ya.px(t)) for t in ya.ticks]
+    grid = "".join(f"M{x:.1f} {top}V{plot_bottom}" for x in xpx) + "".join(f"M{left} {y:.1f}H{right}" for y in ypx)
+    ticks = "".join(f"M{x:.1f} {plot_bottom}v5" for x in xpx) + "".join(f"M{left - 5} {y:.1f}h5" for y in ypx)
+    if grid:  # the grid, then the axes' lines and tick marks, each one path
+        out.append(f'<path d="{grid}" fill="none" stroke="{GRID}"/>')
+    out.append(f'<path d="M{left},{top}V{plot_bottom}H{right}{ticks}" fill="none" stroke="{AXIS}"/>')
     out.append('<g class="xticks">')
-    for t, s in zip(xa.ticks, xa.labels):
-        x = float(xa.px(t))
-        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{plot_bottom}" y2="{plot_bottom + 5}" stroke="{AXIS}"/>')
+    for x, s in zip(xpx, xa.labels):
         out.append(_text(x, plot_bottom + 21, s, TICK_FONT))
     out.append('</g><g class="yticks">')
-    for t, s in zip(ya.ticks, ya.labels):
-        y = float(ya.px(t))
-        out.append(f'<line x1="{left - 5}" x2="{left}" y1="{y:.1f}" y2="{y:.1f}" stroke="{AXIS}"/>')
+    for y, s in zip(ypx, ya.labels):
         out.append(_text(left - 8, y + 5, s, TICK_FONT, anchor="end"))
     out.append("</g>")
     if layout.xaxis.title.text:
@@ -331,7 +334,8 @@ def _legend_item(x, y, name, trace):
     if "markers" in mode:
         m = trace.marker
         size = min(m.size or 6, 10)
-        parts.append(_marker(x + 13, y, m.symbol or "circle", size, m.color or color, m.line.color, m.line.width or 0))
+        style = _marker_style(m.color or color, m.line.color, m.line.width or 0)
+        parts.append(_marker(x + 13, y, m.symbol or "circle", size, style))
     parts.append(_text(x + 32, y + 5, name, LEGEND_FONT, anchor="start"))
     return "".join(parts)
 
