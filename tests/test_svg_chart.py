@@ -113,8 +113,9 @@ def check_every_point(fig, root):
 
 
 def check_line(vertices, want, name):
-    """A line's vertices are the values' places, in order, the first and the last included; where a pixel
-    column holds more values than two, the line keeps its lowest and its highest (svg_chart._thin)."""
+    """A line's vertices are the values' places, in order, the first and the last included; where a column
+    (svg_chart.COLUMN units wide) holds more values than two, the line keeps its lowest and its highest
+    (svg_chart._thin)."""
     if len(vertices) == len(want):
         assert np.allclose(vertices, want, atol=0.2), name
         return
@@ -122,7 +123,8 @@ def check_line(vertices, want, name):
     at = [int(np.argmin(np.abs(want - v).sum(axis=1))) for v in vertices]  # which value each vertex is
     assert np.allclose(vertices, want[at], atol=0.2) and at == sorted(at), name
     assert at[0] == 0 and at[-1] == len(want) - 1, name
-    cols, drawn_cols = np.floor(want[:, 0]), np.floor(want[at][:, 0])
+    column = svg_chart.COLUMN  # the width in units within which the line keeps two values
+    cols, drawn_cols = np.floor(want[:, 0] / column), np.floor(want[at][:, 0] / column)
     for c in np.unique(cols):  # per column, the line reaches as low and as high as the values there
         here = want[cols == c][:, 1]
         kept = want[at][np.abs(drawn_cols - c) <= 1][:, 1]  # a neighbour's column too: a value on a column's

@@ -20,7 +20,7 @@ from .feedback import guard
 from .shared import frames
 from .state import BOUND, Key
 
-TRAINING_S = 4.0  # while the run trains, a viewer's charts redraw every 4 s (about 80 steps at 20 steps/s)
+TRAINING_S = 5.0  # while the run trains, a viewer's charts redraw every 5 s (about 100 steps at 20 steps/s)
 CHECK_S = 2.0  # a question asked, Start, Pause or a Step shows on the phones within this (plus a redraw)
 # A viewer takes the frame the teacher's page took (a new one each second while it trains) when it is at most this
 # old, so every viewer shares the teacher's frame and its figures; below TRAINING_S, so each redraw is a newer frame.
