@@ -210,23 +210,32 @@ class CrowdProcess:
         self.process.join(10)
 
 
-def student_tab(pw, browser, url):
+def student_tab(pw, browser, url, timeout):
     """Seconds from the navigation to the loss chart drawn with its points, in a tab of ``browser``, or (None) in
-    a chromium of its own: a new process and an empty cache, as a student's laptop opens the link."""
+    a chromium of its own: a new process and an empty cache, as a student's laptop opens the link. None when no
+    chart came within ``timeout`` seconds."""
     own = browser is None
     if own:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     try:
         t_open = time.monotonic()
-        page.goto(url, wait_until="commit", timeout=180_000)
+        page.goto(url, wait_until="commit", timeout=timeout * 1000)
         while not loaded(page):
+            if time.monotonic() - t_open > timeout:
+                return None
             page.wait_for_timeout(50)
         return time.monotonic() - t_open
     finally:
         page.close()
         if own:
             browser.close()
+
+
+def median(samples):
+    """The median of the samples that came (None: none came within the timeout)."""
+    came = [x for x in samples if x is not None]
+    return statistics.median(came) if came else None
 
 
 def watch_id(page):
@@ -264,8 +273,8 @@ def session(pw, root, args, headless):
                 runs1, v1, (b1, k1) = crowd.runs(), cpu_s(crowd.process.pid), crowd.bytes()
                 own, shared = [], []  # real students, opened now: until each shows the run's loss chart
                 for _ in range(args.samples):
-                    own.append(student_tab(pw, None, f"{url}/?watch={key}"))
-                    shared.append(student_tab(pw, browser, f"{url}/?watch={key}"))
+                    own.append(student_tab(pw, None, f"{url}/?watch={key}", args.chart_timeout))
+                    shared.append(student_tab(pw, browser, f"{url}/?watch={key}", args.chart_timeout))
                 wall = t1 - t0
                 run = {
                     "root": str(root),
@@ -282,9 +291,9 @@ def session(pw, root, args, headless):
                     "simulated_viewers_own_cores": (v1 - v0) / wall,
                     "slowest_simulated_first_page_s": max(f for f in firsts if f is not None),
                     "simulated_not_loaded": sum(f is None for f in firsts),
-                    "new_student_browser_chart_s": statistics.median(own),
+                    "new_student_browser_chart_s": median(own),
                     "new_student_browser_chart_samples_s": own,
-                    "new_tab_in_teachers_browser_chart_s": statistics.median(shared),
+                    "new_tab_in_teachers_browser_chart_s": median(shared),
                     "new_tab_in_teachers_browser_chart_samples_s": shared,
                 }
                 runs.append(run)
@@ -312,6 +321,7 @@ def main(argv=None):
     p.add_argument("--roots", nargs="+", default=[str(ROOT)], help="checkouts to serve from, one session each")
     p.add_argument("--rounds", type=int, default=1, help="sessions per checkout, alternating between them")
     p.add_argument("--headless-seconds", type=float, default=20, help="the headless baseline before each session")
+    p.add_argument("--chart-timeout", type=float, default=60, help="seconds a student waits for the first chart")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     from playwright.sync_api import sync_playwright
