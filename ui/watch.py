@@ -6,9 +6,11 @@ watch id is not the run's control key (bnviz/live/registry.py), and the control 
 
 A lecture hall of 100 phones on the teacher's laptop (issue 22 part 4, docs/PERFORMANCE.md): a viewer redraws its
 charts only while the run trains, every TRAINING_S; while it is paused, finished or stopped nothing is redrawn.
-A small check every CHECK_S writes nothing on the page (a few hundred bytes on the wire) and redraws the page
-only when something a student should see changed: the run started or stopped training, a step was trained while
-paused (the teacher's Step), a question was asked or closed.
+The page is drawn again as a whole only when something a student should see changed: the run started or stopped
+training, a step was trained while paused (the teacher's Step), a question was asked or closed. While the run
+trains each redraw looks for that (a script run per viewer costs the server more than its bytes, so there is no
+other); while it does not, a small check every CHECK_S that writes nothing on the page (a few hundred bytes on
+the wire) does.
 """
 
 import streamlit as st
@@ -21,7 +23,9 @@ from .shared import frames
 from .state import BOUND, Key
 
 TRAINING_S = 5.0  # while the run trains, a viewer's charts redraw every 5 s (about 100 steps at 20 steps/s)
-CHECK_S = 2.0  # a question asked, Start, Pause or a Step shows on the phones within this (plus a redraw)
+# While it does not: a question asked, Start or a Step shows on the phones within this (plus a redraw); while it
+# trains, a question or Pause shows at the next redraw (TRAINING_S).
+CHECK_S = 2.0
 # A viewer takes the frame the teacher's page took (a new one each second while it trains) when it is at most this
 # old, so every viewer shares the teacher's frame and its figures; below TRAINING_S, so each redraw is a newer frame.
 MAX_AGE_S = 1.5
@@ -69,6 +73,10 @@ def render(registry, watch_id):
     ctx = ViewContext(light=True)  # no experiment to command: the views show charts only, Training's as SVG
     every = cadence(frames().snapshot(key, exp, max_age=MAX_AGE_S))
 
+    def redraw_if_stale(now):
+        if stale(every, st.session_state.get(Key.WATCH_FRAME), now, asked, question_id(polls)):
+            st.rerun()  # the whole page: the question, the cadence
+
     @st.fragment(run_every=every)
     def panel():
         snap = frames().snapshot(key, exp, max_age=MAX_AGE_S)
@@ -76,14 +84,14 @@ def render(registry, watch_id):
         with guard():
             status_bar(snap, commands=False)
             views.render(st.session_state[Key.VIEW], snap, ctx)
+        redraw_if_stale(snap)
 
     panel()
+    if every is None:
 
-    @st.fragment(run_every=CHECK_S)
-    def check():
-        """Nothing on the page: the whole page again when what it shows is no longer the run's."""
-        now = frames().snapshot(key, exp, max_age=MAX_AGE_S)
-        if stale(every, st.session_state.get(Key.WATCH_FRAME), now, asked, question_id(polls)):
-            st.rerun()
+        @st.fragment(run_every=CHECK_S)
+        def check():
+            """Nothing on the page: the whole page again when what it shows is no longer the run's."""
+            redraw_if_stale(frames().snapshot(key, exp, max_age=MAX_AGE_S))
 
-    check()
+        check()
