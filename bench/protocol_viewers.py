@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from dashboard_bench import CHROMIUM_ARGS, cpu_s, headless_rate, page_step, start_server
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from viewer_bench import START, loaded
@@ -220,7 +221,10 @@ def student_tab(pw, browser, url, timeout):
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     try:
         t_open = time.monotonic()
-        page.goto(url, wait_until="commit", timeout=timeout * 1000)
+        try:
+            page.goto(url, wait_until="commit", timeout=timeout * 1000)
+        except PlaywrightTimeout:  # the server did not even answer the navigation
+            return None
         while not loaded(page):
             if time.monotonic() - t_open > timeout:
                 return None
