@@ -1,6 +1,7 @@
 """Viewers without browsers: what 30 students watching the teacher's run cost the server, measured on one machine.
 
     python bench/protocol_viewers.py [--viewers 1 10 30] [--seconds 20] [--json PATH]
+    python bench/protocol_viewers.py --viewers 30 100 --seconds 90 --roots /work/h-x-base . --rounds 1
 
 A browser tab watching ``?watch=<id>`` does two things to the server: it opens a session (one script run), then
 its refreshing panel asks for a rerun of that fragment once a second. This script does exactly that over
@@ -11,6 +12,13 @@ same two cores (in a class they run on the students' laptops). Per count it repo
 page (a script run that finished). Then ``--samples`` real students: each a chromium of its own (a fresh browser
 process and an empty cache, as on a student's laptop, but on the same cores), timed from the navigation to the
 loss chart drawn with its points; and, for comparison, as many tabs opened in the teacher's own browser.
+
+Each simulated viewer counts the bytes the server sends it (the websocket messages, after the first page) and,
+as the browser does, keeps the hashes of the large elements it was sent (``cacheable``) and names them in each
+rerun, so an unchanged large element comes back as a reference (Streamlit's message cache). The teacher's
+training is compared with the same pair trained headless in this process just before the server starts.
+``--roots`` runs the whole session once per checkout (each served from its own folder, this script's client),
+alternating over ``--rounds``: today's code and a change, side by side on the same machine in one run.
 """
 
 import argparse
@@ -18,24 +26,30 @@ import asyncio
 import json
 import os
 import platform
-import re
 import statistics
 import sys
 import threading
 import time
 from pathlib import Path
 
-from dashboard_bench import CHROMIUM_ARGS, cpu_s, page_step, start_server
+from dashboard_bench import CHROMIUM_ARGS, cpu_s, headless_rate, page_step, start_server
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from viewer_bench import START, loaded
 from websockets.asyncio.client import connect
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def rerun(query, fragment_id=None):
+
+MAX_CACHED_AGE = 2  # Streamlit's global.maxCachedMessageAge: the browser forgets a hash unused for 2 runs
+
+
+def rerun(query, fragment_id=None, cached=()):
     msg = BackMsg()
     msg.rerun_script.query_string = query
     msg.rerun_script.page_script_hash = ""
+    msg.rerun_script.cached_message_hashes.extend(cached)
     if fragment_id:
         msg.rerun_script.fragment_id = fragment_id
         msg.rerun_script.is_auto_rerun = True
@@ -51,6 +65,12 @@ class Viewer:
         self.first_page_s = None
         self.runs = 0
         self.closed = False
+        self.bytes = 0  # every websocket message received
+        self.cache = {}  # hash of a cacheable message -> the run that last used it (as the browser keeps them)
+        self.by_kind = {}  # bytes per message kind (a delta: the element's kind)
+
+    def cached(self):
+        return [h for h, used in self.cache.items() if self.runs - used <= MAX_CACHED_AGE]
 
     async def run(self, stop):
         t0 = time.monotonic()
@@ -68,8 +88,20 @@ class Viewer:
                 msg = ForwardMsg()
                 msg.ParseFromString(raw)
                 kind = msg.WhichOneof("type")
+                self.bytes += len(raw)
+                what = kind
+                if kind == "delta":
+                    what = msg.delta.WhichOneof("type")
+                    if what == "new_element":
+                        what = msg.delta.new_element.WhichOneof("type")
+                self.by_kind[what] = self.by_kind.get(what, 0) + len(raw)
+                if msg.metadata.cacheable and msg.hash:
+                    self.cache[msg.hash] = self.runs
+                elif kind == "ref_hash":
+                    self.cache[msg.ref_hash] = self.runs
                 if kind == "script_finished":
                     self.runs += 1
+                    self.cache = {h: used for h, used in self.cache.items() if self.runs - used <= MAX_CACHED_AGE}
                     if self.first_page_s is None:
                         self.first_page_s = time.monotonic() - t0
                 elif kind == "auto_rerun":
@@ -89,7 +121,7 @@ class Viewer:
     async def _refresh(self, ws, fragment_id, every, stop):
         while not stop.is_set():
             await asyncio.sleep(every)
-            await ws.send(rerun(self.query, fragment_id))
+            await ws.send(rerun(self.query, fragment_id, self.cached()))
 
 
 class Crowd:
@@ -135,6 +167,12 @@ def crowd_process(url, key, nice, conn):
             conn.send(crowd.wait_loaded())
         elif command == "runs":
             conn.send(sum(v.runs for v in crowd.viewers))
+        elif command == "bytes":
+            by_kind = {}
+            for v in crowd.viewers:
+                for k, b in v.by_kind.items():
+                    by_kind[k] = by_kind.get(k, 0) + b
+            conn.send((sum(v.bytes for v in crowd.viewers), by_kind))
         else:
             crowd.close()
             conn.send(None)
@@ -165,28 +203,112 @@ class CrowdProcess:
     def runs(self):
         return self.ask("runs")
 
+    def bytes(self):
+        return self.ask("bytes")
+
     def close(self):
         self.ask("close")
         self.process.join(10)
 
 
-def student_tab(pw, browser, url):
+def student_tab(pw, browser, url, timeout):
     """Seconds from the navigation to the loss chart drawn with its points, in a tab of ``browser``, or (None) in
-    a chromium of its own: a new process and an empty cache, as a student's laptop opens the link."""
+    a chromium of its own: a new process and an empty cache, as a student's laptop opens the link. None when no
+    chart came within ``timeout`` seconds."""
     own = browser is None
     if own:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     try:
         t_open = time.monotonic()
-        page.goto(url, wait_until="commit", timeout=180_000)
+        try:
+            page.goto(url, wait_until="commit", timeout=timeout * 1000)
+        except PlaywrightTimeout:  # the server did not even answer the navigation
+            return None
         while not loaded(page):
+            if time.monotonic() - t_open > timeout:
+                return None
             page.wait_for_timeout(50)
         return time.monotonic() - t_open
     finally:
         page.close()
         if own:
             browser.close()
+
+
+def median(samples):
+    """The median of the samples that came (None: none came within the timeout)."""
+    came = [x for x in samples if x is not None]
+    return statistics.median(came) if came else None
+
+
+def watch_id(page):
+    """The watch id the teacher's share panel gives (opened if it is closed): ``?watch=<id>``."""
+    share = page.get_by_role("switch", name="Share with the class")
+    if not share.is_checked():
+        page.locator("label", has=share).click()
+    code = page.locator("[data-testid='stCode']").filter(has_text="?watch=").first
+    code.wait_for(timeout=60_000)
+    return code.inner_text().strip().rsplit("=", 1)[1]
+
+
+def session(pw, root, args, headless):
+    """One server from ``root``: the teacher trains, then each count of viewers is measured; the runs."""
+    server, url = start_server(root)
+    runs = []
+    try:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        teacher = browser.new_page(viewport={"width": 1280, "height": 800})
+        teacher.goto(f"{url}/?preset=chapter&epochs=100")
+        teacher.wait_for_selector("[data-test-script-state='notRunning']", timeout=120_000)
+        teacher.get_by_role("button", name=START).click()
+        key = watch_id(teacher)
+        teacher.wait_for_timeout(5000)
+        crowd = CrowdProcess(url, key, args.crowd_nice)
+        try:
+            for n in args.viewers:
+                crowd.add(n - crowd.count)
+                firsts = crowd.wait_loaded()
+                teacher.wait_for_timeout(3000)  # settle
+                s0, c0, t0 = page_step(teacher), cpu_s(server.pid), time.monotonic()
+                runs0, v0, (b0, k0) = crowd.runs(), cpu_s(crowd.process.pid), crowd.bytes()
+                teacher.wait_for_timeout(args.seconds * 1000)
+                s1, c1, t1 = page_step(teacher), cpu_s(server.pid), time.monotonic()
+                runs1, v1, (b1, k1) = crowd.runs(), cpu_s(crowd.process.pid), crowd.bytes()
+                own, shared = [], []  # real students, opened now: until each shows the run's loss chart
+                for _ in range(args.samples):
+                    own.append(student_tab(pw, None, f"{url}/?watch={key}", args.chart_timeout))
+                    shared.append(student_tab(pw, browser, f"{url}/?watch={key}", args.chart_timeout))
+                wall = t1 - t0
+                run = {
+                    "root": str(root),
+                    "viewers": n,
+                    "seconds": wall,
+                    "server_cores": (c1 - c0) / wall,
+                    "server_cores_per_viewer": (c1 - c0) / wall / n,
+                    "teacher_steps_per_s": (s1 - s0) / wall,
+                    "headless_steps_per_s": headless,
+                    "training_vs_headless": (s1 - s0) / wall / headless,
+                    "viewer_kB_per_s": (b1 - b0) / wall / n / 1000,
+                    "viewer_kB_per_s_by_kind": {k: (b - k0.get(k, 0)) / wall / n / 1000 for k, b in k1.items()},
+                    "viewer_refreshes_per_s": (runs1 - runs0) / wall,
+                    "simulated_viewers_own_cores": (v1 - v0) / wall,
+                    "slowest_simulated_first_page_s": max(f for f in firsts if f is not None),
+                    "simulated_not_loaded": sum(f is None for f in firsts),
+                    "new_student_browser_chart_s": median(own),
+                    "new_student_browser_chart_samples_s": own,
+                    "new_tab_in_teachers_browser_chart_s": median(shared),
+                    "new_tab_in_teachers_browser_chart_samples_s": shared,
+                }
+                runs.append(run)
+                print(json.dumps(run), flush=True)
+        finally:
+            crowd.close()
+        browser.close()
+    finally:
+        server.terminate()
+        server.wait(10)
+    return runs
 
 
 def main(argv=None):
@@ -200,67 +322,27 @@ def main(argv=None):
         help="CPU priority of the simulated viewers' process (19: as if they ran elsewhere, on students' laptops)",
     )
     p.add_argument("--samples", type=int, default=3, help="real student tabs per count (median reported)")
+    p.add_argument("--roots", nargs="+", default=[str(ROOT)], help="checkouts to serve from, one session each")
+    p.add_argument("--rounds", type=int, default=1, help="sessions per checkout, alternating between them")
+    p.add_argument("--headless-seconds", type=float, default=20, help="the headless baseline before each session")
+    p.add_argument("--chart-timeout", type=float, default=60, help="seconds a student waits for the first chart")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    server, url = start_server()
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "load_average": os.getloadavg(),
         "crowd_nice": args.crowd_nice,
         "runs": [],
     }
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            teacher = browser.new_page(viewport={"width": 1280, "height": 800})
-            teacher.goto(f"{url}/?preset=chapter&epochs=100")
-            teacher.wait_for_selector("[data-test-script-state='notRunning']", timeout=120_000)
-            teacher.get_by_role("button", name=START).click()
-            key = re.search(r"[?&]run=([^&]+)", teacher.url).group(1)
-            teacher.wait_for_timeout(5000)
-            crowd = CrowdProcess(url, key, args.crowd_nice)
-            try:
-                for n in args.viewers:
-                    crowd.add(n - crowd.count)
-                    firsts = crowd.wait_loaded()
-                    teacher.wait_for_timeout(3000)  # settle
-                    s0, c0, t0 = page_step(teacher), cpu_s(server.pid), time.monotonic()
-                    runs0, v0 = crowd.runs(), cpu_s(crowd.process.pid)
-                    teacher.wait_for_timeout(args.seconds * 1000)
-                    s1, c1, t1 = page_step(teacher), cpu_s(server.pid), time.monotonic()
-                    runs1, v1 = crowd.runs(), cpu_s(crowd.process.pid)
-                    own, shared = [], []  # real students, opened now: until each shows the run's loss chart
-                    for _ in range(args.samples):
-                        own.append(student_tab(pw, None, f"{url}/?watch={key}"))
-                        shared.append(student_tab(pw, browser, f"{url}/?watch={key}"))
-                    run = {
-                        "viewers": n,
-                        "server_cores": (c1 - c0) / (t1 - t0),
-                        "teacher_steps_per_s": (s1 - s0) / (t1 - t0),
-                        "viewer_refreshes_per_s": (runs1 - runs0) / (t1 - t0),
-                        "simulated_viewers_own_cores": (v1 - v0) / (t1 - t0),
-                        "slowest_simulated_first_page_s": max(f for f in firsts if f is not None),
-                        "simulated_not_loaded": sum(f is None for f in firsts),
-                        "new_student_browser_chart_s": statistics.median(own),
-                        "new_student_browser_chart_samples_s": own,
-                        "new_tab_in_teachers_browser_chart_s": statistics.median(shared),
-                        "new_tab_in_teachers_browser_chart_samples_s": shared,
-                    }
-                    result["runs"].append(run)
-                    print(json.dumps(run), flush=True)
-            finally:
-                crowd.close()
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(10)
-    runs = result["runs"]
-    for r in runs[1:]:
-        r["server_cores_per_extra_viewer"] = (r["server_cores"] - runs[0]["server_cores"]) / (
-            r["viewers"] - runs[0]["viewers"]
-        )
+    with sync_playwright() as pw:
+        for _ in range(args.rounds):
+            for root in args.roots:
+                headless = headless_rate(args.headless_seconds)
+                print(f"{root}: headless {headless:.1f} steps/s", flush=True)
+                result["runs"] += session(pw, Path(root).resolve(), args, headless)
+    result["load_average_end"] = os.getloadavg()
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

@@ -32,7 +32,7 @@ def loaded(page):
     return page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].some(el =>
         (el.layout.title.text || '').startsWith('Training loss')
         && (el._fullData || []).some(t => t.x && t.x.length))
-        || !!document.querySelector('svg[data-chart^="Training loss"] polyline')""")
+        || !!document.querySelector('svg[data-chart^="Training loss"] :is(polyline, path.line)')""")
 
 
 def main(argv=None):

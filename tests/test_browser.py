@@ -657,7 +657,7 @@ def test_a_lesson_at_projector_size_links_flips_studies_and_a_class_that_watches
             # the Training charts as static SVG (svg_chart.py): both lanes' curves, and no Plotly chart drawn
             loss_svg = viewer.locator("svg[data-chart='Training loss per step'] g[data-trace]")
             wait_until(viewer, lambda: loss_svg.count() == 2, "the run's two curves on the viewer page")
-            assert viewer.locator("svg[data-chart='Accuracy'] polyline").count() >= 2
+            assert viewer.locator("svg[data-chart='Accuracy'] path.line").count() >= 2
             assert viewer.locator(".js-plotly-plot").count() == 0
             for label in ("Start", "Pause", "Step", "Reset", "Train 1 more epoch", "Apply and restart"):
                 assert control(viewer, label).count() == 0, label

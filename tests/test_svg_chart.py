@@ -8,6 +8,7 @@ dashboard's own (``bnviz.pictures.figures``), from the shipped 10-epoch recordin
 
 import dataclasses
 import math
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -50,17 +51,27 @@ def label_map(root, axis, log):
     return lambda data: slope * (np.log10(data) if log else np.asarray(data, dtype=float)) + offset
 
 
+def runs(line):
+    """The runs of a line's path (``M x y l dx dy ...`` per run, in its own units), as vertices in the drawing's
+    units: its transform is ``scale(1/STEPS)``."""
+    assert line.get("transform") == f"scale({1 / svg_chart.STEPS:g})"
+    out = []
+    for run in line.get("d").split("M")[1:]:
+        start, _, moves = run.partition("l")
+        numbers = [int(v) for v in re.findall(r"-?\d+", start + " " + moves)]
+        out.append(np.cumsum(np.array(numbers).reshape(-1, 2), axis=0) / svg_chart.STEPS)
+    return out
+
+
 def drawn(root, name):
     """(vertices of the trace's lines, centres of its markers) for the trace called ``name``."""
     group = root.find(f".//s:g[@data-trace='{name}']", NS)
     assert group is not None, name
-    vertices = [
-        tuple(map(float, xy.split(",")))
-        for line in group.findall("s:polyline", NS)
-        for xy in line.get("points").split()
-    ]
-    centres = [(float(c.get("cx")), float(c.get("cy"))) for c in group.findall("s:circle", NS)]
-    for diamond in group.findall("s:path", NS):  # M x,top L right,y L x,bottom L left,y Z
+    vertices = [tuple(v) for line in group.findall("s:path[@class='line']", NS) for v in np.vstack(runs(line))]
+    centres = [(float(c.get("cx")), float(c.get("cy"))) for c in group.findall(".//s:circle", NS)]
+    for diamond in group.findall(".//s:path[@d]", NS):  # M x,top L right,y L x,bottom L left,y Z
+        if diamond.get("class") == "line":
+            continue
         (x, top), _, (_, bottom), _ = (tuple(map(float, p.split(","))) for p in diamond.get("d")[1:-1].split("L"))
         centres.append((x, (top + bottom) / 2))
     return np.array(vertices).reshape(-1, 2), np.array(centres).reshape(-1, 2)
@@ -102,8 +113,9 @@ def check_every_point(fig, root):
 
 
 def check_line(vertices, want, name):
-    """A line's vertices are the values' places, in order, the first and the last included; where a pixel
-    column holds more values than two, the line keeps its lowest and its highest (svg_chart._thin)."""
+    """A line's vertices are the values' places, in order, the first and the last included; where a column
+    (svg_chart.COLUMN units wide) holds more values than two, the line keeps its lowest and its highest
+    (svg_chart._thin)."""
     if len(vertices) == len(want):
         assert np.allclose(vertices, want, atol=0.2), name
         return
@@ -111,7 +123,8 @@ def check_line(vertices, want, name):
     at = [int(np.argmin(np.abs(want - v).sum(axis=1))) for v in vertices]  # which value each vertex is
     assert np.allclose(vertices, want[at], atol=0.2) and at == sorted(at), name
     assert at[0] == 0 and at[-1] == len(want) - 1, name
-    cols, drawn_cols = np.floor(want[:, 0]), np.floor(want[at][:, 0])
+    column = svg_chart.COLUMN  # the width in units within which the line keeps two values
+    cols, drawn_cols = np.floor(want[:, 0] / column), np.floor(want[at][:, 0] / column)
     for c in np.unique(cols):  # per column, the line reaches as low and as high as the values there
         here = want[cols == c][:, 1]
         kept = want[at][np.abs(drawn_cols - c) <= 1][:, 1]  # a neighbour's column too: a value on a column's
@@ -164,7 +177,7 @@ def test_log_ticks_are_1_2_5_per_decade_and_nice_ticks_are_round():
 def test_a_gap_in_a_curve_stays_a_gap():
     fig = go.Figure(go.Scatter(x=[0, 1, 2, 3, 4], y=[1, 2, np.nan, 3, 4], mode="lines", name="a"))
     group = parse(fig).find(".//s:g[@data-trace='a']", NS)
-    assert [len(p.get("points").split()) for p in group.findall("s:polyline", NS)] == [2, 2]
+    assert [len(run) for run in runs(group.find("s:path[@class='line']", NS))] == [2, 2]
 
 
 def legend(fig):

@@ -49,6 +49,7 @@ class Key:
     TEACHER = "teacher"  # this session showed the teacher's key (ui/access.py)
     VOTER = "voter"  # this browser's random voter id (ui/vote.py), kept in a cookie
     VOTE_PROBLEM = "vote_problem"  # why the last vote was not counted (ui/vote.py)
+    WATCH_FRAME = "watch_frame"  # the teacher's frame a watch page last drew (ui/watch.py)
     EXERCISE = "exercise"
     STORY_STEP = "story_step"
     STORY_REVEAL = "story_reveal"

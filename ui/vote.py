@@ -18,7 +18,6 @@ from .state import Key
 
 COOKIE = "bnviz_voter"
 COOKIE_S = 12 * 3600  # a lecture day
-REFRESH_S = 2.0  # a new question appears on the phones within this
 CAN_CHANGE = "Tap a choice to vote; you may change your vote until the teacher closes the question."
 CHANGE_IT = "You may change it until the teacher closes the question."
 CLOSED = "The teacher has closed this question: the answer comes from the run, on the teacher's screen."
@@ -45,10 +44,11 @@ def cast(poll, voter: str, choice: int) -> None:
 
 
 def render(polls) -> None:
-    """The run's open question (``polls``: the run's Polls), refreshed every REFRESH_S; nothing when none was asked."""
+    """The run's open question (``polls``: the run's Polls); nothing when none was asked. A vote reruns only this
+    fragment; a question asked or closed redraws the watch page (ui/watch.py watches for it)."""
     voter = voter_id()
 
-    @st.fragment(run_every=REFRESH_S)
+    @st.fragment
     def question():
         poll = polls.current()
         with st.container(key="class-question"):
