@@ -225,6 +225,8 @@ def test_a_phone_s_vote_reaches_the_teacher_s_tally_and_a_reload_is_not_a_second
             question = phone.locator(".st-key-class-question")
             question.get_by_text("Which lane will reach 50% validation accuracy first?").wait_for()
             choices = question.get_by_role("button")
+            choices.last.wait_for()  # the text and the buttons may reach the page in separate deltas
+            wait_until(phone, lambda: choices.count() == 3, "the three choices")
             assert choices.all_inner_texts() == ["A, without BN", "B, with BN", "they will be level"]
             for b in choices.all():  # sized for a phone: full width, readable
                 assert b.bounding_box()["width"] >= 0.8 * 390, b.bounding_box()
