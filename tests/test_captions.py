@@ -361,6 +361,7 @@ def test_shipped_run_at_the_end(shipped):
     assert check_landscape(snap).startswith("Nothing to read yet: no landscape measurements")
 
 
+@pytest.mark.slow  # a real run of the fast preset (10 s)
 def test_fast_preset(fast):
     """The fast demo: A stays at chance with 0% saturation; B learns; the landscape caption does not set A's
     flat landscape against B's, and compares B with the ReLU lane, which also learns."""

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import missing
 
+pytestmark = pytest.mark.slow  # runs the CPU levers' benchmark quickly (6 s)
+
 REPO = Path(__file__).resolve().parent.parent
 
 

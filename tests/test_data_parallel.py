@@ -133,6 +133,7 @@ def gone(pids):
     return all(dead(pid) for pid in pids)
 
 
+@pytest.mark.slow  # child processes or large memory: several seconds
 @pytest.mark.parametrize("fault", ["kill", "stop"])
 def test_a_rank_that_dies_or_hangs_ends_the_group(fault, one_thread):
     """Rank 1 killed (SIGKILL) or stopped (SIGSTOP, a hang) in the middle of training: the group fails within its

@@ -84,6 +84,7 @@ def test_each_exercise_names_its_variants_and_has_a_reveal_for_every_result():
         check(key, diverged)
 
 
+@pytest.mark.slow  # trains every exercise's variants on real data (5-10 s each)
 @pytest.mark.real_data
 @pytest.mark.parametrize("key", list(EXERCISES))
 def test_on_real_data_each_reveal_states_what_its_run_shows(key, real_data, one_thread):

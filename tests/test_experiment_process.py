@@ -433,6 +433,7 @@ def test_with_stops_the_child(data):
     assert not failing.alive and gone(pid)
 
 
+@pytest.mark.slow  # child processes or large memory: several seconds
 def test_the_child_does_not_outlive_a_server_that_is_killed(tmp_path):
     """A server killed with SIGKILL runs no clean-up: its training process must notice and end by itself."""
     script = tmp_path / "server.py"
@@ -476,6 +477,7 @@ def test_the_learning_rate_race_gives_the_same_results_in_child_processes(data):
             np.testing.assert_array_equal(a.loss, b.loss)
 
 
+@pytest.mark.slow  # child processes or large memory: several seconds
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
 def test_a_main_script_without_a_guard_is_not_run_again_in_the_child(tmp_path, method):
     """Under Streamlit the page is __main__ and has no `if __name__ == "__main__"` guard: multiprocessing

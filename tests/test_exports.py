@@ -126,6 +126,7 @@ def test_csv_test_columns_are_the_full_test_set_not_the_subset(short_run):
 
 
 # -------------------------------------------------------------------------------------- the web page
+@pytest.mark.slow  # child processes or large memory: several seconds
 def test_page_is_one_file_that_needs_nothing_from_outside(page_html):
     tags = Tags(page_html)
     linked = [(tag, attrs) for tag, attrs in tags.tags if {"src", "href"} & set(attrs)]

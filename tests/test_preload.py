@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = r"""
@@ -56,6 +58,7 @@ print(json.dumps({"new": builtins._new, "errors": errors}))
 """
 
 
+@pytest.mark.slow  # child processes or large memory: several seconds
 def test_drawing_any_view_imports_nothing_after_the_page_is_imported(tmp_path):
     script = tmp_path / "draw_every_view.py"  # a file: AppTest.from_function reads its function's source
     script.write_text(SCRIPT)

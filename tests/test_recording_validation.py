@@ -550,6 +550,7 @@ def zip_bomb(path, nbytes=2 * GIB):
     return path
 
 
+@pytest.mark.slow  # child processes or large memory: several seconds
 def test_a_zip_bomb_is_refused_without_taking_memory(tmp_path):
     path = zip_bomb(tmp_path / "bomb.npz")
     assert os.path.getsize(path) < 16 * 2**20
@@ -658,6 +659,7 @@ def test_a_compressed_bomb_declaring_a_small_size_is_refused_without_taking_memo
     assert grew < 50 * 2**20, f"loading the {kind} bomb took {grew / 2**20:.0f} MB"
 
 
+@pytest.mark.slow  # child processes or large memory: several seconds
 def test_the_bombs_hold_what_they_claim():
     """The bombs above are what they say: each unpacks, as zipfile reads it, to BOMB_HEADER and then zeros, to
     the end of a valid stream (bzip2's CRCs included); checked at 256 MiB, unpacked 16 MiB at a time."""
@@ -683,6 +685,7 @@ def test_the_bombs_hold_what_they_claim():
         assert d.eof, kind
 
 
+@pytest.mark.slow  # child processes or large memory: several seconds
 def test_a_header_claiming_four_billion_rows_is_refused_without_taking_memory(tmp_path):
     header = {"format": "bnviz-experiment", "version": 1, "settings": {}, "lanes": [{"norm": "none"}]}
     path = tmp_path / "huge.npz"

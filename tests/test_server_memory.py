@@ -16,6 +16,8 @@ import pytest
 
 from ui import server, shared
 
+pytestmark = pytest.mark.slow  # child processes that allocate and free hundreds of MB (5-7 s each)
+
 ROOT = Path(__file__).resolve().parents[1]
 GLIBC = server._glibc() is not None
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import bnviz
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +66,7 @@ def test_the_dashboard_entry_is_a_router():
     assert isinstance(last, ast.Expr) and ast.unparse(last.value) == "page.run()"
 
 
+@pytest.mark.slow  # child processes or large memory: several seconds
 def test_a_missing_input_skips_here_and_fails_in_ci(tmp_path):
     """conftest.missing(): without BNVIZ_REQUIRE_ALL a test whose input is absent skips, in CI it fails."""
     import os

@@ -92,6 +92,7 @@ def test_a_stop_ends_the_batch_statistics_study_in_the_middle_of_a_batch_size():
     assert result.batch_sizes == ()  # batch size 2 was started (the first look said go) but never finished
 
 
+@pytest.mark.slow  # child processes or large memory: several seconds
 def test_race_without_bn_blows_up_where_bn_does_not(small_real):
     """lr 30, sigmoid: without BN the loss leaves for the sky (diverged); with BN it does not, and at lr 1
     BN learns while the network without BN stalls at chance."""
@@ -135,6 +136,7 @@ def test_small_batches_hurt_train_mode_only(small_real):
 
 
 # ------------------------------------------------------------------------------------ flip BN
+@pytest.mark.slow  # child processes or large memory: several seconds
 def test_switching_bn_off_collapses_a_trained_network_and_back_on_restores_it(small_real):
     with Experiment(
         small_real, Settings(probe_every=10, val_every=25, val_size=1000, epochs=10), [LaneSpec("scratch")], name="flip"
