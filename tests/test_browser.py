@@ -110,30 +110,16 @@ def server(request, tmp_path):
         **data_env(request),
     }
     env.pop("BNVIZ_MAX_TRAINING", None)
-    log = open(tmp_path / "server.log", "w+")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "dashboard.py",
-            "--server.headless",
-            "true",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
-            "--server.fileWatcherType",
-            "none",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    yield from serve_dashboard(env, port, tmp_path / "server.log", "--server.fileWatcherType", "none")
+
+
+def serve_dashboard(env, port, log_path, *options):
+    """``streamlit run dashboard.py`` on 127.0.0.1:port with ``env``; yields its URL once healthy, then stops it and
+    checks its log holds no traceback."""
+    log = open(log_path, "w+")
+    command = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true"]
+    command += ["--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
+    proc = subprocess.Popen([*command, *options], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

@@ -7,10 +7,6 @@ import io
 import os
 import re
 import secrets
-import subprocess
-import sys
-import time
-import urllib.request
 import zipfile
 
 import pytest
@@ -26,6 +22,7 @@ from test_browser import (  # noqa: F401 (browser_available: the skip when chrom
     free_port,
     read,
     run_id,
+    serve_dashboard,
     settle,
     show_view,
     sync_api,
@@ -46,34 +43,7 @@ def classroom(request, tmp_path):
     port = free_port()
     env = {**os.environ, "BNVIZ_TEACHER_KEY": KEY, "BNVIZ_GRACE_S": "30", **data_env(request)}
     env.pop("BNVIZ_MAX_TRAINING", None)
-    log = open(tmp_path / "server.log", "w+")
-    command = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true"]
-    command += ["--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"the server exited: {read(log)}"
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"the server did not come up: {read(log)}"
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        output = read(log)
-        log.close()
-        assert "Traceback" not in output, output
+    yield from serve_dashboard(env, port, tmp_path / "server.log")
 
 
 def new_page(browser, width=1280, height=800):
