@@ -1,17 +1,22 @@
 """Viewers without browsers: what 30 students watching the teacher's run cost the server, measured on one machine.
 
     python bench/protocol_viewers.py [--viewers 1 10 30] [--seconds 20] [--json PATH]
-    python bench/protocol_viewers.py --viewers 30 100 --seconds 90 --roots /work/h-x-base . --rounds 1
+    python bench/protocol_viewers.py --viewers 0 30 100 --seconds 180 --crowd-nice 19 --roots <old checkout> .
 
 A browser tab watching ``?watch=<id>`` does two things to the server: it opens a session (one script run), then
-its refreshing panel asks for a rerun of that fragment once a second. This script does exactly that over
+its refreshing fragments ask for reruns at the intervals the server gave them. This script does exactly that over
 Streamlit's own websocket protocol (``/_stcore/stream``, the BackMsg/ForwardMsg protobufs the frontend sends
 and receives), so N viewers cost the server what N tabs would, without N chromium renderers competing for the
 same two cores (in a class they run on the students' laptops). Per count it reports the server's own CPU
 (cores), the teacher's training speed, and how long one more viewer takes from connecting to its first full
 page (a script run that finished). Then ``--samples`` real students: each a chromium of its own (a fresh browser
 process and an empty cache, as on a student's laptop, but on the same cores), timed from the navigation to the
-loss chart drawn with its points; and, for comparison, as many tabs opened in the teacher's own browser.
+loss chart drawn with its points; and, for comparison, as many tabs opened in the teacher's own browser. A
+real browser's time is mostly its own work on cores it shares here with the server, the training and the teacher's
+browser; a phone has its own. So ``new_phone_server_part_s`` times what the server adds: the page and the files
+that student's browser fetched, six at a time, then the websocket until the loss chart's message comes. A count of
+0 viewers is the teacher alone: ``training_vs_teacher_alone`` then says what the class costs the training, apart
+from what the teacher's own page and browser cost it.
 
 Each simulated viewer counts the bytes the server sends it (the websocket messages, after the first page) and,
 as the browser does, keeps the hashes of the large elements it was sent (``cacheable``) and names them in each
@@ -42,6 +47,7 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parents[1]
 
 
+LOSS_SVG = b'data-chart="Training loss per step"'  # the viewer's loss chart (bnviz/pictures/svg_chart.py)
 MAX_CACHED_AGE = 2  # Streamlit's global.maxCachedMessageAge: the browser forgets a hash unused for 2 runs
 
 
@@ -63,6 +69,7 @@ class Viewer:
         self.ws_url = url.replace("http://", "ws://") + "/_stcore/stream"
         self.query = f"watch={key}"
         self.first_page_s = None
+        self.first_chart_s = None  # when the message holding the loss chart (its SVG) came
         self.runs = 0
         self.closed = False
         self.bytes = 0  # every websocket message received
@@ -95,6 +102,8 @@ class Viewer:
                     if what == "new_element":
                         what = msg.delta.new_element.WhichOneof("type")
                 self.by_kind[what] = self.by_kind.get(what, 0) + len(raw)
+                if self.first_chart_s is None and what == "markdown" and LOSS_SVG in raw:
+                    self.first_chart_s = time.monotonic() - t0
                 if msg.metadata.cacheable and msg.hash:
                     self.cache[msg.hash] = self.runs
                 elif kind == "ref_hash":
@@ -211,10 +220,14 @@ class CrowdProcess:
         self.process.join(10)
 
 
-def student_tab(pw, browser, url, timeout):
+ASSETS_JS = """() => performance.getEntriesByType('resource').map(e => e.name)
+    .filter(n => n.startsWith(location.origin) && !n.includes('/_stcore/'))"""
+
+
+def student_tab(pw, browser, url, timeout, assets=None):
     """Seconds from the navigation to the loss chart drawn with its points, in a tab of ``browser``, or (None) in
     a chromium of its own: a new process and an empty cache, as a student's laptop opens the link. None when no
-    chart came within ``timeout`` seconds."""
+    chart came within ``timeout`` seconds. The files the page fetched from the server are added to ``assets``."""
     own = browser is None
     if own:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
@@ -229,11 +242,46 @@ def student_tab(pw, browser, url, timeout):
             if time.monotonic() - t_open > timeout:
                 return None
             page.wait_for_timeout(50)
-        return time.monotonic() - t_open
+        took = time.monotonic() - t_open
+        if assets is not None:
+            assets.update(page.evaluate(ASSETS_JS))
+        return took
     finally:
         page.close()
         if own:
             browser.close()
+
+
+def new_phone(url, key, assets, timeout):
+    """What the server adds to a new phone's first chart, with the phone's own work left out: the seconds from
+    asking for the page to the message that brings the loss chart, for a client that fetches the page and the
+    files a real student's browser fetched (``assets``), six at a time as a browser does, then opens the page's
+    websocket. None when no chart came within ``timeout``. (A browser finds the files in a few waves, each after
+    parsing the last, on the phone's own CPU: that part is the phone's, measured apart with a quiet server.)"""
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.request import urlopen
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda a: urlopen(a, timeout=timeout).read(), [f"{url}/?watch={key}", *sorted(assets)]))
+    fetched = time.monotonic() - t0
+    viewer = Viewer(url, key)
+
+    async def until_chart():
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(viewer.run(stop))
+        while viewer.first_chart_s is None and time.monotonic() - t0 < timeout:
+            await asyncio.sleep(0.01)
+        stop.set()
+        await task
+
+    asyncio.run(until_chart())
+    return None if viewer.first_chart_s is None else fetched + viewer.first_chart_s
+
+
+def per_viewer(x, n):
+    """A figure shared among ``n`` viewers; None for the teacher alone (n = 0)."""
+    return x / n if n else None
 
 
 def median(samples):
@@ -275,36 +323,47 @@ def session(pw, root, args, headless):
                 teacher.wait_for_timeout(args.seconds * 1000)
                 s1, c1, t1 = page_step(teacher), cpu_s(server.pid), time.monotonic()
                 runs1, v1, (b1, k1) = crowd.runs(), cpu_s(crowd.process.pid), crowd.bytes()
-                own, shared = [], []  # real students, opened now: until each shows the run's loss chart
+                own, shared, assets = [], [], set()  # real students, opened now: until each shows the loss chart
                 for _ in range(args.samples):
-                    own.append(student_tab(pw, None, f"{url}/?watch={key}", args.chart_timeout))
+                    own.append(student_tab(pw, None, f"{url}/?watch={key}", args.chart_timeout, assets))
                     shared.append(student_tab(pw, browser, f"{url}/?watch={key}", args.chart_timeout))
+                phones = [new_phone(url, key, assets, args.chart_timeout) for _ in range(args.samples)]
                 wall = t1 - t0
                 run = {
                     "root": str(root),
                     "viewers": n,
                     "seconds": wall,
                     "server_cores": (c1 - c0) / wall,
-                    "server_cores_per_viewer": (c1 - c0) / wall / n,
+                    "server_cores_per_viewer": per_viewer((c1 - c0) / wall, n),
                     "teacher_steps_per_s": (s1 - s0) / wall,
                     "headless_steps_per_s": headless,
                     "training_vs_headless": (s1 - s0) / wall / headless,
-                    "viewer_kB_per_s": (b1 - b0) / wall / n / 1000,
-                    "viewer_kB_per_s_by_kind": {k: (b - k0.get(k, 0)) / wall / n / 1000 for k, b in k1.items()},
+                    "viewer_kB_per_s": per_viewer((b1 - b0) / wall / 1000, n),
+                    "viewer_kB_per_s_by_kind": {
+                        k: per_viewer((b - k0.get(k, 0)) / wall / 1000, n) for k, b in k1.items()
+                    },
                     "viewer_refreshes_per_s": (runs1 - runs0) / wall,
                     "simulated_viewers_own_cores": (v1 - v0) / wall,
-                    "slowest_simulated_first_page_s": max(f for f in firsts if f is not None),
+                    "slowest_simulated_first_page_s": max((f for f in firsts if f is not None), default=None),
                     "simulated_not_loaded": sum(f is None for f in firsts),
                     "new_student_browser_chart_s": median(own),
                     "new_student_browser_chart_samples_s": own,
                     "new_tab_in_teachers_browser_chart_s": median(shared),
                     "new_tab_in_teachers_browser_chart_samples_s": shared,
+                    "new_phone_server_part_s": median(phones),
+                    "new_phone_server_part_samples_s": phones,
+                    "files_a_new_page_fetched": len(assets) + 1,
                 }
                 runs.append(run)
                 print(json.dumps(run), flush=True)
         finally:
             crowd.close()
         browser.close()
+        alone = [r for r in runs if r["viewers"] == 0]
+        for r in runs:  # what the class costs the training, the teacher's own page and browser left out
+            r["training_vs_teacher_alone"] = (
+                r["teacher_steps_per_s"] / alone[0]["teacher_steps_per_s"] if alone else None
+            )
     finally:
         server.terminate()
         server.wait(10)
@@ -313,7 +372,7 @@ def session(pw, root, args, headless):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--viewers", type=int, nargs="+", default=[1, 10, 30])
+    p.add_argument("--viewers", type=int, nargs="+", default=[1, 10, 30], help="0: the teacher alone")
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument(
         "--crowd-nice",

@@ -1,6 +1,7 @@
 """ui/charts.py: a chart whose JSON is made once puts on the page exactly what st.plotly_chart puts there."""
 
 import json
+import re
 
 import plotly.graph_objects as go
 from streamlit.testing.v1 import AppTest
@@ -87,3 +88,55 @@ def test_the_warm_up_names_streamlits_own_plotly_module():
 
     assert charts.PLOTLY_MODULE is not None, "no single PlotlyChart.*.js among Streamlit's static files"
     assert (charts.Path(st.__file__).parent / "static" / charts.PLOTLY_MODULE).is_file()
+
+
+def viewer_app(light):
+    """The Training view of the shipped run at step 1,000, as a viewer (``light``) or the teacher draws it; every
+    message it sends is kept."""
+    import streamlit as st
+    import streamlit.delta_generator as dg
+
+    from bnviz.live.replay import Recording
+    from ui.context import ViewContext
+    from ui.server import SHIPPED_RUN
+    from ui.views import training
+
+    st.session_state["sent"] = sent = []
+    enqueue = dg._enqueue_message
+
+    def capture(msg):
+        sent.append(msg.SerializeToString(deterministic=True))
+        return enqueue(msg)
+
+    dg._enqueue_message = capture
+    try:
+        training.render(Recording.load(SHIPPED_RUN).snapshot(1000), ViewContext(light=light))
+    finally:
+        dg._enqueue_message = enqueue
+
+
+def unclipped(svg):
+    """An SVG with its clip path's id (unique per drawing) named the same every time."""
+    return re.sub(r"clip-[0-9a-z]+", "clip", svg)
+
+
+def test_a_viewers_training_charts_are_the_svg_pictures_in_one_element_and_few_messages():
+    """A viewer's redraw is a round trip through the server's event loop per message (issue 22 part 4): its two
+    charts come as one element holding exactly the two pictures svg_chart draws, without the three blocks of
+    st.columns the teacher's page has (its two Plotly charts), so it sends at least three messages fewer than the
+    teacher's view although it also loads Plotly for the other views."""
+    from bnviz.pictures import svg_chart
+
+    views = {}
+    for light in (True, False):
+        at = AppTest.from_function(viewer_app, default_timeout=60, args=(light,)).run()
+        assert not at.exception, [e.value for e in at.exception]
+        views[light] = at
+    snap = Recording.load(SHIPPED_RUN).snapshot(1000)
+    pictures = [svg_chart.to_svg(figures.loss_figure(snap)), svg_chart.to_svg(figures.accuracy_figure(snap))]
+    rows = [unclipped(m.value) for m in views[True].markdown if "<svg" in m.value]
+    assert rows == [unclipped(charts.row_html(*pictures))]  # both pictures, in one element, the loss first
+    assert rows[0].index(unclipped(pictures[0])) < rows[0].index(unclipped(pictures[1]))
+    assert len(views[False].get("plotly_chart")) == 2 and not views[True].get("plotly_chart")
+    viewer, teacher = len(views[True].session_state["sent"]), len(views[False].session_state["sent"])
+    assert viewer + 3 <= teacher, (viewer, teacher)

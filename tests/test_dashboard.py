@@ -272,7 +272,8 @@ def test_start_trains_both_lanes_and_the_charts_fill(page):
     names = [t["name"] for t in acc["data"]]
     assert "A · BN off · validation" in names and "B · BN scratch · validation" in names  # val_every 10
     assert all(len(values(t["x"])) > 0 for t in acc["data"])
-    board = next(m.value for m in page.at.markdown if m.value.startswith("| lane |"))
+    board = next(m.value for m in page.at.markdown if "| lane |" in m.value)  # under its title, one element
+    board = board[board.index("| lane |") :]
     assert [row.split(" | ")[0].strip("| ") for row in board.splitlines()[2:]] == ["A · BN off", "B · BN scratch"]
 
 

@@ -103,15 +103,28 @@ def chart(fig, key):
     plotly_chart(fig, key, figures.PNG_CONFIG)
 
 
-def svg(fig, key):
-    """A line figure as a static SVG (``svg_chart``), drawn once per figure for every page that shows it; a
-    figure it cannot draw is drawn by Plotly."""
+# Charts side by side that wrap one under the other where the page is narrow (a phone), as st.columns does
+ROW = '<div style="display:flex;flex-wrap:wrap;gap:1rem;align-items:flex-start">%s</div>'
+CELL = '<div style="flex:1 1 300px;min-width:0">%s</div>'
+
+
+def row_html(*svgs: str) -> str:
+    """SVG charts in one row of HTML (made once per frame for every viewer: ui/shared.py)."""
+    return ROW % "".join(CELL % s for s in svgs)
+
+
+def svg_row(figs, key):
+    """Line figures side by side as static SVGs in one element: a viewer's redraw sends one message for them
+    where ``st.columns`` and a chart per column send seven (each message is a round trip through the server's
+    event loop: with 100 viewers, the largest part of a redraw's cost). Any figure SVG cannot draw: all by Plotly."""
     try:
-        text = figure(svg_chart.to_svg, fig)
+        svgs = [figure(svg_chart.to_svg, fig) for fig in figs]
     except svg_chart.Unsupported:
-        return chart(fig, key)
-    with st.container(key=f"svg-{key}"):
-        st.markdown(text, unsafe_allow_html=True)
+        for column, (fig, k) in zip(st.columns(len(figs)), key):
+            with column:
+                chart(fig, k)
+        return
+    st.markdown(figure(row_html, *svgs), unsafe_allow_html=True)
 
 
 def placeholder(key, title, text, height):

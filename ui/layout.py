@@ -43,8 +43,7 @@ def why(*parts: str | None) -> None:
     shown = [p for p in parts if p]
     if shown:
         with st.expander("Why?", icon=":material/help:"):
-            for p in shown:
-                st.markdown(p)
+            st.markdown("\n\n".join(shown))  # one element (one message on the wire), paragraphs as before
 
 
 def rest(text: str) -> str:

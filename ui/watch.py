@@ -13,6 +13,8 @@ other); while it does not, a small check every CHECK_S that writes nothing on th
 the wire) does.
 """
 
+import threading
+
 import streamlit as st
 
 from . import views, vote
@@ -29,6 +31,11 @@ CHECK_S = 2.0
 # A viewer takes the frame the teacher's page took (a new one each second while it trains) when it is at most this
 # old, so every viewer shares the teacher's frame and its figures; below TRAINING_S, so each redraw is a newer frame.
 MAX_AGE_S = 1.5
+# At most this many viewers' redraws run at once. On one interpreter lock, 100 redraws in 100 script threads each
+# wait for all the others at every switch, so each takes longer than the cadence (measured: 100 viewers got 0.15
+# redraws a second of the 20 asked and the teacher's page stopped). A viewer waiting here holds no lock and costs
+# nothing; the teacher's page never waits here.
+REDRAWS = threading.BoundedSemaphore(1)
 GONE = "This run has ended, or the link is not complete. Ask for a new watch link."
 NOTE = "You are watching a run live, read-only: choose a view; the teacher runs it."
 
@@ -79,11 +86,12 @@ def render(registry, watch_id):
 
     @st.fragment(run_every=every)
     def panel():
-        snap = frames().snapshot(key, exp, max_age=MAX_AGE_S)
-        st.session_state[Key.WATCH_FRAME] = snap
-        with guard():
-            status_bar(snap, commands=False)
-            views.render(st.session_state[Key.VIEW], snap, ctx)
+        with REDRAWS:
+            snap = frames().snapshot(key, exp, max_age=MAX_AGE_S)
+            st.session_state[Key.WATCH_FRAME] = snap
+            with guard():
+                status_bar(snap, commands=False)
+                views.render(st.session_state[Key.VIEW], snap, ctx)
         redraw_if_stale(snap)
 
     panel()

@@ -5,7 +5,7 @@ import streamlit as st
 from bnviz.live.snapshot import Snapshot
 from bnviz.pictures import captions, figures
 
-from ..charts import chart, placeholder, svg, warm_up
+from ..charts import chart, placeholder, svg_row, warm_up
 from ..context import ViewContext, figure
 from ..layout import headline, rest, why
 
@@ -45,11 +45,19 @@ def charts(snap, ctx):
             lambda: placeholder("loss", LOSS[0], waiting(snap, ctx, LOSS[1]), CHART_HEIGHT),
             lambda: placeholder("acc", ACCURACY[0], waiting(snap, ctx, ACCURACY[1]), CHART_HEIGHT),
         )
-    draw = svg if ctx.light else chart  # a viewer's page draws these two without Plotly (bnviz/pictures/svg_chart.py)
     return (
-        lambda: draw(figure(figures.loss_figure, snap, ctx.last_n, ctx.log_loss), "loss"),
-        lambda: draw(figure(figures.accuracy_figure, snap, ctx.last_n), "acc"),
+        lambda: chart(figure(figures.loss_figure, snap, ctx.last_n, ctx.log_loss), "loss"),
+        lambda: chart(figure(figures.accuracy_figure, snap, ctx.last_n), "acc"),
     )
+
+
+def svg_charts(snap, ctx):
+    """A viewer's two charts, without Plotly (bnviz/pictures/svg_chart.py), in one element."""
+    figs = (
+        figure(figures.loss_figure, snap, ctx.last_n, ctx.log_loss),
+        figure(figures.accuracy_figure, snap, ctx.last_n),
+    )
+    svg_row(figs, ("loss", "acc"))
 
 
 def render(snap: Snapshot, ctx: ViewContext) -> None:
@@ -57,7 +65,9 @@ def render(snap: Snapshot, ctx: ViewContext) -> None:
     said = captions.training(snap)
     headline(said, CAPTION)
     loss, accuracy = charts(snap, ctx)
-    if ctx.present:  # one chart per row at full width, for the back row
+    if ctx.light and trained(snap):
+        svg_charts(snap, ctx)
+    elif ctx.present:  # one chart per row at full width, for the back row
         loss()
         accuracy()
     else:
@@ -74,7 +84,5 @@ def render(snap: Snapshot, ctx: ViewContext) -> None:
 
 def scoreboard(snap):
     """The scoreboard, a Markdown table made once per frame for every page (no data grid to load)."""
-    st.markdown(SCOREBOARD_TITLE)
     table = figure(figures.scoreboard_markdown, snap)
-    if table:
-        st.markdown(table)
+    st.markdown(f"{SCOREBOARD_TITLE}\n\n{table}" if table else SCOREBOARD_TITLE)  # one element: one message
