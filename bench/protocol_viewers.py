@@ -262,8 +262,11 @@ def new_phone(url, key, assets, timeout):
     from urllib.request import urlopen
 
     t0 = time.monotonic()
-    with ThreadPoolExecutor(6) as pool:
-        list(pool.map(lambda a: urlopen(a, timeout=timeout).read(), [f"{url}/?watch={key}", *sorted(assets)]))
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(lambda a: urlopen(a, timeout=timeout).read(), [f"{url}/?watch={key}", *sorted(assets)]))
+    except OSError:  # a file did not come within the timeout (or at all): no chart
+        return None
     fetched = time.monotonic() - t0
     viewer = Viewer(url, key)
 
@@ -275,7 +278,8 @@ def new_phone(url, key, assets, timeout):
         stop.set()
         await task
 
-    asyncio.run(until_chart())
+    with ThreadPoolExecutor(1) as loop:  # a loop of its own: Playwright's runs in this thread
+        loop.submit(asyncio.run, until_chart()).result()
     return None if viewer.first_chart_s is None else fetched + viewer.first_chart_s
 
 
