@@ -263,3 +263,13 @@ def lane_of(norm=None):
     settings = Settings(batch_size=16, train_size=64, val_size=32, probe_every=10**6, val_every=10**6)
     data = ExperimentData.from_dataset(tiny_dataset(64, 32), settings, torch.device("cpu"))
     return Lane(1, spec, settings, data, torch.device("cpu"))
+
+
+class Clock:
+    """A clock the test moves by hand (``clock.now += 2``), for code that takes ``clock=time.monotonic``."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now

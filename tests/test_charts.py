@@ -140,3 +140,19 @@ def test_a_viewers_training_charts_are_the_svg_pictures_in_one_element_and_few_m
     assert len(views[False].get("plotly_chart")) == 2 and not views[True].get("plotly_chart")
     viewer, teacher = len(views[True].session_state["sent"]), len(views[False].session_state["sent"])
     assert viewer + 3 <= teacher, (viewer, teacher)
+
+
+def row_of_bars():
+    import plotly.graph_objects as go
+
+    from ui import charts
+
+    bars = go.Figure(go.Bar(x=[1, 2], y=[3, 4]))
+    charts.svg_row((bars, go.Figure(go.Bar(x=[1], y=[2]))), ("one", "two"))
+
+
+def test_a_row_svg_cannot_draw_comes_as_plotly_charts_side_by_side():
+    at = AppTest.from_function(row_of_bars, default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.get("plotly_chart")) == 2 and len(at.columns) == 2
+    assert not [m for m in at.markdown if "<svg" in m.value]

@@ -2,15 +2,9 @@
 
 import itertools
 
+from conftest import Clock
+
 from ui.shared import MAX_FIGURES, SharedFrames
-
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
 
 
 class Counting:

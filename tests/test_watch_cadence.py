@@ -2,18 +2,11 @@
 it shows changed (issue 22 part 4: 100 phones on one laptop). The frames come from ui/shared.py, as on the page."""
 
 import numpy as np
+from conftest import Clock
 
 from bnviz.live.snapshot import LaneSpec, LaneStatus, LaneView, Settings, Snapshot, Status
 from ui import watch
 from ui.shared import SharedFrames
-
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
 
 
 class Run:

@@ -113,16 +113,16 @@ def row_html(*svgs: str) -> str:
     return ROW % "".join(CELL % s for s in svgs)
 
 
-def svg_row(figs, key):
+def svg_row(figs, keys):
     """Line figures side by side as static SVGs in one element: a viewer's redraw sends one message for them
     where ``st.columns`` and a chart per column send seven (each message is a round trip through the server's
     event loop: with 100 viewers, the largest part of a redraw's cost). Any figure SVG cannot draw: all by Plotly."""
     try:
         svgs = [figure(svg_chart.to_svg, fig) for fig in figs]
     except svg_chart.Unsupported:
-        for column, (fig, k) in zip(st.columns(len(figs)), key):
+        for column, fig, key in zip(st.columns(len(figs)), figs, keys):
             with column:
-                chart(fig, k)
+                chart(fig, key)
         return
     st.markdown(figure(row_html, *svgs), unsafe_allow_html=True)
 
